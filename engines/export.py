@@ -1,0 +1,150 @@
+"""Export trained checkpoints to an ONNX model bundle (torch -> ONNX, opset 17).
+
+    python -m engines.export --a2l runs/a2l --generator runs/gen --out engines/default
+        [--fixed-batch 1 5]
+
+Writes a2l.onnx and generator.onnx with a dynamic batch axis (plus, with --fixed-batch,
+generator_b{N}.onnx with the batch fixed, for TensorRT profiles), runs the ONNX checker,
+compares every export with torch on random inputs, and writes manifest.json. Files are
+written under temporary names and renamed, so a failed export leaves the old bundle intact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from rtdub.model import FORMAT
+from training.common import load_checkpoint
+from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace
+
+OPSET = 17
+
+
+def load_a2l(run: Path) -> AudioToLip:
+    meta = json.loads((run / "meta.json").read_text())
+    m = AudioToLip(A2LConfig(**meta["config"]))
+    load_checkpoint(run, m)
+    return m.eval()
+
+
+def load_gen(run: Path) -> LipToFace:
+    meta = json.loads((run / "meta.json").read_text())
+    m = LipToFace(GenConfig(**meta["config"]))
+    load_checkpoint(run, m)
+    return m.eval()
+
+
+def example_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(model, AudioToLip):
+        c = model.cfg
+        return (torch.rand(batch, c.window, c.n_mels, generator=g) * 8 - 4, torch.rand(batch, 1, generator=g) * c.max_lookahead)
+    assert isinstance(model, LipToFace)
+    s, c = model.cfg.size, model.cfg
+    return (
+        torch.rand(batch, 3, s, s, generator=g),
+        torch.rand(batch, 3, s, s, generator=g),
+        torch.randn(batch, c.context, c.units, generator=g),
+    )
+
+
+NAMES = {
+    AudioToLip: (["mel", "lookahead"], ["units"]),
+    LipToFace: (["pose", "reference", "units"], ["face"]),
+}
+
+
+def export_onnx(model: torch.nn.Module, path: Path, batch: int | None) -> None:
+    """Export with a dynamic batch axis (batch None) or a fixed one; atomic; checker-verified."""
+    ins, outs = NAMES[type(model)]
+    dyn = None if batch is not None else {n: {0: "batch"} for n in ins + outs}
+    tmp = path.with_name(path.name + ".part")
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            example_inputs(model, batch or 2),
+            str(tmp),
+            input_names=ins,
+            output_names=outs,
+            dynamic_axes=dyn,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
+    os.replace(tmp, path)
+
+
+def parity(model: torch.nn.Module, path: Path, batch: int) -> float:
+    """Max abs difference between torch and onnxruntime on random inputs."""
+    import onnxruntime as ort
+
+    ins, _ = NAMES[type(model)]
+    x = example_inputs(model, batch, seed=1)
+    with torch.no_grad():
+        ref = model(*x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: t.numpy() for n, t in zip(ins, x, strict=True)})[0]
+    return float(np.max(np.abs(ref - got)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="export checkpoints to an ONNX model bundle")
+    p.add_argument("--a2l", type=Path, required=True)
+    p.add_argument("--generator", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("engines/default"))
+    p.add_argument("--fixed-batch", type=int, nargs="*", default=[])
+    p.add_argument("--name", default="rtdub-default")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    a2l, gen = load_a2l(args.a2l), load_gen(args.generator)
+    units = json.loads((args.a2l / "units.json").read_text())
+    if gen.cfg.units != a2l.cfg.units:
+        print("export: error: the two stages disagree on the number of units", file=sys.stderr)
+        return 2
+    report = {}
+    export_onnx(a2l, args.out / "a2l.onnx", None)
+    export_onnx(gen, args.out / "generator.onnx", None)
+    report["a2l"] = parity(a2l, args.out / "a2l.onnx", 4)
+    report["generator"] = parity(gen, args.out / "generator.onnx", 5)
+    for b in args.fixed_batch:
+        f = args.out / f"generator_b{b}.onnx"
+        export_onnx(gen, f, b)
+        report[f"generator_b{b}"] = parity(gen, f, b)
+    manifest = {
+        "format": FORMAT,
+        "name": args.name,
+        "crop_size": gen.cfg.size,
+        "a2l": {"file": "a2l.onnx", "window": a2l.cfg.window, "max_lookahead": a2l.cfg.max_lookahead, "config": a2l.cfg.to_dict()},
+        "generator": {"file": "generator.onnx", "context": gen.cfg.context, "config": gen.cfg.to_dict()},
+        "units": {
+            "basis_mean": units["basis_mean"],
+            "basis_components": units["basis_components"],
+            "closed": units["closed_units"],
+            "smoothing": units["smoothing"],
+        },
+        "opset": OPSET,
+        "parity_max_abs": report,
+        "training": {
+            "a2l": json.loads((args.a2l / "meta.json").read_text()).get("dev"),
+            "generator": json.loads((args.generator / "meta.json").read_text()).get("dev"),
+        },
+    }
+    tmp = args.out / "manifest.json.part"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, args.out / "manifest.json")
+    for k, v in report.items():
+        print(f"{k}: torch vs onnxruntime max abs error {v:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""The backend contract: synchronous, preallocated, resettable; one call per model stage."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    threads: int = 2  # intra-op threads
+    device: int = 0  # GPU index for GPU backends
+
+
+class Backend(ABC):
+    """Runs the audio-to-lip and lip-to-face stages. Not thread-safe: one per stream.
+
+    Call it from a worker thread (an executor), never from the event loop itself."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def audio_to_lip(self, mel: np.ndarray, lookahead: np.ndarray) -> np.ndarray:
+        """mel (B, W, 80) float32, lookahead (B, 1) seconds -> units (B, U)."""
+
+    @abstractmethod
+    def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """pose, reference (B, 3, S, S) in [0, 1]; units (B, 5, U) -> faces (B, 3, S, S)."""
+
+    def reset(self) -> None:
+        """Forget per-stream state (none for stateless backends)."""
+
+    def close(self) -> None:
+        """Release sessions and device memory."""

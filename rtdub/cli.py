@@ -1,0 +1,108 @@
+"""The ``rtdub`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .exceptions import BackendUnavailable, InputError, ModelError, RtdubError
+
+EXIT_USAGE = 2
+
+
+def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dub", help="dub a video file with a dubbed audio track")
+    p.add_argument("--video", required=True, type=Path, help="talking-head video (any frame rate)")
+    p.add_argument("--audio", required=True, type=Path, help="dubbed speech (any format, any sample rate)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output MP4")
+    p.add_argument("--lookahead-ms", type=float, default=100.0, help="audio lookahead of the lip stage (0-120)")
+    p.add_argument("--model", type=Path, default=None, help="model bundle directory (default: engines/default)")
+    p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
+    p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--compare", type=Path, default=None, help="also write input|output side by side")
+    p.add_argument("--check-locality", action="store_true", help="verify that only masked pixels change")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_dub)
+
+
+def cmd_dub(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .dub import DubOptions, dub_file
+
+    if args.lookahead_ms < 0:
+        raise InputError("--lookahead-ms", "must be >= 0")
+    opts = DubOptions(
+        video=args.video,
+        audio=args.audio,
+        output=args.output,
+        model=args.model,
+        backend=args.backend,
+        lookahead_ms=args.lookahead_ms,
+        threads=args.threads,
+        compare=args.compare,
+        check_locality=args.check_locality,
+    )
+    bar = tqdm(total=0, unit="frame", desc="dub", disable=args.quiet, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        rep = dub_file(opts, progress)
+    finally:
+        bar.close()
+    print(f"wrote {rep.output}")
+    if opts.compare:
+        print(f"wrote {opts.compare}")
+    print(
+        f"{rep.frames} frames ({rep.duration:.2f} s at {rep.fps:.2f} fps) in {rep.wall:.2f} s: "
+        f"{rep.frames_per_second:.1f} frames/s, {rep.realtime_factor:.2f}x real time"
+    )
+    print(f"faces: {rep.faces}, frames without a face (copied unchanged): {rep.no_face}, silent: {rep.silent}")
+    if rep.pixels_changed_outside_mask is not None:
+        print(f"pixels changed outside the blend mask: {rep.pixels_changed_outside_mask}")
+    stages = "  ".join(f"{k} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in rep.percentiles().items())
+    print(f"per-frame ms (p50/p95): {stages}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtdub", description="real-time lip-sync dubbing")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_dub(sub)
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return p
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except (InputError, ModelError, BackendUnavailable) as exc:
+        print(f"rtdub: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RtdubError as exc:
+        print(f"rtdub: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rtdub: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

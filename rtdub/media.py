@@ -1,0 +1,237 @@
+"""Media I/O on PyAV: probing, audio loading (any rate, resampled), frame reading (any frame
+rate, variable included) and atomic writing of an H.264/AAC MP4."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .exceptions import InputError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction  # average frame rate (variable-rate input is resampled to it)
+    duration: float  # seconds, from the last frame's end when known
+    n_frames: int  # container estimate, 0 when unknown
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded RGB frame with its presentation time in seconds."""
+
+    image: np.ndarray  # (H, W, 3) uint8, RGB
+    time: float
+
+
+def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(str(path), "no such file")
+    if not p.is_file():
+        raise InputError(str(path), "not a regular file")
+    if not os.access(p, os.R_OK):
+        raise InputError(str(path), "permission denied")
+    try:
+        return av.open(str(p), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(str(path), f"not a readable media file ({type(exc).__name__})") from exc
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe the first video stream; InputError if there is none."""
+    with _open(path) as c:
+        if not c.streams.video:
+            raise InputError(str(path), "no video stream")
+        s = c.streams.video[0]
+        fps = s.average_rate or s.guessed_rate or Fraction(25)
+        dur = 0.0
+        if s.duration is not None and s.time_base is not None:
+            dur = float(s.duration * s.time_base)
+        elif c.duration is not None:
+            dur = c.duration / av.time_base
+        return VideoInfo(s.codec_context.width, s.codec_context.height, Fraction(fps), dur, s.frames or 0)
+
+
+def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mono: bool = True) -> np.ndarray:
+    """Decode the first audio stream, resampled to ``sample_rate``.
+
+    Returns float32 of shape (n,) when ``mono`` else (channels, n) with 1 or 2 channels."""
+    with _open(path) as c:
+        if not c.streams.audio:
+            raise InputError(str(path), "no audio stream")
+        stream = c.streams.audio[0]
+        layout = "mono" if mono or stream.codec_context.channels < 2 else "stereo"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in c.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except av.error.FFmpegError as exc:
+            raise InputError(str(path), f"audio stream cannot be decoded ({exc})") from exc
+    n_ch = 1 if layout == "mono" else 2
+    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((n_ch, 0), np.float32)
+    data = data.astype(np.float32, copy=False)
+    if data.shape[1] == 0:
+        raise InputError(str(path), "audio stream holds no samples")
+    return data[0] if mono else data
+
+
+def audio_sample_rate(path: str | os.PathLike[str]) -> int:
+    with _open(path) as c:
+        if not c.streams.audio:
+            raise InputError(str(path), "no audio stream")
+        return int(c.streams.audio[0].codec_context.sample_rate or SAMPLE_RATE)
+
+
+def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
+    """Decode the first video stream as RGB frames with their times, in presentation order."""
+    with _open(path) as c:
+        if not c.streams.video:
+            raise InputError(str(path), "no video stream")
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0: float | None = None
+        last = -1.0
+        for frame in c.decode(stream):
+            t = frame.time if frame.time is not None else (last + 1 / 25 if last >= 0 else 0.0)
+            if t0 is None:
+                t0 = t
+            t = t - t0
+            if t <= last:  # broken timestamps: keep time strictly increasing
+                t = last + 1e-3
+            last = t
+            yield Frame(frame.to_ndarray(format="rgb24"), t)
+
+
+class VideoWriter:
+    """Write RGB frames (and optionally audio) to an MP4, atomically.
+
+    Everything goes to a hidden temporary file beside ``path``; :meth:`close` renames it into
+    place. An exception inside the ``with`` block (Ctrl-C included) deletes the temporary file,
+    so a partial output never appears under ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: Fraction,
+        width: int,
+        height: int,
+        audio: np.ndarray | None = None,
+        audio_rate: int = SAMPLE_RATE,
+        crf: int = 18,
+        preset: str = "veryfast",
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self.width = width - width % 2
+        self.height = height - height % 2
+        self.fps = Fraction(fps).limit_denominator(1001 * 1000)
+        self._c = av.open(str(self._tmp), mode="w", format="mp4")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        self._v = self._c.add_stream(codec, rate=self.fps)
+        self._v.width, self._v.height = self.width, self.height
+        self._v.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self._v.options = {"crf": str(crf), "preset": preset}
+        self._n = 0
+        self._audio: np.ndarray | None = None
+        if audio is not None:
+            a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+            self._audio = np.clip(a, -1, 1)
+            self._a = self._c.add_stream("aac", rate=audio_rate)
+            self._a.layout = "mono" if a.shape[0] == 1 else "stereo"
+            self._arate = audio_rate
+            self._apos = 0
+        self._closed = False
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is None:
+            self.close()
+        else:
+            self.abort()
+
+    @property
+    def frames_written(self) -> int:
+        return self._n
+
+    def write(self, image: np.ndarray) -> None:
+        img = np.ascontiguousarray(image[: self.height, : self.width])
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = self._n
+        frame.time_base = 1 / self.fps
+        for pkt in self._v.encode(frame):
+            self._c.mux(pkt)
+        self._n += 1
+        self._write_audio_until(self._n / self.fps)
+
+    def _write_audio_until(self, t: float | Fraction | None) -> None:
+        if self._audio is None:
+            return
+        end = self._audio.shape[1] if t is None else min(self._audio.shape[1], int(t * self._arate))
+        chunk = 1024
+        while self._apos < end and (t is None or self._apos + chunk <= end):
+            part = self._audio[:, self._apos : self._apos + chunk]
+            if part.shape[1] < chunk:
+                part = np.pad(part, ((0, 0), (0, chunk - part.shape[1])))
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name)
+            af.sample_rate = self._arate
+            af.pts = self._apos
+            af.time_base = Fraction(1, self._arate)
+            for pkt in self._a.encode(af):
+                self._c.mux(pkt)
+            self._apos += chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            for pkt in self._v.encode(None):
+                self._c.mux(pkt)
+            if self._audio is not None:
+                self._write_audio_until(None)
+                for pkt in self._a.encode(None):
+                    self._c.mux(pkt)
+            self._c.close()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        os.replace(self._tmp, self.path)
+        logger.info("wrote video", extra={"path": str(self.path), "frames": self._n})
+
+    def abort(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._c.close()
+        except Exception:  # noqa: BLE001 - best effort on the error path
+            pass
+        self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""A model bundle: the two ONNX stages plus the manifest that says how to feed them.
+
+Layout of a bundle directory (``engines/default`` is the one shipped):
+
+    manifest.json    format, crop size, unit basis, closed-mouth units, window sizes
+    a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
+    generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
+
+Images are RGB floats in [0, 1]. Only ONNX and JSON are read: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .exceptions import ModelError
+from .lipunits import LipBasis
+
+FORMAT = "rtdub-model/1"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "engines" / "default"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    root: Path
+    crop_size: int
+    mel_window: int
+    context: int
+    max_lookahead: float
+    basis: LipBasis
+    closed_units: np.ndarray  # (U,) z-scored units of a closed, neutral mouth
+    smoothing: tuple[float, ...]  # causal weights over a2l outputs of frames t-k..t
+    a2l_path: Path
+    generator_path: Path
+    info: dict[str, object]
+
+    @property
+    def n_units(self) -> int:
+        return self.basis.n_units
+
+
+def default_model_dir() -> Path:
+    return DEFAULT_MODEL_DIR
+
+
+def load_bundle(path: str | Path | None = None) -> ModelBundle:
+    root = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    mf = root / "manifest.json"
+    if not mf.is_file():
+        raise ModelError(f"{root}: not a model bundle (no manifest.json)")
+    try:
+        m = json.loads(mf.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{mf}: unreadable manifest ({exc})") from exc
+    if m.get("format") != FORMAT:
+        raise ModelError(f"{mf}: unsupported format {m.get('format')!r}, expected {FORMAT!r}")
+    try:
+        basis = LipBasis(
+            np.asarray(m["units"]["basis_mean"], np.float32),
+            np.asarray(m["units"]["basis_components"], np.float32),
+        )
+        bundle = ModelBundle(
+            root=root,
+            crop_size=int(m["crop_size"]),
+            mel_window=int(m["a2l"]["window"]),
+            context=int(m["generator"]["context"]),
+            max_lookahead=float(m["a2l"]["max_lookahead"]),
+            basis=basis,
+            closed_units=np.asarray(m["units"]["closed"], np.float32),
+            smoothing=tuple(float(x) for x in m["units"].get("smoothing", [1.0])),
+            a2l_path=root / m["a2l"]["file"],
+            generator_path=root / m["generator"]["file"],
+            info=m,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc
+    for p in (bundle.a2l_path, bundle.generator_path):
+        if not p.is_file():
+            raise ModelError(f"{p}: missing model file")
+    if bundle.closed_units.shape != (basis.n_units,):
+        raise ModelError(f"{mf}: closed units do not match the unit basis")
+    return bundle

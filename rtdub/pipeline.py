@@ -1,0 +1,207 @@
+"""The per-frame dubbing core shared by the offline CLI, the streaming engine and benchmarks.
+
+    frame ─► FaceTracker ─► align ─► crop ─┬─► ReferenceSelector (past frames only)
+    mel  ─► AudioStage (units for t, t-4..t history) ─┤
+                                            └─► generator ─► colour match ─► paste (mask only)
+
+Every stage is synchronous; callers that live on an event loop run :meth:`DubPipeline.process`
+in an executor. A frame without a face is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from . import align, audio
+from .backends.base import Backend
+from .blend import FaceMask, PasteRegion, face_mask, match_colour, paste
+from .lipunits import to_canonical
+from .model import ModelBundle
+from .reference import ReferenceConfig, ReferenceSelector
+from .tracker import FaceObservation, FaceTracker
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("track", "align", "mel", "a2l", "generator", "blend")
+
+
+class MelSource(Protocol):
+    def frames(self, start: int, stop: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    lookahead_ms: float = 100.0
+    # a frame is silent when the mean log-mel (scale [-4, 4]) of the 50 ms around it stays
+    # below this; silent frames get the closed-mouth units
+    silence_level: float = -3.0
+    colour_match: bool = True
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    image: np.ndarray  # the output frame (the input array, modified in place when a face was found)
+    face: bool
+    silent: bool
+    times: dict[str, float]  # ms per stage
+    region: PasteRegion | None = None
+    units: np.ndarray | None = None
+
+
+class AudioStage:
+    """Lip-motion units per video frame from a mel source, causal up to the lookahead."""
+
+    def __init__(self, bundle: ModelBundle, backend: Backend, config: PipelineConfig) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.config = config
+        la = config.lookahead_ms / 1000
+        if la < 0:
+            raise ValueError("lookahead must be >= 0 ms")
+        if la > bundle.max_lookahead + 1e-6:
+            logger.warning(
+                "lookahead beyond the trained range; clamped",
+                extra={"requested_ms": config.lookahead_ms, "max_ms": bundle.max_lookahead * 1000},
+            )
+            la = bundle.max_lookahead
+        self.lookahead = la
+        self._la = np.full((1, 1), la, np.float32)
+        self._raw: deque[np.ndarray] = deque(maxlen=len(bundle.smoothing))
+        self._w = np.asarray(bundle.smoothing, np.float32) / float(np.sum(bundle.smoothing))
+
+    def reset(self) -> None:
+        self._raw.clear()
+
+    def needed_until(self, t: float) -> float:
+        """Audio time (s) up to which the mel must be known to compute frame ``t``."""
+        return t + self.lookahead + audio.N_FFT / 2 / audio.SAMPLE_RATE
+
+    def is_silent(self, mel: MelSource, t: float) -> bool:
+        m = int(round(t * audio.MEL_FPS))
+        near = mel.frames(m - 2, m + 2)
+        return float(near.mean()) < self.config.silence_level
+
+    def units_at(self, mel: MelSource, t: float, times: dict[str, float] | None = None) -> tuple[np.ndarray, bool]:
+        """Smoothed z-units for the frame at ``t`` and whether the audio is silent there."""
+        t0 = time.perf_counter()
+        start, stop = audio.window_bounds(t, self.lookahead, self.bundle.mel_window)
+        win = mel.frames(start, stop)[None]
+        silent = self.is_silent(mel, t)
+        t1 = time.perf_counter()
+        raw = self.bundle.closed_units if silent else self.backend.audio_to_lip(win, self._la)[0]
+        t2 = time.perf_counter()
+        self._raw.append(np.asarray(raw, np.float32))
+        hist = list(self._raw)
+        while len(hist) < len(self._w):
+            hist.insert(0, hist[0])
+        units = np.tensordot(self._w, np.stack(hist), axes=1).astype(np.float32)
+        if times is not None:
+            times["mel"] = (t1 - t0) * 1000
+            times["a2l"] = (t2 - t1) * 1000
+        return units, silent
+
+
+class DubPipeline:
+    """Stateful per-stream renderer. Feed frames in time order."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        backend: Backend,
+        tracker: FaceTracker,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.tracker = tracker
+        self.config = config or PipelineConfig()
+        self.audio = AudioStage(bundle, backend, self.config)
+        self.refs = ReferenceSelector(self.config.reference)
+        self.mask: FaceMask = face_mask(bundle.crop_size)
+        s = bundle.crop_size
+        self._hidden = self.mask.hidden
+        self._units: deque[np.ndarray] = deque(maxlen=bundle.context)
+        self._pose = np.zeros((1, 3, s, s), np.float32)
+        self._ref = np.zeros((1, 3, s, s), np.float32)
+        self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
+        self._last_obs: FaceObservation | None = None
+        self._last_face: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.audio.reset()
+        self.refs.reset()
+        self.tracker.reset()
+        self.backend.reset()
+        self._units.clear()
+        self._last_obs = None
+        self._last_face = None
+
+    def push_units(self, units: np.ndarray) -> None:
+        """Append the units of the current frame to the five-frame context."""
+        self._units.append(np.asarray(units, np.float32))
+
+    def process(
+        self,
+        image: np.ndarray,
+        t: float,
+        mel: MelSource | None = None,
+        units: np.ndarray | None = None,
+        reuse_landmarks: bool = False,
+        skip_generator: bool = False,
+    ) -> FrameResult:
+        """Dub the frame ``image`` (RGB uint8, modified in place) shown at ``t`` seconds.
+
+        The units come from ``mel`` through the audio stage, or are given directly (``units``,
+        e.g. true units for an evaluation ceiling). ``reuse_landmarks`` and ``skip_generator``
+        are the scheduler's degradation steps."""
+        times: dict[str, float] = {}
+        silent = False
+        if units is None:
+            if mel is None:
+                raise ValueError("give a mel source or the units")
+            units, silent = self.audio.units_at(mel, t, times)
+        self.push_units(units)
+        t0 = time.perf_counter()
+        obs = self._last_obs if reuse_landmarks and self._last_obs is not None else self.tracker.track(image, t)
+        t1 = time.perf_counter()
+        times["track"] = (t1 - t0) * 1000
+        if obs is None:
+            self._last_obs = None
+            return FrameResult(image, False, silent, times, None, units)
+        self._last_obs = obs
+        al = align.estimate(obs.landmarks, self.bundle.crop_size)
+        crop = align.warp_to_crop(image, al)
+        canon = to_canonical(obs.landmarks)
+        self.refs.observe(t, crop, canon)
+        ref = self.refs.reference(t)
+        t2 = time.perf_counter()
+        times["align"] = (t2 - t1) * 1000
+        if skip_generator and self._last_face is not None:
+            face = self._last_face
+        else:
+            assert ref is not None
+            crop_f = crop.astype(np.float32) * (1 / 255)
+            self._pose[0] = crop_f.transpose(2, 0, 1)
+            self._pose[0][:, self._hidden] = 0.0
+            self._ref[0] = ref.crop.transpose(2, 0, 1).astype(np.float32) * (1 / 255)
+            hist = list(self._units)
+            while len(hist) < self.bundle.context:
+                hist.insert(0, hist[0])
+            self._ctx[0] = np.stack(hist)
+            out = self.backend.generate(self._pose, self._ref, self._ctx)[0]
+            face = np.clip(out.transpose(1, 2, 0), 0, 1) * 255
+            if self.config.colour_match:
+                face = match_colour(face, crop.astype(np.float32), self.mask)
+            self._last_face = face
+        t3 = time.perf_counter()
+        times["generator"] = (t3 - t2) * 1000
+        region = paste(image, face, al, self.mask)
+        times["blend"] = (time.perf_counter() - t3) * 1000
+        return FrameResult(image, True, silent, times, region, units)

@@ -1,0 +1,91 @@
+"""Causal choice of the identity reference.
+
+The generator needs a crop of the same person that does not carry the mouth of the frame it
+renders (DESIGN §5). The selector keeps a bounded history of past crops and picks the most
+neutral, closed-mouth, frontal one that is at least ``min_age`` seconds old; it re-picks now
+and then, and only switches when the new candidate is clearly better, to avoid flicker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .lipunits import inner_gap
+
+NOSE_TIP = 1
+NOSE_TIP_X = 0.0064  # canonical x of the nose tip on a frontal face
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    min_age: float = 1.0  # s: never a frame closer than this to the frame being rendered
+    history: float = 10.0  # s of candidates kept; older ones are dropped first
+    sample_every: float = 0.1  # s between stored candidates
+    refresh: float = 2.0  # s between re-picks
+    switch_margin: float = 0.01  # score a new pick must win by
+
+
+@dataclass(frozen=True)
+class Candidate:
+    time: float
+    score: float
+    crop: np.ndarray  # (S, S, 3) uint8
+
+
+def neutrality(canonical: np.ndarray) -> float:
+    """Lower is better: an open mouth and a turned head both cost."""
+    gap = max(0.0, inner_gap(canonical))
+    yaw = abs(float(canonical[NOSE_TIP, 0]) - NOSE_TIP_X)
+    return gap + 0.3 * yaw
+
+
+class ReferenceSelector:
+    def __init__(self, config: ReferenceConfig | None = None) -> None:
+        self.config = config or ReferenceConfig()
+        max_items = int(np.ceil(self.config.history / max(self.config.sample_every, 1e-3))) + 2
+        self._cands: deque[Candidate] = deque(maxlen=max_items)  # drop policy: oldest first
+        self._current: Candidate | None = None
+        self._picked_at = -np.inf
+
+    def reset(self) -> None:
+        self._cands.clear()
+        self._current = None
+        self._picked_at = -np.inf
+
+    @property
+    def current(self) -> Candidate | None:
+        return self._current
+
+    def observe(self, t: float, crop: np.ndarray, canonical: np.ndarray) -> None:
+        """Offer the crop of the frame at ``t`` (call once per tracked frame, in time order)."""
+        c = self.config
+        if self._cands and t - self._cands[-1].time < c.sample_every:
+            return
+        self._cands.append(Candidate(t, neutrality(canonical), crop.copy()))
+        while self._cands and t - self._cands[0].time > c.history:
+            self._cands.popleft()
+
+    def reference(self, t: float) -> Candidate | None:
+        """The reference for rendering the frame at ``t``."""
+        c = self.config
+        if not self._cands:
+            return self._current
+        due = t - self._picked_at >= c.refresh
+        stale = self._current is None or t - self._current.time > c.history or self._current.time > t
+        if not (due or stale):
+            return self._current
+        old = [k for k in self._cands if t - k.time >= c.min_age]
+        if not old:
+            # bootstrap: nothing is old enough yet; use the oldest frame seen
+            if self._current is None:
+                self._current = self._cands[0]
+            return self._current
+        best = min(old, key=lambda k: k.score)
+        young = self._current is not None and t - self._current.time < c.min_age
+        if stale or young or best.score < self._current.score - c.switch_margin:  # type: ignore[union-attr]
+            self._current = best
+        self._picked_at = t
+        return self._current

@@ -1,0 +1,160 @@
+"""Face tracking on mediapipe face mesh (tracking mode) with One-Euro smoothing.
+
+Small faces: mediapipe's short-range detector misses faces under about a quarter of the
+frame height, and the mesh then finds nothing. When the full-frame mesh fails, the tracker
+meshes a crop around the last known face, and when there is none it finds the face with the
+full-range detector first. A jump of the face (a cut, a re-detection) resets the smoothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .quiet import native_stderr_silenced
+from .smoothing import OneEuroFilter
+
+logger = logging.getLogger(__name__)
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+N_LANDMARKS = 468
+LEFT_EYE_OUTER, RIGHT_EYE_OUTER = 33, 263
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    min_cutoff: float = 1.5  # One-Euro, Hz, in face-size units
+    beta: float = 2.0
+    roi_size: int = 256  # side of the crop the small-face path meshes
+    smooth: bool = True
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    landmarks: np.ndarray  # (468, 2) float64 frame pixels, smoothed
+    raw: np.ndarray  # (468, 2) unsmoothed
+    face_size: float  # outer-eye-corner distance in pixels
+    via_roi: bool  # found through the small-face path
+
+
+def _mesh_points(result: object, w: int, h: int) -> np.ndarray | None:
+    faces = getattr(result, "multi_face_landmarks", None)
+    if not faces:
+        return None
+    lm = faces[0].landmark
+    return np.array([(p.x * w, p.y * h) for p in lm[:N_LANDMARKS]], np.float64)
+
+
+class FaceTracker:
+    """Synchronous, stateful tracker: call :meth:`track` on consecutive frames."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        with native_stderr_silenced():
+            self._init(config)
+        self._warm = False
+
+    def _init(self, config: TrackerConfig | None) -> None:
+        import mediapipe as mp  # heavy import, deferred
+
+        self.config = config or TrackerConfig()
+        c = self.config
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=False,
+            min_detection_confidence=c.min_detection_confidence,
+            min_tracking_confidence=c.min_tracking_confidence,
+        )
+        self._roi_mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=1, min_detection_confidence=c.min_detection_confidence
+        )
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=c.min_detection_confidence
+        )
+        self._filter = OneEuroFilter(c.min_cutoff, c.beta)
+        self._last: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._filter.reset()
+        self._last = None
+
+    def close(self) -> None:
+        for m in (self._mesh, self._roi_mesh, self._detector):
+            m.close()
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _mesh_roi(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """Mesh a square crop around ``box`` (x0, y0, x1, y1), scaled to roi_size."""
+        h, w = image.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = max(box[2] - box[0], box[3] - box[1]) * 1.8
+        if side < 8:
+            return None
+        n = self.config.roi_size
+        k = n / side
+        m = np.array([[k, 0, n / 2 - k * cx], [0, k, n / 2 - k * cy]], np.float64)
+        crop = cv2.warpAffine(image, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        pts = _mesh_points(self._roi_mesh.process(crop), n, n)
+        if pts is None:
+            return None
+        pts = (pts - m[:, 2]) / k
+        if not (np.all(pts[:, 0] > -w * 0.1) and np.all(pts[:, 0] < w * 1.1)):
+            return None
+        return pts
+
+    def _detect_box(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
+        res = self._detector.process(image)
+        dets = getattr(res, "detections", None)
+        if not dets:
+            return None
+        h, w = image.shape[:2]
+        best = max(dets, key=lambda d: d.score[0])
+        b = best.location_data.relative_bounding_box
+        return (b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h)
+
+    def track(self, image: np.ndarray, t: float) -> FaceObservation | None:
+        """Landmarks of the face in ``image`` (RGB uint8) at time ``t`` seconds, or None."""
+        if not self._warm:  # the first calls print native banners; keep them off the terminal
+            self._warm = True
+            with native_stderr_silenced():
+                return self.track(image, t)
+        h, w = image.shape[:2]
+        image = np.ascontiguousarray(image)
+        pts = _mesh_points(self._mesh.process(image), w, h)
+        via_roi = False
+        if pts is None:
+            box = None
+            if self._last is not None:
+                lo, hi = self._last.min(0), self._last.max(0)
+                box = (lo[0], lo[1], hi[0], hi[1])
+                pts = self._mesh_roi(image, box)
+            if pts is None:
+                box = self._detect_box(image)
+                pts = self._mesh_roi(image, box) if box is not None else None
+            via_roi = pts is not None
+        if pts is None:
+            if self._last is not None:
+                logger.debug("face lost", extra={"t": t})
+            self.reset()
+            return None
+        size = float(np.linalg.norm(pts[RIGHT_EYE_OUTER] - pts[LEFT_EYE_OUTER])) or 1.0
+        if self._last is not None:
+            jump = np.linalg.norm(pts.mean(0) - self._last.mean(0)) / size
+            if jump > 0.5:
+                self._filter.reset()
+        smoothed = self._filter(pts / size, t) * size if self.config.smooth else pts
+        self._last = pts
+        return FaceObservation(smoothed, pts, size, via_roi)

@@ -1,0 +1,128 @@
+"""Turn a folder of talking-head videos into training shards: aligned crops, landmarks, audio, mel.
+
+    python -m training.prepare SRC_DIR OUT_DIR [--size 96] [--workers 2]
+
+One shard (``OUT_DIR/<clip>.npz``) per video, written atomically; shards that exist are
+skipped, so an interrupted run resumes where it stopped. Any layout works as long as the
+videos carry their own audio: a flat folder (../shared/media/train), LRS2's
+``main/<speaker>/<utt>.mp4`` tree or HDTF's ``<clip>.mp4`` files; every ``*.mp4``, ``*.mov``,
+``*.mkv``, ``*.webm`` and ``*.avi`` below SRC_DIR is used and the shard name keeps its
+relative path (``/`` becomes ``__``).
+
+Shard content:
+    crops    (N, S, S, 3) uint8   aligned face crops (align.py canonical frame)
+    canon    (N, 468, 2)  float32 landmarks in canonical units (NaN where no face)
+    times    (N,)         float64 frame times in seconds
+    valid    (N,)         bool    a face was found
+    wav      (M,)         float32 16 kHz mono, as recorded (training normalises it on load,
+                                  so a change of the normaliser needs no new shards)
+    fps      ()           float   average frame rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rtdub import align, audio, media
+from rtdub.exceptions import InputError
+from rtdub.lipunits import to_canonical
+from rtdub.tracker import FaceTracker
+
+logger = logging.getLogger(__name__)
+VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+
+
+def shard_name(src: Path, root: Path) -> str:
+    rel = src.relative_to(root).with_suffix("")
+    return "__".join(rel.parts)
+
+
+def prepare_clip(src: Path, dst: Path, size: int) -> dict[str, float]:
+    """Process one video into one shard; returns a few counts for the log."""
+    info = media.probe_video(src)
+    try:
+        wav = media.load_audio(src)
+    except InputError:
+        wav = np.zeros(0, np.float32)
+    crops, canon, times, valid = [], [], [], []
+    nan = np.full((468, 2), np.nan, np.float32)
+    with FaceTracker() as tracker:
+        for fr in media.iter_frames(src):
+            obs = tracker.track(fr.image, fr.time)
+            times.append(fr.time)
+            if obs is None:
+                crops.append(np.zeros((size, size, 3), np.uint8))
+                canon.append(nan)
+                valid.append(False)
+                continue
+            al = align.estimate(obs.landmarks, size)
+            crops.append(align.warp_to_crop(fr.image, al))
+            canon.append(to_canonical(obs.landmarks).astype(np.float32))
+            valid.append(True)
+    tmp = dst.with_name(dst.name + ".part.npz")
+    np.savez(
+        tmp,
+        crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
+        canon=np.stack(canon) if canon else np.zeros((0, 468, 2), np.float32),
+        times=np.asarray(times, np.float64),
+        valid=np.asarray(valid, bool),
+        wav=wav.astype(np.float32),
+        fps=np.float64(info.fps),
+    )
+    os.replace(tmp, dst)
+    return {"frames": len(times), "faces": int(np.sum(valid)), "seconds": wav.size / audio.SAMPLE_RATE}
+
+
+def _worker(args: tuple[str, str, int]) -> tuple[str, dict[str, float] | str]:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    src, dst, size = args
+    try:
+        return src, prepare_clip(Path(src), Path(dst), size)
+    except InputError as exc:
+        return src, f"skipped: {exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--size", type=int, default=96, help="crop side in pixels")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--glob", default="*", help="only videos whose file name matches")
+    args = p.parse_args(argv)
+    if not args.src.is_dir():
+        print(f"prepare: error: {args.src}: not a directory", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    videos = sorted(
+        v for v in args.src.rglob(args.glob) if v.suffix.lower() in VIDEO_EXT and v.is_file()
+    )
+    jobs = []
+    for v in videos:
+        dst = args.out / f"{shard_name(v, args.src)}.npz"
+        if not dst.exists():
+            jobs.append((str(v), str(dst), args.size))
+    print(f"{len(videos)} videos, {len(videos) - len(jobs)} already prepared", file=sys.stderr)
+    failed = 0
+    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+        futs = [pool.submit(_worker, j) for j in jobs]
+        for fut in tqdm(as_completed(futs), total=len(futs), desc="prepare", unit="clip"):
+            src, res = fut.result()
+            if isinstance(res, str):
+                failed += 1
+                tqdm.write(f"{src}: {res}")
+            else:
+                tqdm.write(f"{src}: {res['faces']}/{res['frames']} faces, {res['seconds']:.1f}s audio")
+    return 1 if failed and failed == len(jobs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
