@@ -46,13 +46,17 @@ def example_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> tuple[t
     g = torch.Generator().manual_seed(seed)
     if isinstance(model, AudioToLip):
         c = model.cfg
-        return (torch.rand(batch, c.window, c.n_mels, generator=g) * 8 - 4, torch.rand(batch, 1, generator=g) * c.max_lookahead)
+        return (
+            torch.rand(batch, c.window, c.n_mels, generator=g) * 8 - 4,
+            torch.rand(batch, 1, generator=g) * c.max_lookahead,
+        )
     assert isinstance(model, LipToFace)
-    s, c = model.cfg.size, model.cfg
+    gc = model.cfg
+    s = gc.size
     return (
         torch.rand(batch, 3, s, s, generator=g),
         torch.rand(batch, 3, s, s, generator=g),
-        torch.randn(batch, c.context, c.units, generator=g),
+        torch.randn(batch, gc.context, gc.units, generator=g),
     )
 
 
@@ -123,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         "format": FORMAT,
         "name": args.name,
         "crop_size": gen.cfg.size,
-        "a2l": {"file": "a2l.onnx", "window": a2l.cfg.window, "max_lookahead": a2l.cfg.max_lookahead, "config": a2l.cfg.to_dict()},
+        "a2l": {
+            "file": "a2l.onnx",
+            "window": a2l.cfg.window,
+            "max_lookahead": a2l.cfg.max_lookahead,
+            "config": a2l.cfg.to_dict(),
+        },
         "generator": {"file": "generator.onnx", "context": gen.cfg.context, "config": gen.cfg.to_dict()},
         "units": {
             "basis_mean": units["basis_mean"],

@@ -18,8 +18,12 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--video", required=True, type=Path, help="talking-head video (any frame rate)")
     p.add_argument("--audio", required=True, type=Path, help="dubbed speech (any format, any sample rate)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output MP4")
-    p.add_argument("--lookahead-ms", type=float, default=100.0, help="audio lookahead of the lip stage (0-120)")
-    p.add_argument("--model", type=Path, default=None, help="model bundle directory (default: engines/default)")
+    p.add_argument(
+        "--lookahead-ms", type=float, default=100.0, help="audio lookahead of the lip stage (0-120)"
+    )
+    p.add_argument(
+        "--model", type=Path, default=None, help="model bundle directory (default: engines/default)"
+    )
     p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--compare", type=Path, default=None, help="also write input|output side by side")
@@ -46,17 +50,25 @@ def cmd_dub(args: argparse.Namespace) -> int:
         compare=args.compare,
         check_locality=args.check_locality,
     )
-    bar = tqdm(total=0, unit="frame", desc="dub", disable=args.quiet, file=sys.stderr)
+    # a terminal gets a progress bar (created on the first frame, erased on an error, so an
+    # error is always a single line); a pipe or a log file gets none
+    show = not args.quiet and sys.stderr.isatty()
+    bars: list[tqdm] = []
 
     def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, unit="frame", desc="dub", disable=not show, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
 
     try:
         rep = dub_file(opts, progress)
-    finally:
-        bar.close()
+    except BaseException:
+        for b in bars:
+            b.leave = False
+            b.close()
+        raise
+    for b in bars:
+        b.close()
     print(f"wrote {rep.output}")
     if opts.compare:
         print(f"wrote {opts.compare}")
@@ -64,7 +76,9 @@ def cmd_dub(args: argparse.Namespace) -> int:
         f"{rep.frames} frames ({rep.duration:.2f} s at {rep.fps:.2f} fps) in {rep.wall:.2f} s: "
         f"{rep.frames_per_second:.1f} frames/s, {rep.realtime_factor:.2f}x real time"
     )
-    print(f"faces: {rep.faces}, frames without a face (copied unchanged): {rep.no_face}, silent: {rep.silent}")
+    print(
+        f"faces: {rep.faces}, frames without a face (copied unchanged): {rep.no_face}, silent: {rep.silent}"
+    )
     if rep.pixels_changed_outside_mask is not None:
         print(f"pixels changed outside the blend mask: {rep.pixels_changed_outside_mask}")
     stages = "  ".join(f"{k} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in rep.percentiles().items())
@@ -88,6 +102,10 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentPars
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # a real command line, not a call from Python code
+        from .quiet import install_native_log_filter
+
+        install_native_log_filter()
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s"
     )

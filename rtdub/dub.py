@@ -85,11 +85,10 @@ class LoopedFrames:
         self._spool_dir = tempfile.TemporaryDirectory(prefix="rtdub-spool-") if spool else None
         self._spool: np.memmap | None = None
         self._cap = 0
-        self._shape: tuple[int, ...] = ()
         self._pull()
         if self._next is None:
             raise InputError(str(path), "video stream holds no frames")
-        self.shape = self._next.image.shape
+        self.shape: tuple[int, ...] = self._next.image.shape
 
     def close(self) -> None:
         self._spool = None
@@ -104,7 +103,10 @@ class LoopedFrames:
         if self._spool is None or n > self._cap:
             cap = max(256, self._cap * 2)
             new = np.memmap(
-                Path(self._spool_dir.name) / f"frames{cap}.u8", dtype=np.uint8, mode="w+", shape=(cap, *fr.image.shape)
+                Path(self._spool_dir.name) / f"frames{cap}.u8",
+                dtype=np.uint8,
+                mode="w+",
+                shape=(cap, *fr.image.shape),
             )
             if self._spool is not None:
                 new[: self._cap] = self._spool[: self._cap]
@@ -165,9 +167,10 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     outside = 0
     t_start = time.perf_counter()
     try:
-        with FaceTracker() as tracker, media.VideoWriter(
-            opts.output, info.fps, w, h, mux_audio, rate
-        ) as writer:
+        with (
+            FaceTracker() as tracker,
+            media.VideoWriter(opts.output, info.fps, w, h, mux_audio, rate) as writer,
+        ):
             cmp_writer = (
                 media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
             )
@@ -216,6 +219,11 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
         report.pixels_changed_outside_mask = outside
     logger.info(
         "dubbed",
-        extra={"output": str(opts.output), "frames": report.frames, "no_face": report.no_face, "wall_s": report.wall},
+        extra={
+            "output": str(opts.output),
+            "frames": report.frames,
+            "no_face": report.no_face,
+            "wall_s": report.wall,
+        },
     )
     return report

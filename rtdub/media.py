@@ -150,7 +150,7 @@ class VideoWriter:
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self._c = av.open(str(self._tmp), mode="w", format="mp4")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._v = self._c.add_stream(codec, rate=self.fps)
+        self._v: av.VideoStream = self._c.add_stream(codec, rate=self.fps)  # type: ignore[assignment]
         self._v.width, self._v.height = self.width, self.height
         self._v.pix_fmt = "yuv420p"
         if codec == "libx264":
@@ -160,7 +160,7 @@ class VideoWriter:
         if audio is not None:
             a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
             self._audio = np.clip(a, -1, 1)
-            self._a = self._c.add_stream("aac", rate=audio_rate)
+            self._a: av.AudioStream = self._c.add_stream("aac", rate=audio_rate)
             self._a.layout = "mono" if a.shape[0] == 1 else "stereo"
             self._arate = audio_rate
             self._apos = 0
@@ -200,7 +200,9 @@ class VideoWriter:
             part = self._audio[:, self._apos : self._apos + chunk]
             if part.shape[1] < chunk:
                 part = np.pad(part, ((0, 0), (0, chunk - part.shape[1])))
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name)
+            af = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name
+            )
             af.sample_rate = self._arate
             af.pts = self._apos
             af.time_base = Fraction(1, self._arate)
@@ -235,3 +237,28 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - best effort on the error path
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> Path:
+    """Write mono float samples as 16-bit PCM WAV, atomically."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).astype(np.int16)[None]
+    try:
+        with av.open(str(tmp), "w", format="wav") as c:
+            s: av.AudioStream = c.add_stream("pcm_s16le", rate=sample_rate)  # type: ignore[assignment]
+            s.layout = "mono"
+            f = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            f.sample_rate = sample_rate
+            f.pts = 0
+            f.time_base = Fraction(1, sample_rate)
+            for p in s.encode(f):
+                c.mux(p)
+            for p in s.encode(None):
+                c.mux(p)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

@@ -88,7 +88,9 @@ class AudioStage:
         near = mel.frames(m - 2, m + 2)
         return float(near.mean()) < self.config.silence_level
 
-    def units_at(self, mel: MelSource, t: float, times: dict[str, float] | None = None) -> tuple[np.ndarray, bool]:
+    def units_at(
+        self, mel: MelSource, t: float, times: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, bool]:
         """Smoothed z-units for the frame at ``t`` and whether the audio is silent there."""
         t0 = time.perf_counter()
         start, stop = audio.window_bounds(t, self.lookahead, self.bundle.mel_window)
@@ -169,7 +171,9 @@ class DubPipeline:
             units, silent = self.audio.units_at(mel, t, times)
         self.push_units(units)
         t0 = time.perf_counter()
-        obs = self._last_obs if reuse_landmarks and self._last_obs is not None else self.tracker.track(image, t)
+        obs = (
+            self._last_obs if reuse_landmarks and self._last_obs is not None else self.tracker.track(image, t)
+        )
         t1 = time.perf_counter()
         times["track"] = (t1 - t0) * 1000
         if obs is None:

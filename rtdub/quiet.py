@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import re
 import sys
+import threading
 from collections.abc import Iterator
 
 
@@ -28,3 +31,67 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+_NATIVE_LINE = re.compile(
+    rb"^(?:[WIEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]|INFO: Created TensorFlow Lite|"
+    rb"WARNING: All log messages before absl::InitializeLog)"
+)
+_MAYBE_NATIVE = re.compile(rb"^(?:[WIEF]\d|INFO|WARN)")
+
+
+def install_native_log_filter() -> bool:
+    """Route fd 2 through a pipe and drop the log lines native libraries print (absl/glog
+    lines from mediapipe's worker threads arrive at unpredictable times, so no scoped
+    redirection catches them all). Everything else reaches the terminal unchanged, in order.
+    For command-line entry points only; returns False when stderr is not a real descriptor."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    r, w = os.pipe()
+    os.dup2(w, fd)
+    os.close(w)
+
+    def forward(data: bytes) -> None:
+        try:
+            os.write(saved, data)
+        except OSError:
+            pass
+
+    def pump() -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(r, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if not _NATIVE_LINE.match(line):
+                    forward(line + b"\n")
+            if buf and not _MAYBE_NATIVE.match(buf):  # partial line (a progress bar): pass it on
+                forward(buf)
+                buf = b""
+        if buf and not _NATIVE_LINE.match(buf):
+            forward(buf)
+        os.close(r)
+
+    thread = threading.Thread(target=pump, name="rtdub-stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(saved, fd)  # the pipe loses its last writer: the pump sees EOF and drains
+        thread.join(timeout=2.0)
+
+    atexit.register(restore)
+    return True

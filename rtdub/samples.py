@@ -23,7 +23,11 @@ def portrait() -> np.ndarray:
 
 
 def head_motion(
-    image: np.ndarray, n_frames: int, fps: float, amplitude: float = 1.0, seed: int = 0,
+    image: np.ndarray,
+    n_frames: int,
+    fps: float,
+    amplitude: float = 1.0,
+    seed: int = 0,
     centre: tuple[float, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Frames of ``image`` under slow, smooth similarity motion (sway, nod, breathing scale)."""

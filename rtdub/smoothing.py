@@ -29,7 +29,9 @@ class OneEuroFilter:
         self._dx: np.ndarray | None = None
         self._t: float | None = None
 
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+    def __call__(self, x: np.ndarray, t: float, scale: float = 1.0) -> np.ndarray:
+        """Filter ``x`` observed at time ``t``. Speeds are divided by ``scale`` before they
+        raise the cutoff (e.g. the face size, so ``beta`` does not depend on resolution)."""
         x = np.asarray(x, np.float64)
         if self._x is None or self._t is None or t <= self._t:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
@@ -38,7 +40,7 @@ class OneEuroFilter:
         dx = (x - self._x) / dt
         assert self._dx is not None
         self._dx = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx) / scale
         self._x = self._x + _alpha(cutoff, dt) * (x - self._x)
         self._t = t
         return self._x.copy()

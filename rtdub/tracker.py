@@ -34,6 +34,7 @@ class TrackerConfig:
     min_cutoff: float = 1.5  # One-Euro, Hz, in face-size units
     beta: float = 2.0
     roi_size: int = 256  # side of the crop the small-face path meshes
+    search_interval: float = 0.2  # s between full-range tile searches while no face is known
     smooth: bool = True
 
 
@@ -81,14 +82,17 @@ class FaceTracker:
         )
         self._filter = OneEuroFilter(c.min_cutoff, c.beta)
         self._last: np.ndarray | None = None
+        self._searched_at = -np.inf
 
     def reset(self) -> None:
         self._filter.reset()
         self._last = None
+        self._searched_at = -np.inf
 
     def close(self) -> None:
-        for m in (self._mesh, self._roi_mesh, self._detector):
-            m.close()
+        with native_stderr_silenced():  # closing a graph that never ran prints a banner
+            for m in (self._mesh, self._roi_mesh, self._detector):
+                m.close()
 
     def __enter__(self) -> FaceTracker:
         return self
@@ -107,7 +111,8 @@ class FaceTracker:
         k = n / side
         m = np.array([[k, 0, n / 2 - k * cx], [0, k, n / 2 - k * cy]], np.float64)
         crop = cv2.warpAffine(image, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        pts = _mesh_points(self._roi_mesh.process(crop), n, n)
+        with native_stderr_silenced():  # first use prints native banners
+            pts = _mesh_points(self._roi_mesh.process(crop), n, n)
         if pts is None:
             return None
         pts = (pts - m[:, 2]) / k
@@ -115,15 +120,39 @@ class FaceTracker:
             return None
         return pts
 
-    def _detect_box(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
-        res = self._detector.process(image)
+    def _detect_in(self, image: np.ndarray, x0: int, y0: int) -> tuple[float, tuple[float, ...]] | None:
+        with native_stderr_silenced():
+            res = self._detector.process(np.ascontiguousarray(image))
         dets = getattr(res, "detections", None)
         if not dets:
             return None
         h, w = image.shape[:2]
         best = max(dets, key=lambda d: d.score[0])
         b = best.location_data.relative_bounding_box
-        return (b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h)
+        box = (x0 + b.xmin * w, y0 + b.ymin * h, x0 + (b.xmin + b.width) * w, y0 + (b.ymin + b.height) * h)
+        return float(best.score[0]), box
+
+    def _detect_box(self, image: np.ndarray) -> tuple[float, float, float, float] | None:
+        """Full-range detection on the whole frame, then on overlapping square tiles (a small
+        face is too small for the detector once the whole frame is scaled to its input)."""
+        found = self._detect_in(image, 0, 0)
+        if found is None:
+            h, w = image.shape[:2]
+            side = min(h, w)
+            hits = []
+            for y0 in range(0, max(1, h - side + 1), max(1, side // 2)):
+                xs = list(range(0, max(1, w - side + 1), max(1, side // 2)))
+                if xs[-1] != w - side:
+                    xs.append(max(0, w - side))
+                for x0 in xs:
+                    hit = self._detect_in(image[y0 : y0 + side, x0 : x0 + side], x0, y0)
+                    if hit is not None:
+                        hits.append(hit)
+            found = max(hits, key=lambda x: x[0]) if hits else None
+        if found is None:
+            return None
+        x0f, y0f, x1f, y1f = found[1]
+        return (x0f, y0f, x1f, y1f)
 
     def track(self, image: np.ndarray, t: float) -> FaceObservation | None:
         """Landmarks of the face in ``image`` (RGB uint8) at time ``t`` seconds, or None."""
@@ -141,20 +170,22 @@ class FaceTracker:
                 lo, hi = self._last.min(0), self._last.max(0)
                 box = (lo[0], lo[1], hi[0], hi[1])
                 pts = self._mesh_roi(image, box)
-            if pts is None:
+            if pts is None and t - self._searched_at >= self.config.search_interval:
+                self._searched_at = t
                 box = self._detect_box(image)
                 pts = self._mesh_roi(image, box) if box is not None else None
             via_roi = pts is not None
         if pts is None:
             if self._last is not None:
                 logger.debug("face lost", extra={"t": t})
-            self.reset()
+            self._filter.reset()
+            self._last = None
             return None
         size = float(np.linalg.norm(pts[RIGHT_EYE_OUTER] - pts[LEFT_EYE_OUTER])) or 1.0
         if self._last is not None:
             jump = np.linalg.norm(pts.mean(0) - self._last.mean(0)) / size
             if jump > 0.5:
                 self._filter.reset()
-        smoothed = self._filter(pts / size, t) * size if self.config.smooth else pts
+        smoothed = self._filter(pts, t, size) if self.config.smooth else pts
         self._last = pts
         return FaceObservation(smoothed, pts, size, via_roi)

@@ -241,9 +241,7 @@ def _get_engine() -> _Engine:
     try:
         import espeakng_loader
     except ImportError as exc:
-        raise ImportError(
-            "rtdub.tts needs the espeak-ng library: pip install espeakng-loader"
-        ) from exc
+        raise ImportError("rtdub.tts needs the espeak-ng library: pip install espeakng-loader") from exc
     lib_path = espeakng_loader.get_library_path()
     data_path = espeakng_loader.get_data_path()
     try:
@@ -349,9 +347,7 @@ def _select_voice(engine: _Engine, voice: str) -> str:
     broken = next((v for v in voices if not v.usable and wanted in v.keys()), None)
     if broken is not None and not any(v.usable and wanted in v.keys() for v in voices):
         # Checked before loading it: espeak would complain on stderr and speak nothing.
-        raise RtdubError(
-            f"espeak voice {voice!r} ({broken.identifier}) has no dictionary installed"
-        )
+        raise RtdubError(f"espeak voice {voice!r} ({broken.identifier}) has no dictionary installed")
     if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
         # A language code such as "en-gb" or "fr-fr": espeak_SetVoiceByName only matches
         # names and file names, so find the voice that lists the code.
@@ -362,9 +358,7 @@ def _select_voice(engine: _Engine, voice: str) -> str:
             spec = _Voice()
             spec.languages = ctypes.addressof(language)
             if lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != _EE_OK:
-                raise RtdubError(
-                    f"unknown espeak voice {voice!r} (see rtdub.tts.available_voices())"
-                )
+                raise RtdubError(f"unknown espeak voice {voice!r} (see rtdub.tts.available_voices())")
     current = lib.espeak_GetCurrentVoice()
     identifier = ""
     if current and current.contents.identifier:
@@ -388,9 +382,7 @@ def available_voices() -> list[str]:
 # --- synthesis ------------------------------------------------------------------------------
 
 
-def _phonemes(
-    events: list[tuple[bytes, int, int]], n_samples: int, sample_rate: int
-) -> tuple[Phoneme, ...]:
+def _phonemes(events: list[tuple[bytes, int, int]], n_samples: int, sample_rate: int) -> tuple[Phoneme, ...]:
     """Turn phoneme events into contiguous Phonemes; zero-length markers are dropped."""
     marks: list[tuple[str, int, int]] = []  # (symbol, stress, start sample)
     last = 0
@@ -441,17 +433,13 @@ def synthesize(text: str, voice: str = "en", rate: int = 160, pitch: int = 50) -
         _collector = collector
         try:
             buf = ctypes.create_string_buffer(data)
-            status = lib.espeak_Synth(
-                buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
+            status = lib.espeak_Synth(buf, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if status == _EE_OK:
                 status = lib.espeak_Synchronize()
         finally:
             _collector = None
         if collector.error is not None:
-            raise RtdubError(f"espeak synthesis callback failed: {collector.error!r}") from (
-                collector.error
-            )
+            raise RtdubError(f"espeak synthesis callback failed: {collector.error!r}") from (collector.error)
         if status != _EE_OK:
             raise RtdubError(f"espeak_Synth failed with status {status} for voice {voice!r}")
         sample_rate = engine.sample_rate
@@ -465,9 +453,7 @@ def synthesize(text: str, voice: str = "en", rate: int = 160, pitch: int = 50) -
     return Speech(samples, sample_rate, phonemes)
 
 
-def frames_with(
-    speech: Speech, symbols: frozenset[str], fps: float, core: float = 0.6
-) -> np.ndarray:
+def frames_with(speech: Speech, symbols: frozenset[str], fps: float, core: float = 0.6) -> np.ndarray:
     """Bool per video frame at times ``k / fps`` covering the audio: True where a phoneme in
     ``symbols`` is sounding. Only the central ``core`` fraction of each phoneme counts, so
     frames on a boundary between two phonemes stay False."""

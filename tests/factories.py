@@ -6,9 +6,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+
 import numpy as np
 
-from rtdub import samples
+from rtdub import media, samples
 
 FACE_CENTRE = (230.0, 130.0)  # the astronaut's face in skimage's 512×512 image
 
@@ -40,20 +41,7 @@ def talking_clip(
 
 
 def write_wav(path: Path, wav: np.ndarray, sr: int = 16000) -> Path:
-    """Mono 16-bit WAV through PyAV."""
-    pcm = (np.clip(wav, -1, 1) * 32767).astype(np.int16)[None]
-    with av.open(str(path), "w", format="wav") as c:
-        s = c.add_stream("pcm_s16le", rate=sr)
-        s.layout = "mono"
-        f = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        f.sample_rate = sr
-        f.pts = 0
-        f.time_base = Fraction(1, sr)
-        for p in s.encode(f):
-            c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
+    return media.write_wav(path, wav, sr)
 
 
 def faceless_clip(path: Path, seconds: float = 1.0, fps: float = 25) -> Path:
@@ -64,3 +52,43 @@ def faceless_clip(path: Path, seconds: float = 1.0, fps: float = 25) -> Path:
         for i in range(int(seconds * fps))
     ]
     return samples.write_clip(path, frames, fps, speechlike(seconds), 16000)
+
+
+def vfr_clip(path: Path, n_frames: int = 30) -> Path:
+    """H.264 in Matroska with frames alternately 50 ms and 30 ms apart (40 ms on average)."""
+    frames = samples.head_motion(samples.portrait(), n_frames, 25.0)
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as c:
+        s: av.VideoStream = c.add_stream("libx264", rate=25)  # type: ignore[assignment]
+        s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
+        s.codec_context.time_base = tb
+        t = 0
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = t, tb
+            t += 30 if i % 2 else 50
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def stereo_aac(path: Path, wav16k: np.ndarray, rate: int) -> Path:
+    """(2, n) 16 kHz samples, resampled to ``rate``, as stereo AAC in an MP4 container."""
+    from scipy.signal import resample_poly
+
+    st = resample_poly(wav16k, rate // 100, 160, axis=1).astype(np.float32)
+    with av.open(str(path), "w", format="mp4") as c:
+        a: av.AudioStream = c.add_stream("aac", rate=rate)  # type: ignore[assignment]
+        a.layout = "stereo"
+        for s0 in range(0, st.shape[1], 1024):
+            part = np.ascontiguousarray(st[:, s0 : s0 + 1024])
+            part = np.pad(part, ((0, 0), (0, 1024 - part.shape[1])))
+            fr = av.AudioFrame.from_ndarray(part, format="fltp", layout="stereo")
+            fr.sample_rate, fr.pts, fr.time_base = rate, s0, Fraction(1, rate)
+            for p in a.encode(fr):
+                c.mux(p)
+        for p in a.encode(None):
+            c.mux(p)
+    return path

@@ -21,6 +21,7 @@ def reference_mel(wav: np.ndarray) -> np.ndarray:
     dft = np.exp(-2j * np.pi * k * np.arange(800)[None, :] / 800)  # explicit DFT matrix
     frames = np.stack([y[i * 200 : i * 200 + 800] * win for i in range(n)])
     mag = np.abs(frames @ dft.T)
+
     # Slaney mel filterbank, written from the formulas
     def hz2mel(f: np.ndarray) -> np.ndarray:
         f = np.asarray(f, np.float64)

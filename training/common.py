@@ -25,7 +25,9 @@ def setup(seed: int, threads: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
     """Weights as safetensors, optimizer state with torch.save (loaded with weights_only=True),
     metadata as JSON; each file is written to a temporary name and renamed."""
     out.mkdir(parents=True, exist_ok=True)

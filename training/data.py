@@ -48,7 +48,9 @@ def load_clip(path: Path) -> Clip:
         lips=lips.astype(np.float32),
         times=z["times"],
         valid=z["valid"] & np.isfinite(lips).all(axis=(1, 2)),
-        mel=audio.melspectrogram(audio.normalize_loudness(z["wav"])) if z["wav"].size else np.zeros((0, audio.N_MELS), np.float32),
+        mel=audio.melspectrogram(audio.normalize_loudness(z["wav"]))
+        if z["wav"].size
+        else np.zeros((0, audio.N_MELS), np.float32),
         wav=z["wav"],
         fps=float(z["fps"]),
     )

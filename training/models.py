@@ -124,9 +124,11 @@ class LipToFace(nn.Module):
         self.dec = nn.ModuleList([_block(chans[i + 1] + chans[i], chans[i], 1) for i in range(3)])
         self.head = nn.Conv2d(chans[0], 6, 3, padding=1)  # flow (2), alpha (1), rgb (3) at S/2
         nn.init.zeros_(self.head.weight)
+        assert self.head.bias is not None
         nn.init.zeros_(self.head.bias)
         lin = torch.linspace(-1, 1, cfg.size)
         ys, xs = torch.meshgrid(lin, lin, indexing="ij")
+        self.grid: torch.Tensor
         self.register_buffer("grid", torch.stack([xs, ys], dim=-1).unsqueeze(0), persistent=False)
 
     def forward(self, pose: torch.Tensor, ref: torch.Tensor, units: torch.Tensor) -> torch.Tensor:

@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare: error: {args.src}: not a directory", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    videos = sorted(
-        v for v in args.src.rglob(args.glob) if v.suffix.lower() in VIDEO_EXT and v.is_file()
-    )
+    videos = sorted(v for v in args.src.rglob(args.glob) if v.suffix.lower() in VIDEO_EXT and v.is_file())
     jobs = []
     for v in videos:
         dst = args.out / f"{shard_name(v, args.src)}.npz"

@@ -71,7 +71,11 @@ def evaluate(model: AudioToLip, clips: list[Clip], smoothing: tuple[float, ...])
             per[c.name] = pearson(pred[c.valid, -1], c.raw_units[c.valid, -1])
         res[f"gap_corr@{int(la * 1000)}ms"] = per
         res[f"mean_gap_corr@{int(la * 1000)}ms"] = float(np.mean(list(per.values())))
-    env = {c.name: pearson(envelope_baseline(c)[c.valid], c.raw_units[c.valid, -1]) for c in clips if c.raw_units is not None}
+    env = {
+        c.name: pearson(envelope_baseline(c)[c.valid], c.raw_units[c.valid, -1])
+        for c in clips
+        if c.raw_units is not None
+    }
     res["envelope_corr"] = env
     res["mean_envelope_corr"] = float(np.mean(list(env.values())))
     return res
@@ -106,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     meta = load_checkpoint(args.out, model, opt)
     step = int(meta["step"]) if meta else 0
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, last_epoch=step - 1 if step else -1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, last_epoch=step - 1 if step else -1
+    )
 
     weights = np.array([c.valid.sum() for c in clips], np.float64)
     weights /= weights.sum()

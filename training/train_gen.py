@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rtdub.blend import face_mask
 
@@ -48,9 +47,9 @@ def make_batch(
     for _ in range(n):
         c = clips[rng.choice(len(clips), p=weights)]
         i = int(rng.choice(np.nonzero(c.valid)[0]))
-        r = reference_index(c, i, rng)
+        ri = reference_index(c, i, rng)
         t_img = c.crops[i].copy()
-        r_img = jitter(c.crops[r], rng, 1.0) if aug else c.crops[r]
+        r_img = jitter(c.crops[ri], rng, 1.0) if aug else c.crops[ri]
         p_img = t_img.copy()
         p_img[hidden] = 0
         pose.append(p_img)
@@ -159,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         step += 1
         if step % 50 == 0:
-            logger.info("step %d l1 %.4f grad %.4f lr %.2e (%.0fs)", step, l1.item(), lg.item(), lr, time.time() - t0)
+            logger.info(
+                "step %d l1 %.4f grad %.4f lr %.2e (%.0fs)", step, l1.item(), lg.item(), lr, time.time() - t0
+            )
         stop = args.max_minutes > 0 and time.time() - t0 > args.max_minutes * 60
         if step % args.save_every == 0 or step == args.steps or stop:
             ev = evaluate(model, dev, cfg)

@@ -29,8 +29,8 @@ class Backend(ABC):
     def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
         """pose, reference (B, 3, S, S) in [0, 1]; units (B, 5, U) -> faces (B, 3, S, S)."""
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook, stateless backends keep the default
         """Forget per-stream state (none for stateless backends)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions and device memory."""

@@ -43,7 +43,10 @@ class OnnxBackend(Backend):
     def audio_to_lip(self, mel: np.ndarray, lookahead: np.ndarray) -> np.ndarray:
         out = self._a2l.run(  # type: ignore[attr-defined]
             ["units"],
-            {"mel": np.ascontiguousarray(mel, np.float32), "lookahead": np.ascontiguousarray(lookahead, np.float32)},
+            {
+                "mel": np.ascontiguousarray(mel, np.float32),
+                "lookahead": np.ascontiguousarray(lookahead, np.float32),
+            },
         )
         return np.asarray(out[0])
 

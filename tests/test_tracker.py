@@ -1,0 +1,93 @@
+"""The face tracker on a real photographic face, a small face, no face, and jitter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from rtdub import samples
+from rtdub.smoothing import OneEuroFilter
+from rtdub.tracker import FaceTracker
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Iterator[FaceTracker]:
+    t = FaceTracker()
+    yield t
+    t.close()
+
+
+def test_finds_the_portrait_face(tracker: FaceTracker) -> None:
+    tracker.reset()
+    img = samples.portrait()
+    obs = tracker.track(img, 0.0)
+    assert obs is not None
+    lo, hi = obs.landmarks.min(0), obs.landmarks.max(0)
+    # the astronaut's face lies in this box of skimage's 512×512 image
+    assert 150 < lo[0] and hi[0] < 310 and 40 < lo[1] and hi[1] < 210
+    assert 40 < obs.face_size < 110
+    # anatomy: eyes above the nose tip, nose tip above the mouth, mouth above the chin
+    y = obs.landmarks[:, 1]
+    assert y[33] < y[1] < y[13] < y[152]
+
+
+def test_tracks_through_head_motion(tracker: FaceTracker) -> None:
+    tracker.reset()
+    frames = list(samples.head_motion(samples.portrait(), 20, 25.0, amplitude=2.0))
+    found = [tracker.track(f, i / 25) for i, f in enumerate(frames)]
+    assert all(o is not None for o in found)
+    # the landmarks follow the motion: the nose tip moves by more than a pixel
+    nose = np.array([o.landmarks[1] for o in found if o is not None])
+    assert np.ptp(nose, axis=0).max() > 1.0
+
+
+def test_small_face_is_found_through_the_full_range_path(tracker: FaceTracker) -> None:
+    tracker.reset()
+    canvas = np.full((720, 1280, 3), 40, np.uint8)
+    small = cv2.resize(samples.portrait(), (300, 300), interpolation=cv2.INTER_AREA)
+    canvas[400:700, 900:1200] = small  # face ~ 10 % of the frame height
+    obs = tracker.track(canvas, 0.0)
+    assert obs is not None
+    c = obs.landmarks.mean(0)
+    assert 900 < c[0] < 1200 and 400 < c[1] < 700
+
+
+def test_no_face_returns_none(tracker: FaceTracker) -> None:
+    tracker.reset()
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)
+    assert tracker.track(img, 0.0) is None
+
+
+def test_one_euro_filter_removes_jitter_and_follows_motion() -> None:
+    rng = np.random.default_rng(0)
+    f = OneEuroFilter(min_cutoff=1.5, beta=2.0)
+    t = np.arange(100) / 25
+    still = 5.0 + 0.05 * rng.standard_normal(100)
+    out = np.array([f(np.array([x]), ti)[0] for x, ti in zip(still, t, strict=True)])
+    assert out[20:].std() < 0.5 * still[20:].std()
+    f.reset()
+    ramp = 10.0 * t  # fast motion: lag must stay small
+    out = np.array([f(np.array([x]), ti)[0] for x, ti in zip(ramp, t, strict=True)])
+    assert np.abs(out[20:] - ramp[20:]).max() < 0.5
+
+
+def test_smoothed_landmarks_jitter_less_and_stay_on_the_face() -> None:
+    rng = np.random.default_rng(0)
+    base = samples.portrait()
+    raw, smooth = [], []
+    with FaceTracker() as tr:
+        for i in range(30):
+            noisy = np.clip(base.astype(int) + rng.integers(-12, 13, base.shape), 0, 255).astype(np.uint8)
+            o = tr.track(noisy, i / 25)
+            assert o is not None
+            raw.append(o.raw)
+            smooth.append(o.landmarks)
+    r, s = np.array(raw)[10:], np.array(smooth)[10:]
+    step_raw = np.linalg.norm(np.diff(r, axis=0), axis=-1).mean()
+    step_smooth = np.linalg.norm(np.diff(s, axis=0), axis=-1).mean()
+    assert step_smooth < 0.8 * step_raw  # less frame-to-frame jitter
+    assert np.linalg.norm(s - r, axis=-1).mean() < 1.5  # but no drift away from the face
