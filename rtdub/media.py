@@ -247,7 +247,7 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: in
     pcm = (np.clip(np.asarray(samples, np.float32), -1, 1) * 32767).astype(np.int16)[None]
     try:
         with av.open(str(tmp), "w", format="wav") as c:
-            s: av.AudioStream = c.add_stream("pcm_s16le", rate=sample_rate)  # type: ignore[assignment]
+            s: av.AudioStream = c.add_stream("pcm_s16le", rate=sample_rate)
             s.layout = "mono"
             f = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
             f.sample_rate = sample_rate

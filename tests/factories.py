@@ -58,7 +58,7 @@ def vfr_clip(path: Path, n_frames: int = 30) -> Path:
     frames = samples.head_motion(samples.portrait(), n_frames, 25.0)
     tb = Fraction(1, 1000)
     with av.open(str(path), "w") as c:
-        s: av.VideoStream = c.add_stream("libx264", rate=25)  # type: ignore[assignment]
+        s: av.VideoStream = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
         s.codec_context.time_base = tb
         t = 0
@@ -79,7 +79,7 @@ def stereo_aac(path: Path, wav16k: np.ndarray, rate: int) -> Path:
 
     st = resample_poly(wav16k, rate // 100, 160, axis=1).astype(np.float32)
     with av.open(str(path), "w", format="mp4") as c:
-        a: av.AudioStream = c.add_stream("aac", rate=rate)  # type: ignore[assignment]
+        a: av.AudioStream = c.add_stream("aac", rate=rate)
         a.layout = "stereo"
         for s0 in range(0, st.shape[1], 1024):
             part = np.ascontiguousarray(st[:, s0 : s0 + 1024])
