@@ -25,17 +25,46 @@ def setup(seed: int, threads: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _optim_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optim_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, sc in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(sc)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
 def save_checkpoint(
     out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]
 ) -> None:
-    """Weights as safetensors, optimizer state with torch.save (loaded with weights_only=True),
-    metadata as JSON; each file is written to a temporary name and renamed."""
+    """Weights and optimizer tensors as safetensors, everything else as JSON: nothing is
+    pickled. Each file is written to a temporary name and renamed."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors.part"))
-    torch.save(opt.state_dict(), out / "optim.pt.part")
+    opt_tensors, opt_meta = _optim_to_flat(opt)
+    save_file(opt_tensors, str(out / "optim.safetensors.part"))
+    (out / "optim.json.part").write_text(json.dumps(opt_meta))
     (out / "meta.json.part").write_text(json.dumps(meta, indent=1))
-    for name in ("model.safetensors", "optim.pt", "meta.json"):
+    for name in ("model.safetensors", "optim.safetensors", "optim.json", "meta.json"):
         os.replace(out / f"{name}.part", out / name)
 
 
@@ -45,8 +74,9 @@ def load_checkpoint(
     if not (out / "model.safetensors").exists():
         return None
     model.load_state_dict(load_file(str(out / "model.safetensors")))
-    if opt is not None and (out / "optim.pt").exists():
-        opt.load_state_dict(torch.load(out / "optim.pt", weights_only=True))
+    if opt is not None and (out / "optim.safetensors").exists():
+        flat = load_file(str(out / "optim.safetensors"))
+        opt.load_state_dict(_optim_from_flat(flat, json.loads((out / "optim.json").read_text())))
     meta: dict[str, Any] = json.loads((out / "meta.json").read_text())
     return meta
 

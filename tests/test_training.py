@@ -1,0 +1,84 @@
+"""Training system end to end on generated media: prepare -> train both stages -> export ->
+the exported bundle dubs a clip. Plus export parity (torch vs onnxruntime)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engines.export import export_onnx, parity  # noqa: E402
+from rtdub.dub import DubOptions, dub_file  # noqa: E402
+from rtdub.model import load_bundle  # noqa: E402
+from training import prepare, train_a2l, train_gen  # noqa: E402
+from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace  # noqa: E402
+
+from .factories import speechlike, talking_clip  # noqa: E402
+
+PARITY_TOL = 1e-4  # float32 torch vs onnxruntime, max abs over outputs in [0, 1] / unit scale
+
+
+@pytest.mark.parametrize("batch", [None, 1, 5])
+def test_generator_export_parity(tmp_path: Path, batch: int | None) -> None:
+    torch.manual_seed(0)
+    m = LipToFace(GenConfig(base=8)).eval()
+    for p in m.parameters():  # non-trivial weights (the head starts at zero)
+        p.data.normal_(0, 0.05)
+    f = tmp_path / "g.onnx"
+    export_onnx(m, f, batch)
+    err = parity(m, f, batch or 3)
+    assert err < PARITY_TOL, err
+
+
+def test_a2l_export_parity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = AudioToLip(A2LConfig(width=32)).eval()
+    f = tmp_path / "a.onnx"
+    export_onnx(m, f, None)
+    assert parity(m, f, 4) < PARITY_TOL
+
+
+@pytest.mark.slow
+def test_prepare_train_export_dub(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        talking_clip(src / f"clip{i}.mp4", seconds=2.4, audio=speechlike(2.4, seed=i))
+    shards = tmp_path / "shards"
+    assert prepare.main([str(src), str(shards), "--workers", "1"]) == 0
+    files = sorted(shards.glob("*.npz"))
+    assert [f.name for f in files] == ["clip0.npz", "clip1.npz"]
+    z = np.load(files[0])
+    assert z["crops"].shape[1:] == (96, 96, 3) and z["valid"].all()
+    assert z["wav"].size == pytest.approx(2.4 * 16000, rel=0.05)
+    mtime = files[0].stat().st_mtime
+    assert prepare.main([str(src), str(shards), "--workers", "1"]) == 0  # resumes: nothing redone
+    assert files[0].stat().st_mtime == mtime
+
+    a2l, gen, bundle = tmp_path / "a2l", tmp_path / "gen", tmp_path / "bundle"
+    common = ["--data", str(shards), "--dev", str(shards), "--threads", "1"]
+    assert (
+        train_a2l.main([*common, "--out", str(a2l), "--steps", "6", "--batch", "8", "--save-every", "3"]) == 0
+    )
+    assert json.loads((a2l / "meta.json").read_text())["step"] == 6
+    assert train_gen.main([*common, "--out", str(gen), "--steps", "2", "--batch", "2", "--base", "8"]) == 0
+    # resuming continues from the checkpoint instead of starting over
+    assert train_gen.main([*common, "--out", str(gen), "--steps", "3", "--batch", "2", "--base", "8"]) == 0
+    assert json.loads((gen / "meta.json").read_text())["step"] == 3
+
+    from engines import export
+
+    assert export.main(["--a2l", str(a2l), "--generator", str(gen), "--out", str(bundle)]) == 0
+    b = load_bundle(bundle)
+    assert b.crop_size == 96 and b.n_units == 9
+    out = tmp_path / "o.mp4"
+    from .factories import write_wav
+
+    wav = write_wav(tmp_path / "d.wav", speechlike(1.0, seed=5))
+    rep = dub_file(DubOptions(src / "clip0.mp4", wav, out, model=bundle, check_locality=True))
+    assert out.exists() and rep.faces == rep.frames == 25
+    assert rep.pixels_changed_outside_mask == 0
