@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from rtdub.model import FORMAT
+from rtdub.model import FORMAT, geometry
 from training.common import load_checkpoint
 from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace
 
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "closed": units["closed_units"],
             "smoothing": units["smoothing"],
         },
+        "geometry": geometry(),
         "opset": OPSET,
         "parity_max_abs": report,
         "training": {

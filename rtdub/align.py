@@ -24,8 +24,8 @@ RIGID_IDX = np.array(list(RIGID_TEMPLATE), dtype=np.int64)
 RIGID_PTS = np.array(list(RIGID_TEMPLATE.values()), dtype=np.float64)
 
 # canonical region the crop covers: centre and side, in inter-ocular units
-CROP_CENTER = (0.0, 0.40)
-CROP_SIDE = 1.96
+CROP_CENTER = (0.0, 0.50)
+CROP_SIDE = 2.2
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

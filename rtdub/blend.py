@@ -28,8 +28,10 @@ _JAW = np.array([
 
 def _polygon() -> np.ndarray:
     jaw = _JAW.copy()
-    jaw[:, 0] *= 0.96
-    jaw[:, 1] = _TOP_Y + (jaw[:, 1] - _TOP_Y) * 1.10
+    jaw[:, 0] *= 1.03
+    # an opened jaw drops the chin by up to a quarter of the nose-to-chin height: the mask must
+    # cover it, or the original jaw keeps moving under a re-rendered mouth
+    jaw[:, 1] = _TOP_Y + (jaw[:, 1] - _TOP_Y) * 1.28
     top = np.array([[jaw[-1, 0], _TOP_Y], [jaw[0, 0], _TOP_Y]])
     return np.vstack([jaw, top])
 
@@ -44,7 +46,7 @@ class FaceMask:
 
 
 @lru_cache(maxsize=8)
-def face_mask(size: int, feather: float = 0.05) -> FaceMask:
+def face_mask(size: int, feather: float = 0.03) -> FaceMask:
     """The lower-face mask for crop size ``size``; ``feather`` is the blur sigma / size."""
     ss = 4  # supersample the polygon for smooth edges
     poly = apply(canonical_to_crop(size * ss), _polygon())

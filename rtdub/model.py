@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import align
 from .exceptions import ModelError
 from .lipunits import LipBasis
 
@@ -41,6 +42,12 @@ class ModelBundle:
     @property
     def n_units(self) -> int:
         return self.basis.n_units
+
+
+def geometry() -> dict[str, object]:
+    """The crop geometry this runtime aligns faces with; a bundle trained on other crops
+    would be fed misplaced faces, so bundles record it and loading checks it."""
+    return {"crop_center": list(align.CROP_CENTER), "crop_side": align.CROP_SIDE, "template": "mediapipe-468/v1"}
 
 
 def default_model_dir() -> Path:
@@ -78,6 +85,9 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc
+    geo = m.get("geometry")
+    if geo != geometry():
+        raise ModelError(f"{mf}: crop geometry {geo} differs from this runtime's {geometry()}")
     for p in (bundle.a2l_path, bundle.generator_path):
         if not p.is_file():
             raise ModelError(f"{p}: missing model file")

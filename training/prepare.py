@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((str(v), str(dst), args.size))
     print(f"{len(videos)} videos, {len(videos) - len(jobs)} already prepared", file=sys.stderr)
     failed = 0
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
+    # spawn, not fork: a parent that already runs mediapipe threads must not be forked
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=ctx) as pool:
         futs = [pool.submit(_worker, j) for j in jobs]
         for fut in tqdm(as_completed(futs), total=len(futs), desc="prepare", unit="clip"):
             src, res = fut.result()
