@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -91,3 +92,20 @@ def test_smoothed_landmarks_jitter_less_and_stay_on_the_face() -> None:
     step_smooth = np.linalg.norm(np.diff(s, axis=0), axis=-1).mean()
     assert step_smooth < 0.8 * step_raw  # less frame-to-frame jitter
     assert np.linalg.norm(s - r, axis=-1).mean() < 1.5  # but no drift away from the face
+
+
+@pytest.mark.shared
+def test_real_portraits_from_shared_media(shared_media: Path) -> None:
+    """Photos and paintings in ../shared/media/faces (skipped when it is absent)."""
+    files = sorted((shared_media / "faces").glob("*.png")) + sorted((shared_media / "faces").glob("*.jp*g"))
+    assert files
+    found = 0
+    for f in files:
+        img = cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+        with FaceTracker() as tr:
+            obs = tr.track(img, 0.0)
+        if obs is not None:
+            found += 1
+            y = obs.landmarks[:, 1]
+            assert y[33] < y[13] < y[152]
+    assert found >= 0.8 * len(files), f"{found}/{len(files)}"
