@@ -132,7 +132,7 @@ class VideoWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fps: Fraction,
+        fps: Fraction | float,
         width: int,
         height: int,
         audio: np.ndarray | None = None,
