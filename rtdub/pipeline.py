@@ -89,15 +89,26 @@ class AudioStage:
         return float(near.mean()) < self.config.silence_level
 
     def units_at(
-        self, mel: MelSource, t: float, times: dict[str, float] | None = None
+        self,
+        mel: MelSource,
+        t: float,
+        times: dict[str, float] | None = None,
+        lookahead: float | None = None,
     ) -> tuple[np.ndarray, bool]:
-        """Smoothed z-units for the frame at ``t`` and whether the audio is silent there."""
+        """Smoothed z-units for the frame at ``t`` and whether the audio is silent there.
+
+        ``lookahead`` (s) overrides the configured lookahead for this frame, clamped to it: a
+        streaming caller passes the future audio actually buffered (DESIGN §3)."""
         t0 = time.perf_counter()
-        start, stop = audio.window_bounds(t, self.lookahead, self.bundle.mel_window)
+        la, la_in = self.lookahead, self._la
+        if lookahead is not None and lookahead < la:
+            la = max(0.0, lookahead)
+            la_in = np.full((1, 1), la, np.float32)
+        start, stop = audio.window_bounds(t, la, self.bundle.mel_window)
         win = mel.frames(start, stop)[None]
         silent = self.is_silent(mel, t)
         t1 = time.perf_counter()
-        raw = self.bundle.closed_units if silent else self.backend.audio_to_lip(win, self._la)[0]
+        raw = self.bundle.closed_units if silent else self.backend.audio_to_lip(win, la_in)[0]
         t2 = time.perf_counter()
         self._raw.append(np.asarray(raw, np.float32))
         hist = list(self._raw)

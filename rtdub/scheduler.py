@@ -1,0 +1,245 @@
+"""Per-frame deadline scheduling of the dubbing pipeline.
+
+Each frame comes with a deadline on the engine clock (its release time plus the budget,
+``--budget-ms``). The scheduler picks the best rendering mode whose expected cost still
+fits before the deadline, degrading step by step:
+
+    FULL ─► REUSE_LANDMARKS ─► SKIP_GENERATOR ─► PASSTHROUGH
+
+(reuse the previous frame's landmarks; then also reuse the previous generated mouth; then
+return the frame untouched). Every degraded frame is counted by mode, every frame that ends
+after its deadline is counted as late. Costs are running estimates of the measured wall time
+of each mode; estimates of modes not run lately relax towards zero, so a mode is tried again
+once the machine has recovered.
+
+The pipeline runs on a single-thread executor owned by the scheduler (one per stream: the
+pipeline and its backend are stateful and not thread-safe); onnxruntime and OpenCV release
+the GIL, so the event loop keeps running meanwhile. The scheduler never queues: the caller
+hands it one frame at a time and drops stale frames itself (see ``streaming.py``).
+
+Lookahead (DESIGN §3): the lip stage gets whatever future dubbed audio is already buffered,
+up to the configured lookahead, without waiting for more. Audio that is not there is silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+
+from .dubaudio import DubAudioTimeline, MelSnapshot
+from .pipeline import STAGES, DubPipeline
+
+logger = logging.getLogger(__name__)
+
+
+class Mode(enum.IntEnum):
+    FULL = 0
+    REUSE_LANDMARKS = 1
+    SKIP_GENERATOR = 2
+    PASSTHROUGH = 3
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    budget_ms: float = 100.0
+    lookahead_ms: float = 100.0
+    margin_ms: float = 5.0  # kept free before the deadline (encode, event-loop hand-off)
+    alpha: float = 0.3  # weight of a new measurement in a mode's cost estimate
+    relax: float = 0.98  # per frame, estimates of modes that did not run decay by this factor
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One scheduled frame. ``frame`` is a new frame, or the input itself when passed through."""
+
+    frame: Any  # av.VideoFrame or np.ndarray, the same type as the input
+    mode: Mode
+    face: bool
+    silent: bool
+    late: bool
+    lookahead: float  # s of future dubbed audio the lip stage used
+    wall_ms: float  # time from the call to the result
+    times: dict[str, float]
+    units: np.ndarray | None = None
+
+
+class Timings:
+    """Rolling per-stage timings (bounded: the newest ``keep`` values of each stage)."""
+
+    def __init__(self, keep: int = 500) -> None:
+        self.keep = keep
+        self._v: dict[str, deque[float]] = {}
+
+    def add(self, name: str, ms: float) -> None:
+        q = self._v.get(name)
+        if q is None:
+            q = self._v[name] = deque(maxlen=self.keep)
+        q.append(float(ms))
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for k, q in self._v.items():
+            if q:
+                a = np.fromiter(q, np.float64)
+                p50, p95, p99 = np.percentile(a, [50, 95, 99])
+                out[k] = {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2)}
+        return out
+
+
+@dataclass
+class SchedulerStats:
+    frames: int = 0
+    late: int = 0
+    by_mode: dict[str, int] = field(default_factory=lambda: {m.name.lower(): 0 for m in Mode})
+    faces: int = 0
+    silent: int = 0
+    timings: Timings = field(default_factory=Timings)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames": self.frames,
+            "late": self.late,
+            "modes": dict(self.by_mode),
+            "faces": self.faces,
+            "silent": self.silent,
+            "stages_ms": self.timings.percentiles(),
+        }
+
+
+class FrameScheduler:
+    """Runs one stream's pipeline under per-frame deadlines. Lifecycle: ``aclose()``."""
+
+    def __init__(
+        self,
+        pipeline: DubPipeline,
+        audio: DubAudioTimeline,
+        config: SchedulerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline = pipeline
+        self.audio = audio
+        self.config = config or SchedulerConfig()
+        self.clock = clock
+        self.stats = SchedulerStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtdub-pipeline")
+        self._est = {m: 0.0 for m in (Mode.FULL, Mode.REUSE_LANDMARKS, Mode.SKIP_GENERATOR)}
+        self._have_landmarks = False
+        self._have_face = False
+        self._size: tuple[int, int] | None = None
+        self._closed = False
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def estimates(self) -> dict[str, float]:
+        return {m.name.lower(): round(v, 2) for m, v in self._est.items()}
+
+    def choose(self, remaining_ms: float) -> Mode:
+        """The best mode expected to finish within ``remaining_ms``."""
+        room = remaining_ms - self.config.margin_ms
+        for mode in (Mode.FULL, Mode.REUSE_LANDMARKS, Mode.SKIP_GENERATOR):
+            if mode >= Mode.REUSE_LANDMARKS and not self._have_landmarks:
+                break  # nothing to reuse: a degraded mode would cost a full frame
+            if mode == Mode.SKIP_GENERATOR and not self._have_face:
+                break
+            if self._est[mode] <= room:
+                return mode
+        return Mode.PASSTHROUGH
+
+    async def render(self, frame: Any, t: float, deadline: float) -> Rendered:
+        """Dub ``frame`` (av.VideoFrame or RGB ndarray) shown at dub-clock time ``t``; try to
+        finish by ``deadline`` (engine clock)."""
+        if self._closed:
+            raise RuntimeError("scheduler is closed")
+        start = self.clock()
+        mode = self.choose((deadline - start) * 1000)
+        st = self.stats
+        st.frames += 1
+        st.by_mode[mode.name.lower()] += 1
+        for m in self._est:
+            if m != mode:
+                self._est[m] *= self.config.relax
+        if mode == Mode.PASSTHROUGH:
+            late = start > deadline
+            st.late += int(late)
+            return Rendered(frame, mode, False, False, late, 0.0, (self.clock() - start) * 1000, {})
+        cfg = self.config
+        la = self.audio.available_lookahead(t, cfg.lookahead_ms / 1000)
+        snap = self.audio.snapshot(t, la, self.pipeline.bundle.mel_window)
+        loop = asyncio.get_running_loop()
+        out, face, silent, times, units = await loop.run_in_executor(
+            self._executor, self._work, frame, t, snap, la, mode
+        )
+        end = self.clock()
+        wall = (end - start) * 1000
+        self._est[mode] = wall if self._est[mode] == 0 else (1 - cfg.alpha) * self._est[mode] + cfg.alpha * wall
+        late = end > deadline
+        st.late += int(late)
+        st.faces += int(face)
+        st.silent += int(silent)
+        for k, v in times.items():
+            st.timings.add(k, v)
+        st.timings.add("frame", wall)
+        if late:
+            logger.warning(
+                "frame late",
+                extra={"t": t, "mode": mode.name, "late_ms": (end - deadline) * 1000, "wall_ms": wall},
+            )
+        return Rendered(out, mode, face, silent, late, la, wall, times, units)
+
+    def _work(
+        self, frame: Any, t: float, snap: MelSnapshot, la: float, mode: Mode
+    ) -> tuple[Any, bool, bool, dict[str, float], np.ndarray]:
+        """Worker thread: convert, run the pipeline, convert back."""
+        t0 = time.perf_counter()
+        is_av = isinstance(frame, av.VideoFrame)
+        image = frame.to_ndarray(format="rgb24") if is_av else frame
+        size = (image.shape[1], image.shape[0])
+        if self._size is not None and size != self._size:
+            logger.info("resolution changed; tracking restarts", extra={"from": self._size, "to": size})
+            self.pipeline.reset()
+            self._have_landmarks = self._have_face = False
+            mode = Mode.FULL
+        self._size = size
+        times: dict[str, float] = {"convert": (time.perf_counter() - t0) * 1000}
+        units, silent = self.pipeline.audio.units_at(snap, t, times, lookahead=la)
+        res = self.pipeline.process(
+            image,
+            t,
+            units=units,
+            reuse_landmarks=mode >= Mode.REUSE_LANDMARKS and self._have_landmarks,
+            skip_generator=mode >= Mode.SKIP_GENERATOR and self._have_face,
+        )
+        times.update(res.times)
+        self._have_landmarks = res.face
+        self._have_face = self._have_face or res.face
+        if is_av:
+            t1 = time.perf_counter()
+            out = av.VideoFrame.from_ndarray(image, format="rgb24")
+            out.pts, out.time_base = frame.pts, frame.time_base
+            times["convert"] += (time.perf_counter() - t1) * 1000
+        else:
+            out = image
+        return out, res.face, silent, times, units
+
+    async def aclose(self) -> None:
+        """Wait for the frame in flight (if any), then release the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
+
+
+__all__ = ["STAGES", "FrameScheduler", "Mode", "Rendered", "SchedulerConfig", "SchedulerStats", "Timings"]

@@ -1,0 +1,91 @@
+"""The deadline scheduler: degradation under a slow backend, pass-through, lookahead."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from rtdub.dubaudio import DubAudioTimeline
+from rtdub.scheduler import FrameScheduler, Mode, SchedulerConfig
+
+from .factories import speechlike
+from .fakes import SlowBackend
+from .streamkit import bundle, make_pipeline, onnx_backend, portrait_frames
+
+
+@pytest.fixture()
+def timeline() -> DubAudioTimeline:
+    tl = DubAudioTimeline()
+    tl.write(0.0, speechlike(3.0) * 3)
+    return tl
+
+
+async def test_degrades_step_by_step_under_a_slow_generator(timeline: DubAudioTimeline) -> None:
+    slow = SlowBackend(onnx_backend(), generate_s=0.15)
+    pipe = make_pipeline(slow)
+    sched = FrameScheduler(pipe, timeline, SchedulerConfig(budget_ms=100))
+    try:
+        results = []
+        for i, f in enumerate(portrait_frames()[:30]):
+            r = await sched.render(f.copy(), i / 25, time.monotonic() + 0.1)
+            results.append(r)
+    finally:
+        await sched.aclose()
+        pipe.tracker.close()
+    modes = [r.mode for r in results]
+    # the first frame runs in full and is late; then reuse landmarks (still late: the
+    # generator is the slow part); then skip the generator, which fits
+    assert modes[:3] == [Mode.FULL, Mode.REUSE_LANDMARKS, Mode.SKIP_GENERATOR]
+    assert results[0].late and results[1].late
+    assert modes.count(Mode.SKIP_GENERATOR) >= 24
+    skipped = [r for r in results if r.mode == Mode.SKIP_GENERATOR]
+    assert not any(r.late for r in skipped)
+    assert all(r.wall_ms < 100 for r in skipped) and all(r.face for r in skipped)
+    st = sched.stats
+    assert st.frames == 30 and st.late == sum(r.late for r in results) <= 4
+    assert st.by_mode["skip_generator"] == modes.count(Mode.SKIP_GENERATOR)
+    assert slow.generate_calls == 1 + sum(m in (Mode.FULL, Mode.REUSE_LANDMARKS) for m in modes)
+    # skipped frames still change the mouth: the last generated face is pasted again
+    f = portrait_frames()[29]
+    assert np.any(results[-1].frame != f)
+
+
+async def test_no_time_left_passes_the_frame_through_untouched(timeline: DubAudioTimeline) -> None:
+    pipe = make_pipeline()
+    sched = FrameScheduler(pipe, timeline, SchedulerConfig(budget_ms=100))
+    try:
+        f = portrait_frames()[0].copy()
+        r = await sched.render(f, 0.0, time.monotonic() - 0.01)  # already past its deadline
+        assert r.mode == Mode.PASSTHROUGH and r.late and r.frame is f
+        np.testing.assert_array_equal(f, portrait_frames()[0])
+        assert sched.stats.by_mode["passthrough"] == 1
+        # with time, the same scheduler dubs in full again
+        r = await sched.render(portrait_frames()[1].copy(), 0.04, time.monotonic() + 0.5)
+        assert r.mode == Mode.FULL and r.face and not r.late
+    finally:
+        await sched.aclose()
+        pipe.tracker.close()
+
+
+async def test_lookahead_uses_what_is_buffered_without_waiting() -> None:
+    tl = DubAudioTimeline()
+    tl.write(10.0, speechlike(0.5) * 3)  # audio for 10.0 .. 10.5 s
+    pipe = make_pipeline()
+    sched = FrameScheduler(pipe, tl, SchedulerConfig(budget_ms=200, lookahead_ms=100))
+    try:
+        f = portrait_frames()[0]
+        r = await sched.render(f.copy(), 10.2, time.monotonic() + 0.2)
+        assert r.lookahead == pytest.approx(0.1)
+        t0 = time.monotonic()
+        r = await sched.render(f.copy(), 10.44, time.monotonic() + 0.2)
+        assert r.lookahead == pytest.approx(10.5 - 0.025 - 10.44)
+        assert time.monotonic() - t0 < 0.15  # did not wait for more audio
+        r = await sched.render(f.copy(), 11.0, time.monotonic() + 0.2)  # no audio there: silence
+        assert r.lookahead == 0.0 and r.silent
+        assert r.units is not None
+    finally:
+        await sched.aclose()
+        pipe.tracker.close()
+    assert bundle().closed_units.shape == r.units.shape

@@ -1,0 +1,138 @@
+"""A DubSession fed by in-memory tracks (no network): closed lips on silence, bounded
+lateness under a slow backend, the dub delay, and the re-timed audio."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+
+from rtdub.dubsources import ClipSource
+from rtdub.mediatracks import FramesTrack
+from rtdub.pipeline import DubPipeline
+from rtdub.scheduler import Mode, Rendered
+from rtdub.streaming import DubSession, StreamConfig
+
+from .factories import speechlike
+from .fakes import SlowBackend
+from .streamkit import bundle, make_pipeline, onnx_backend, portrait_frames
+
+
+def _pts(frame: av.VideoFrame) -> int:
+    assert frame.pts is not None
+    return int(frame.pts)
+
+
+async def _collect(session: DubSession, n: int) -> list[tuple[float, av.VideoFrame, Rendered]]:
+    out = []
+    for _ in range(n):
+        frame = await session.video.recv()
+        assert session.last_rendered is not None
+        out.append((time.monotonic(), frame, session.last_rendered))
+    return out
+
+
+async def test_lips_close_while_the_dubbed_audio_is_silent() -> None:
+    """Speech for 0.8 s, then nothing: later frames are rendered with the closed-mouth units,
+    never the speaker's own mouth (the output differs from the input in the mouth)."""
+    frames = portrait_frames()
+    session = DubSession(StreamConfig(budget_ms=300), make_pipeline)
+    session.set_video(FramesTrack(frames[:40], 25))
+    session.set_dub(ClipSource(speechlike(0.8, seed=4) * 3, lead=0.2))
+    await session.start()
+    try:
+        got = await _collect(session, 40)
+    finally:
+        await session.aclose()
+    closed = bundle().closed_units
+    talking = [r for _, _, r in got[:18]]
+    after = [r for _, _, r in got[32:]]
+    assert sum(not r.silent for r in talking) >= 6
+    for r in after:
+        assert r.mode == Mode.FULL and r.face and r.silent
+        assert r.units is not None
+        np.testing.assert_allclose(r.units, closed, atol=1e-5)
+    # the closed mouth is really pasted: the output differs from the source frame there
+    k = 35
+    src = frames[k]
+    out = got[k][1].to_ndarray(format="rgb24")
+    diff = np.abs(out.astype(np.int16) - src.astype(np.int16)).max(-1)
+    assert (diff > 8).sum() > 200
+    assert got[k][1].pts == round(k * 3600)
+
+
+async def test_missing_dub_audio_counts_as_silence() -> None:
+    session = DubSession(StreamConfig(budget_ms=300), make_pipeline)
+    session.set_video(FramesTrack(portrait_frames()[:12], 25))
+    await session.start()  # no dub source at all
+    try:
+        got = await _collect(session, 12)
+    finally:
+        await session.aclose()
+    rs = [r for _, _, r in got if r.mode != Mode.PASSTHROUGH]
+    assert len(rs) >= 8 and all(r.silent for r in rs)
+    assert rs[-1].units is not None
+    np.testing.assert_allclose(rs[-1].units, bundle().closed_units, atol=1e-5)
+
+
+async def test_lateness_never_accumulates_under_a_slow_backend() -> None:
+    """Each frame costs ~160 ms at 25 fps input: frames are dropped as stale instead of
+    queueing, so the delay of the output stays bounded."""
+
+    def slow() -> DubPipeline:
+        return make_pipeline(SlowBackend(onnx_backend(), generate_s=0.16))
+
+    track = FramesTrack(portrait_frames(), 25)
+    session = DubSession(StreamConfig(budget_ms=100), slow)
+    session.set_video(track)
+    await session.start()
+    try:
+        got = await _collect(session, 35)
+    finally:
+        await session.aclose()
+    delays = [t - track.sent_at[_pts(f)] for t, f, _ in got]
+    pts = [_pts(f) for _, f, _ in got]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))  # in order, gaps where dropped
+    assert max(delays) < 0.4
+    assert np.mean(delays[-10:]) < 0.15  # degraded frames are fast; nothing piled up
+    st = session.stats()
+    assert st["dropped_frames"]["stale"] >= 1
+    assert st["scheduler"]["modes"]["skip_generator"] >= 20
+    assert st["late_frames"] <= 5
+
+
+async def test_dub_delay_holds_video_and_aligns_audio_by_time() -> None:
+    """With a 300 ms translation lag, each frame leaves ~300 ms after it arrived and is dubbed
+    with the audio that arrives 300 ms later."""
+    d = 0.3
+    track = FramesTrack(portrait_frames()[:25], 25)
+    session = DubSession(StreamConfig(budget_ms=200, dub_delay_ms=d * 1000), make_pipeline)
+    session.set_video(track)
+    session.set_dub(ClipSource(np.zeros(16000, np.float32), lead=0.0))
+    await session.start()
+    try:
+        got = await _collect(session, 25)
+        # the audio track plays dub time a at a + L, L = the median video delay
+        await session.audio.recv()
+        step = await session.audio.recv()
+    finally:
+        await session.aclose()
+    delays = np.array([t - track.sent_at[_pts(f)] for t, f, _ in got])
+    assert np.all(delays > d - 0.01)
+    assert np.median(delays) < d + 0.1
+    assert step.sample_rate == 16000 and step.samples == 320 and step.pts == 320
+    assert session.stats()["dub_source"] == "clip"
+
+
+async def test_session_close_leaves_no_task() -> None:
+    session = DubSession(StreamConfig(), make_pipeline)
+    session.set_video(FramesTrack(portrait_frames(), 25, loop=True))
+    session.set_dub(ClipSource(speechlike(1.0), loop=True))
+    before = asyncio.all_tasks()
+    await session.start()
+    await _collect(session, 3)
+    await session.aclose()
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before
