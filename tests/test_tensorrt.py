@@ -1,0 +1,188 @@
+"""The TensorRT path: clear errors without TensorRT or a GPU, the engine cache keying and the
+profiles everywhere; on a GPU machine, engine builds and TensorRT-vs-onnxruntime parity.
+
+Parity tolerances on a GPU (generator outputs in [0, 1], max abs): fp32 engines 1e-3 (TF32
+convolutions), fp16 2e-2, int8 0.15 with a mean abs ≤ 0.01.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtdub.backends import get_backend
+from rtdub.backends.tensorrt import (
+    EngineSpec,
+    GpuInfo,
+    TensorRTOptions,
+    cached_engine,
+    engine_key,
+    import_tensorrt,
+)
+from rtdub.exceptions import BackendUnavailable
+from rtdub.model import load_bundle
+
+from .gpu import requires_gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+GPU = GpuInfo("NVIDIA A100-SXM4-80GB", "8.0", 0)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
+def test_get_backend_without_tensorrt_is_backend_unavailable() -> None:
+    with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
+        get_backend("tensorrt", load_bundle())
+
+
+def test_wrong_tensorrt_or_missing_pycuda_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("tensorrt")
+    fake.__version__ = "11.0.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    with pytest.raises(BackendUnavailable, match="needs 10.x"):
+        get_backend("tensorrt", load_bundle())
+    fake.__version__ = "10.9.0"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pycuda", None)  # an import of pycuda now fails
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(BackendUnavailable, match="pycuda"):
+        get_backend("tensorrt", load_bundle())
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
+def test_cli_dub_with_tensorrt_backend_exits_2_with_one_line(
+    talking_clip: Path, dubbed_wav: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "o.mp4"
+    cmd = [sys.executable, "-m", "rtdub", "dub", "--video", str(talking_clip), "--audio", str(dubbed_wav)]
+    res = subprocess.run([*cmd, "-o", str(out), "--backend", "tensorrt"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rtdub: error:") and "tensorrt" in lines[0].lower(), res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed")
+def test_build_trt_without_tensorrt_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from engines import build_trt
+
+    assert build_trt.main(["--model", str(ROOT / "engines" / "default")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install tensorrt" in err[0]
+
+
+def test_profiles_cover_every_batch_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert EngineSpec("fp16", (1, 5)).profiles() == [(1, 1, 1), (2, 5, 5)]
+    assert EngineSpec("int8", (1, 4, 8)).profiles() == [(1, 1, 1), (2, 4, 4), (5, 8, 8)]
+    for bad in [(), (5, 1), (0, 5), (1, 1)]:
+        with pytest.raises(ValueError):
+            EngineSpec("fp16", bad)
+    with pytest.raises(ValueError):
+        EngineSpec("bf16")
+    monkeypatch.setenv("RTDUB_TRT_PRECISION", "int8")
+    monkeypatch.setenv("RTDUB_TRT_BUILD", "0")
+    assert TensorRTOptions.from_env() == TensorRTOptions(precision="int8", build=False)
+    monkeypatch.setenv("RTDUB_TRT_PRECISION", "int4")
+    with pytest.raises(BackendUnavailable):
+        TensorRTOptions.from_env()
+
+
+def test_engine_cache_key_and_lookup(tmp_path: Path) -> None:
+    model = tmp_path / "generator.onnx"
+    model.write_bytes(b"model v1")
+    spec = EngineSpec("fp16", (1, 5))
+    k1 = engine_key(model, spec, GPU, "10.9.0")
+    name = k1.filename()
+    assert name.startswith("generator-") and "fp16" in name and "b1_5" in name
+    assert "nvidia-a100-sxm4-80gb" in name and "sm80" in name and "trt10.9.0" in name
+    assert k1.model_sha256[:16] in name
+    # any change of model bytes, precision, profiles, GPU or TensorRT gives another engine file
+    others = [
+        engine_key(model, EngineSpec("int8", (1, 5)), GPU, "10.9.0"),
+        engine_key(model, EngineSpec("fp16", (1, 4)), GPU, "10.9.0"),
+        engine_key(model, spec, GpuInfo("NVIDIA H100 PCIe", "9.0", 0), "10.9.0"),
+        engine_key(model, spec, GPU, "10.10.0"),
+    ]
+    model.write_bytes(b"model v2")
+    others.append(engine_key(model, spec, GPU, "10.9.0"))
+    assert len({name, *(o.filename() for o in others)}) == 6
+
+    trt = types.SimpleNamespace(__version__="10.9.0")
+    with pytest.raises(BackendUnavailable, match="engines.build_trt"):
+        cached_engine(trt, model, spec, GPU, tmp_path, build=False)
+    with pytest.raises(BackendUnavailable, match="--shards"):
+        cached_engine(trt, model, EngineSpec("int8"), GPU, tmp_path, build=True)
+    cached = tmp_path / engine_key(model, spec, GPU, "10.9.0").filename()
+    cached.write_bytes(b"plan")
+    assert cached_engine(trt, model, spec, GPU, tmp_path, build=False) == cached  # no build, no tensorrt call
+
+
+# ---- on a GPU with TensorRT -----------------------------------------------------------------
+@requires_gpu
+@pytest.mark.parametrize(("precision", "tol"), [("fp32", 1e-3), ("fp16", 2e-2)])
+def test_tensorrt_matches_onnxruntime(tmp_path: Path, precision: str, tol: float) -> None:
+    import_tensorrt()
+    bundle = load_bundle()
+    from rtdub.backends.onnx import OnnxBackend
+    from rtdub.backends.tensorrt import TensorRTBackend
+
+    trt_be = TensorRTBackend(bundle, options=TensorRTOptions(precision=precision, cache_dir=tmp_path))
+    ort_be = OnnxBackend(bundle)
+    rng = np.random.default_rng(0)
+    s = bundle.crop_size
+    try:
+        for batch in (1, 3, 5):
+            pose = rng.random((batch, 3, s, s), np.float32)
+            ref = rng.random((batch, 3, s, s), np.float32)
+            units = rng.standard_normal((batch, bundle.context, bundle.n_units)).astype(np.float32)
+            a = trt_be.generate(pose, ref, units)
+            b = ort_be.generate(pose, ref, units)
+            assert a.shape == b.shape and np.abs(a - b).max() <= tol
+            mel = rng.uniform(-4, 4, (batch, bundle.mel_window, 80)).astype(np.float32)
+            la = np.full((batch, 1), 0.1, np.float32)
+            assert np.abs(trt_be.audio_to_lip(mel, la) - ort_be.audio_to_lip(mel, la)).max() <= 1e-3
+        trt_be.reset()
+    finally:
+        trt_be.close()
+    # the second start deserializes the cached engines instead of building
+    engines = sorted(tmp_path.glob("*.engine"))
+    assert len(engines) == 2 and len(list(tmp_path.glob("timing-*.cache"))) == 1
+    mtimes = [e.stat().st_mtime for e in engines]
+    TensorRTBackend(bundle, options=TensorRTOptions(precision=precision, cache_dir=tmp_path, build=False)).close()
+    assert [e.stat().st_mtime for e in engines] == mtimes
+
+
+@requires_gpu
+def test_build_trt_int8_with_calibration(tmp_path: Path) -> None:
+    import_tensorrt()
+    from engines import build_trt
+
+    from .test_quantize import face_crops
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.savez(shards / "c.npz", crops=face_crops(60, 0), times=np.arange(60) / 25.0, valid=np.ones(60, bool))
+    cache = tmp_path / "cache"
+    argv = ["--precision", "int8", "--shards", str(shards), "--calib-samples", "50", "--cache-dir", str(cache)]
+    assert build_trt.main(argv) == 0
+    assert len(list(cache.glob("calib-*.cache"))) == 1 and len(list(cache.glob("generator-*-int8-*.engine"))) == 1
+    from rtdub.backends.onnx import OnnxBackend
+    from rtdub.backends.tensorrt import TensorRTBackend
+
+    bundle = load_bundle()
+    be = TensorRTBackend(bundle, options=TensorRTOptions(precision="int8", cache_dir=cache, build=False))
+    try:
+        from engines.calibration import generator_samples, list_shards
+
+        ort_be = OnnxBackend(bundle)
+        for smp in generator_samples(list_shards(shards), bundle, 2, batch=5, seed=3):
+            got = be.generate(smp.pose, smp.reference, smp.units)
+            d = np.abs(got - ort_be.generate(smp.pose, smp.reference, smp.units))
+            assert d.max() <= 0.15 and d.mean() <= 0.01
+    finally:
+        be.close()
