@@ -96,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+def _add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .stream_cli import add_stream_commands  # serve, join, camera
+
+    add_stream_commands(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_stream_commands
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from typing import Any
 import av
 import numpy as np
 
+from .blend import PasteRegion
 from .dubaudio import DubAudioTimeline, MelSnapshot
 from .pipeline import STAGES, DubPipeline
 
@@ -71,6 +72,7 @@ class Rendered:
     wall_ms: float  # time from the call to the result
     times: dict[str, float]
     units: np.ndarray | None = None
+    region: PasteRegion | None = None  # where the frame was changed (None: nowhere)
 
 
 class Timings:
@@ -178,7 +180,7 @@ class FrameScheduler:
         la = self.audio.available_lookahead(t, cfg.lookahead_ms / 1000)
         snap = self.audio.snapshot(t, la, self.pipeline.bundle.mel_window)
         loop = asyncio.get_running_loop()
-        out, face, silent, times, units = await loop.run_in_executor(
+        out, face, silent, times, units, region = await loop.run_in_executor(
             self._executor, self._work, frame, t, snap, la, mode
         )
         end = self.clock()
@@ -196,11 +198,11 @@ class FrameScheduler:
                 "frame late",
                 extra={"t": t, "mode": mode.name, "late_ms": (end - deadline) * 1000, "wall_ms": wall},
             )
-        return Rendered(out, mode, face, silent, late, la, wall, times, units)
+        return Rendered(out, mode, face, silent, late, la, wall, times, units, region)
 
     def _work(
         self, frame: Any, t: float, snap: MelSnapshot, la: float, mode: Mode
-    ) -> tuple[Any, bool, bool, dict[str, float], np.ndarray]:
+    ) -> tuple[Any, bool, bool, dict[str, float], np.ndarray, PasteRegion | None]:
         """Worker thread: convert, run the pipeline, convert back."""
         t0 = time.perf_counter()
         is_av = isinstance(frame, av.VideoFrame)
@@ -231,7 +233,7 @@ class FrameScheduler:
             times["convert"] += (time.perf_counter() - t1) * 1000
         else:
             out = image
-        return out, res.face, silent, times, units
+        return out, res.face, silent, times, units, res.region
 
     async def aclose(self) -> None:
         """Wait for the frame in flight (if any), then release the worker thread."""

@@ -187,6 +187,8 @@ class DubSession:
         self.output_delay_steps = 0
         self.last_av_offset_ms = 0.0
         self.last_rendered: Rendered | None = None  # the newest frame's scheduling record
+        # called with (input frame, output frame, record) for every frame sent on (tests, tools)
+        self.probe: Callable[[av.VideoFrame, av.VideoFrame, Rendered], None] | None = None
         self._delay = 0.02  # s, output delay of the audio track (follows the video)
         self._video_delays: deque[float] = deque(maxlen=25)
         self._out_times: deque[float] = deque(maxlen=100)
@@ -317,6 +319,8 @@ class DubSession:
         self.last_rendered = r
         out = r.frame
         out.pts, out.time_base = taken.item.pts, taken.item.time_base
+        if self.probe is not None:
+            self.probe(taken.item, out, r)
         now = self.clock()
         delay = now - (taken.t + d)
         self._video_delays.append(delay)

@@ -42,11 +42,11 @@ def make_pipeline(backend: Backend | None = None, warm: bool = True) -> DubPipel
     return pipe
 
 
-def mouth_mask(frame_shape: tuple[int, ...], region: object) -> np.ndarray:
-    """Bool mask of the pixels a paste region blended with weight over one half."""
+def mouth_mask(frame_shape: tuple[int, ...], region: object, above: float = 0.5) -> np.ndarray:
+    """Bool mask of the pixels a paste region blended with a weight over ``above``."""
     m = np.zeros(frame_shape[:2], bool)
     alpha = region.alpha  # type: ignore[attr-defined]
     y0, x0 = region.y0, region.x0  # type: ignore[attr-defined]
     h, w = alpha.shape
-    m[y0 : y0 + h, x0 : x0 + w] = alpha > 0.5
+    m[y0 : y0 + h, x0 : x0 + w] = alpha > above
     return m

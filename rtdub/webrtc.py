@@ -1,0 +1,122 @@
+"""aiortc plumbing: ICE configuration, host-candidate restriction, and WHIP/WHEP clients.
+
+ICE uses host candidates only unless ICE servers are configured: no STUN server is ever
+contacted by default. ``restrict_host_addresses(["127.0.0.1"])`` makes aioice gather on the
+given addresses only (aioice skips 127.0.0.1 on its own), which tests and benchmarks use to
+keep everything on loopback.
+
+WHIP (RFC 9725) and WHEP: POST an SDP offer as ``application/sdp`` with an optional Bearer
+token; the answer comes back with 201 Created and a ``Location`` header naming the session
+resource, which a DELETE ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import aiohttp
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from .exceptions import RtdubError
+
+logger = logging.getLogger(__name__)
+
+_original_host_addresses = aioice.ice.get_host_addresses
+
+
+def restrict_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Gather ICE host candidates on ``addresses`` only (None: every interface again)."""
+    if addresses is None:
+        aioice.ice.get_host_addresses = _original_host_addresses
+        return
+    fixed = list(addresses)
+
+    def only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = only
+
+
+def ice_configuration(urls: Iterable[str] = ()) -> RTCConfiguration:
+    """Host candidates only unless ICE server URLs are given."""
+    servers = [RTCIceServer(urls=u) for u in urls]
+    return RTCConfiguration(iceServers=servers)
+
+
+class WhipError(RtdubError):
+    """A WHIP/WHEP endpoint refused or failed."""
+
+
+@dataclass(frozen=True)
+class WhipSession:
+    resource: str  # absolute URL of the session resource (DELETE ends it)
+    answer: RTCSessionDescription
+
+
+async def _wait_gathered(pc: RTCPeerConnection) -> None:
+    # aiortc gathers all candidates inside setLocalDescription; nothing to trickle
+    if pc.iceGatheringState != "complete":
+        done = asyncio.Event()
+
+        @pc.on("icegatheringstatechange")
+        def _changed() -> None:
+            if pc.iceGatheringState == "complete":
+                done.set()
+
+        await asyncio.wait_for(done.wait(), 10)
+
+
+async def offer_to(
+    url: str,
+    pc: RTCPeerConnection,
+    token: str | None = None,
+    http: aiohttp.ClientSession | None = None,
+    timeout: float = 30.0,
+) -> WhipSession:
+    """Create an offer on ``pc``, POST it to a WHIP or WHEP endpoint, apply the answer."""
+    await pc.setLocalDescription(await pc.createOffer())
+    await _wait_gathered(pc)
+    headers = {"Content-Type": "application/sdp"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    own = http is None
+    client = http or aiohttp.ClientSession()
+    try:
+        async with client.post(
+            url, data=pc.localDescription.sdp, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            body = await resp.text()
+            if resp.status != 201:
+                raise WhipError(f"{url}: HTTP {resp.status} {body.strip()[:200]}")
+            location = resp.headers.get("Location")
+            if not location:
+                raise WhipError(f"{url}: 201 without a Location header")
+    except aiohttp.ClientError as exc:
+        raise WhipError(f"{url}: {exc}") from exc
+    finally:
+        if own:
+            await client.close()
+    answer = RTCSessionDescription(sdp=body, type="answer")
+    await pc.setRemoteDescription(answer)
+    return WhipSession(urljoin(url, location), answer)
+
+
+async def delete_resource(resource: str, token: str | None = None, http: aiohttp.ClientSession | None = None) -> int:
+    """End a WHIP/WHEP session; returns the HTTP status (0 when unreachable)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    own = http is None
+    client = http or aiohttp.ClientSession()
+    try:
+        async with client.delete(resource, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            return resp.status
+    except aiohttp.ClientError as exc:
+        logger.warning("WHIP/WHEP DELETE failed", extra={"resource": resource, "error": str(exc)})
+        return 0
+    finally:
+        if own:
+            await client.close()

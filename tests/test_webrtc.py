@@ -1,0 +1,332 @@
+"""The engine over real WebRTC on loopback: aiortc clients against ``rtdub serve``'s app
+(``/offer``, ``/whip``, ``/whep``, ``/uploads``, ``/stats``, tokens)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from rtdub.exceptions import InputError
+from rtdub.mediatracks import FramesTrack, PcmTrack
+from rtdub.scheduler import Rendered
+from rtdub.server import DubServer, ServeConfig
+from rtdub.streaming import StreamConfig
+from rtdub.webrtc import delete_resource, ice_configuration, offer_to, restrict_host_addresses
+
+from .factories import speechlike
+from .streamkit import bundle, make_pipeline, mouth_mask, portrait_frames
+
+BITS = 8
+CELL = 16
+
+
+def stamp(image: np.ndarray, index: int) -> np.ndarray:
+    """Write ``index`` as BITS black/white 16×16 cells into the top-left corner."""
+    out = image.copy()
+    for b in range(BITS):
+        out[0:CELL, b * CELL : (b + 1) * CELL] = 255 if (index >> b) & 1 else 0
+    return out
+
+
+def read_stamp(image: np.ndarray) -> int:
+    return sum(
+        1 << b for b in range(BITS) if image[3 : CELL - 3, b * CELL + 3 : (b + 1) * CELL - 3].mean() > 128
+    )
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[None]:
+    restrict_host_addresses(["127.0.0.1"])
+    yield
+    restrict_host_addresses(None)
+
+
+@pytest.fixture()
+async def server() -> AsyncIterator[DubServer]:
+    srv = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
+    await srv.start()
+    yield srv
+    await srv.aclose()
+
+
+class Receiver:
+    """Collects decoded frames of a remote video track: (arrival, pts, rgb), and counts the
+    frames of a remote audio track."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, int, np.ndarray]] = []
+        self.audio_frames = 0
+        self.task: asyncio.Task[None] | None = None
+        self.audio_task: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+        self.progress = asyncio.Event()
+
+    def attach(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            self.task = asyncio.create_task(self._run(track))
+        else:
+            self.audio_task = asyncio.create_task(self._count(track))
+
+    async def _count(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.audio_frames += 1
+        except MediaStreamError:
+            pass
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                f = await track.recv()
+                self.frames.append((time.monotonic(), int(f.pts or 0), f.to_ndarray(format="rgb24")))  # type: ignore[union-attr]
+                self.progress.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended.set()
+
+    async def wait_for(self, n: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while len(self.frames) < n and not self.ended.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.progress.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), left)
+
+    async def aclose(self) -> None:
+        for task in (self.task, self.audio_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+def _client(frames: list[np.ndarray], audio: np.ndarray | None) -> tuple[RTCPeerConnection, FramesTrack, Receiver]:
+    pc = RTCPeerConnection(ice_configuration())
+    video = FramesTrack(frames, 25)
+    pc.addTrack(video)
+    if audio is not None:
+        pc.addTrack(PcmTrack(audio, pad_seconds=3.0))
+    rx = Receiver()
+
+    pc.on("track", rx.attach)
+
+    return pc, video, rx
+
+
+async def test_offer_loopback_dubs_the_face_only_keeps_pts_and_closes_lips_on_silence(
+    server: DubServer,
+) -> None:
+    n = 50
+    frames = [stamp(f, i) for i, f in enumerate(portrait_frames(n))]
+    pc, video, rx = _client(frames, speechlike(0.8, seed=5) * 3)
+    probed: dict[int, tuple[np.ndarray, np.ndarray, Rendered]] = {}
+    talking: list[bool] = []
+    await pc.setLocalDescription(await pc.createOffer())
+    url = f"http://127.0.0.1:{server.port}/offer"
+    async with aiohttp.ClientSession() as http:
+        body = {"sdp": pc.localDescription.sdp, "type": "offer", "dub": {"source": "self"}}
+        async with http.post(url, json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            answer = await resp.json()
+        session = server.peers[answer["session"]].session
+
+        def probe(src: av.VideoFrame, out: av.VideoFrame, r: Rendered) -> None:
+            img = src.to_ndarray(format="rgb24")
+            probed[read_stamp(img)] = (img, out.to_ndarray(format="rgb24"), r)
+
+        session.probe = probe
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        await rx.wait_for(n, timeout=5)
+        async with http.get(f"http://127.0.0.1:{server.port}/stats") as resp:
+            stats = await resp.json()
+    await pc.close()
+    await rx.aclose()
+    got = rx.frames
+    assert len(got) >= n // 2, stats  # stale frames may be dropped on a busy machine
+    # pts continuity: the engine copies the input pts; stamped indices agree with them
+    idx = [read_stamp(img) for _, _, img in got]
+    pts = [p for _, p, _ in got]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    for (i0, p0), (i1, p1) in zip(zip(idx, pts, strict=True), zip(idx[1:], pts[1:], strict=True), strict=False):
+        assert p1 - p0 == (i1 - i0) * 3600
+    s = stats["sessions"][0]
+    assert s["output_frames"] >= len(got) and s["scheduler"]["faces"] > 0
+    assert set(s) >= {"late_frames", "dropped_frames", "av_offset_ms", "scheduler"}
+    # in the engine, only the pasted face region changed, and after the speech the mouth was
+    # rendered with the closed-mouth units (never the speaker's own mouth)
+    closed = bundle().closed_units
+    dubbed = 0
+    for i, (src, out, r) in probed.items():
+        changed = np.any(src != out, axis=-1)
+        if r.region is None:
+            assert not changed.any()
+            continue
+        dubbed += 1
+        assert not (changed & ~mouth_mask(src.shape, r.region, 0.0)).any()
+        inside = np.abs(src.astype(np.int16) - out.astype(np.int16)).max(-1)[mouth_mask(src.shape, r.region)]
+        assert (inside > 8).sum() > 100  # the mouth was really replaced
+        if i >= 35:  # 0.6 s after the end of the speech
+            assert r.silent and r.units is not None
+            np.testing.assert_allclose(r.units, closed, atol=1e-5)
+        if i < 18:
+            talking.append(r.silent)
+    assert dubbed >= n // 2
+    assert talking.count(False) >= 5
+    # what the client received is the engine's output: in the mouth it is closer to the
+    # dubbed frame than to the source frame
+    near_out, near_src = [], []
+    for _, _, img in got:
+        i = read_stamp(img)
+        if i not in probed or probed[i][2].region is None:
+            continue
+        src, out, r = probed[i]
+        m = mouth_mask(src.shape, r.region)
+        near_out.append(np.abs(img.astype(np.int16) - out.astype(np.int16))[m].mean())
+        near_src.append(np.abs(img.astype(np.int16) - src.astype(np.int16))[m].mean())
+    assert len(near_out) >= 20
+    print("client mouth diff to engine output", np.mean(near_out), "to source", np.mean(near_src))
+    assert np.mean(near_out) < np.mean(near_src)
+
+
+def _check_pts(got: list[tuple[float, int, np.ndarray]]) -> None:
+    idx = [read_stamp(img) for _, _, img in got]
+    pts = [p for _, p, _ in got]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    for k in range(1, len(got)):
+        assert pts[k] - pts[k - 1] == (idx[k] - idx[k - 1]) * 3600
+
+
+async def test_whip_ingest_and_whep_playback(server: DubServer) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    frames = [stamp(f, i) for i, f in enumerate(portrait_frames(50))]
+    pub = RTCPeerConnection(ice_configuration())
+    pub.addTransceiver(FramesTrack(frames, 25), direction="sendonly")
+    pub.addTransceiver(PcmTrack(speechlike(1.0) * 3, pad_seconds=3.0), direction="sendonly")
+    ingest = await offer_to(f"{base}/whip", pub)
+    assert ingest.resource.startswith(f"{base}/whip/")
+    viewer = RTCPeerConnection(ice_configuration())
+    viewer.addTransceiver("video", direction="recvonly")
+    viewer.addTransceiver("audio", direction="recvonly")
+    rx = Receiver()
+    viewer.on("track", rx.attach)
+    play = await offer_to(f"{base}/whep", viewer)
+    assert play.resource.startswith(f"{base}/whep/")
+    try:
+        await rx.wait_for(30, timeout=6)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/stats") as resp:
+            stats = await resp.json()
+        assert len(rx.frames) >= 15, stats
+        _check_pts(rx.frames)
+        assert rx.audio_frames >= 25  # the dubbed audio comes along (20 ms frames)
+        (s,) = stats["sessions"]
+        assert s["viewers"] == 1 and s["dub_source"] == "self" and s["scheduler"]["faces"] > 0
+        assert await delete_resource(play.resource) == 200
+        assert await delete_resource(play.resource) == 404
+        assert await delete_resource(ingest.resource) == 200
+        assert await delete_resource(ingest.resource) == 404
+        assert server.peers == {}
+    finally:
+        await rx.aclose()
+        await viewer.close()
+        await pub.close()
+
+
+async def test_whep_without_a_session_is_404_and_whip_needs_sdp(server: DubServer) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/whep", data="v=0\r\n", headers={"Content-Type": "application/sdp"}) as r:
+            assert r.status == 404
+        async with http.post(f"{base}/whip", data="{}", headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 415
+        async with http.post(f"{base}/offer", json={"sdp": "x", "type": "offer", "dub": {"source": "nope"}}) as r:
+            assert r.status == 400 and "dub.source" in await r.text()
+        async with http.get(f"{base}/") as r:
+            assert r.status == 200 and "RTCPeerConnection" in await r.text()
+
+
+def test_binding_beyond_loopback_needs_a_token() -> None:
+    with pytest.raises(InputError, match="--token"):
+        DubServer(ServeConfig(host="0.0.0.0"))
+    with pytest.raises(InputError, match="--token"):
+        ServeConfig(host="192.168.1.20", token="  ").check()
+    ServeConfig(host="0.0.0.0", token="secret").check()
+    ServeConfig(host="::1").check()
+
+
+async def test_token_is_required_everywhere_but_the_page() -> None:
+    srv = DubServer(ServeConfig(port=0, token="s3cret"), make_pipeline)
+    await srv.start()
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/") as r:
+                assert r.status == 200
+            for method, path in (("GET", "/stats"), ("POST", "/whip"), ("POST", "/whep"), ("POST", "/uploads")):
+                for auth in (None, "Bearer wrong", "s3cret", "Basic s3cret"):
+                    headers = {"Authorization": auth} if auth else {}
+                    async with http.request(method, base + path, headers=headers) as r:
+                        assert r.status == 401, (method, path, auth)
+                        assert r.headers.get("WWW-Authenticate") == "Bearer"
+            async with http.get(f"{base}/stats", headers={"Authorization": "Bearer s3cret"}) as r:
+                assert r.status == 200 and (await r.json())["sessions"] == []
+    finally:
+        await srv.aclose()
+
+
+async def test_uploads_are_limited_type_checked_and_usable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from .factories import write_wav
+
+    wav = write_wav(tmp_path_factory.mktemp("up") / "dub.wav", speechlike(1.0))
+    data = wav.read_bytes()
+    srv = DubServer(ServeConfig(port=0, max_upload_bytes=len(data) + 10), make_pipeline)
+    await srv.start()
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/uploads", data=data + bytes(100)) as r:
+                assert r.status == 413
+            async with http.post(f"{base}/uploads", data=b"#!/bin/sh\nrm -rf /\n" * 50) as r:
+                assert r.status == 415
+            async with http.post(f"{base}/uploads", data=b"") as r:
+                assert r.status == 400
+            assert srv.uploads == {}
+            async with http.post(f"{base}/uploads", data=data) as r:
+                assert r.status == 201
+                info = await r.json()
+            assert info["seconds"] == pytest.approx(1.0, abs=0.01)
+            (path, _), = srv.uploads.values()
+            assert path.name == f"{info['id']}.media" and path.read_bytes() == data
+            for bad in ("../../etc/passwd", "0" * 16, info["id"] + "x"):
+                body = {"sdp": "v=0", "type": "offer", "dub": {"source": "upload", "id": bad}}
+                async with http.post(f"{base}/offer", json=body) as r:
+                    assert r.status == 400, bad
+            # a real offer with the upload as dubbed audio
+            pc, _, rx = _client([stamp(f, i) for i, f in enumerate(portrait_frames(25))], None)
+            await pc.setLocalDescription(await pc.createOffer())
+            body = {"sdp": pc.localDescription.sdp, "type": "offer", "dub": {"source": "upload", "id": info["id"]}}
+            async with http.post(f"{base}/offer", json=body) as r:
+                assert r.status == 200, await r.text()
+                answer = await r.json()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await rx.wait_for(10, timeout=5)
+            session = srv.peers[answer["session"]].session
+            assert session.stats()["dub_source"] == "file:" + path.name
+            assert session.timeline.chunks > 10  # the file's audio is being delivered
+            await pc.close()
+            await rx.aclose()
+            assert len(rx.frames) >= 5
+    finally:
+        await srv.aclose()
+    assert not path.exists()
