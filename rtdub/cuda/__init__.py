@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +200,15 @@ class CudaBlender(Blender):
         logger.info("cuda blender ready", extra={"device": device, "name": cuda.Device(device).name()})
 
     # -- device-side API -------------------------------------------------------------------
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Make the blender's CUDA context current around ``launch_*`` calls (any thread)."""
+        self._ctx.push()
+        try:
+            yield
+        finally:
+            self._ctx.pop()
+
     @property
     def mask_ptr(self) -> int:
         return int(self._mask_dev)
@@ -271,31 +282,22 @@ class CudaBlender(Blender):
             off += n
 
     def _rgb(self, box: np.ndarray, pix_stride: int, crop: np.ndarray, layout: int, b: Box, d: np.ndarray) -> None:
-        self._ctx.push()
-        try:
+        with self.active():
             cp = self._upload_crop(crop)
             pitch = b.width * pix_stride
             self._run_box([box], lambda p: self.launch_rgb(p, pitch, pix_stride, b, cp, layout, d))
-        finally:
-            self._ctx.pop()
 
     def _luma(self, box: np.ndarray, crop: np.ndarray, layout: int, b: Box, d: np.ndarray) -> None:
-        self._ctx.push()
-        try:
+        with self.active():
             cp = self._upload_crop(crop)
             self._run_box([box], lambda p: self.launch_luma(p, b.width, b, cp, layout, d))
-        finally:
-            self._ctx.pop()
 
     def _chroma(self, u: np.ndarray, v: np.ndarray, crop: np.ndarray, layout: int, b: Box, d: np.ndarray) -> None:
-        self._ctx.push()
-        try:
+        with self.active():
             cp = self._upload_crop(crop)
             n = b.width * b.height
             # staged as two packed planes (I420-like): u then v
             self._run_box([u, v], lambda p: self.launch_chroma(p, p + n, b.width, 1, b, cp, layout, d))
-        finally:
-            self._ctx.pop()
 
     def close(self) -> None:
         if getattr(self, "_ctx", None) is None:
