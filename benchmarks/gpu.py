@@ -10,16 +10,17 @@ Without TensorRT, pycuda or a GPU it prints one line, ``benchmarks.gpu: error: .
 
 Output: a header line, then one row per measurement, medians and 95th percentiles in ms:
 
-    GPU NVIDIA A100-SXM4-80GB (sm 8.0), TensorRT 10.9.0, 500 runs
-    what        config                       p50_ms   p95_ms  per_frame_ms
-    engine      generator fp16 b1 gpu          0.41     0.44          0.41
-    engine      generator fp16 b1 e2e          0.63     0.70          0.63
-    engine      generator fp16 b5 gpu          0.90     0.95          0.18
-    ...
-    engine      a2l fp32 b1 gpu                0.05     0.06          0.05
-    kernel      rgb 1280x720 box 230x221 gpu   0.012    0.014         0.012
-    kernel      rgb 1280x720 box 230x221 host  0.210    0.260         0.210
-    kernel      nv12 1280x720 box 230x221 gpu  0.015    0.017         0.015
+    GPU NVIDIA <name> (sm 8.6), TensorRT 10.x.y, 500 runs
+    what        config                             p50_ms   p95_ms  per_frame_ms
+    engine      generator fp16 b1 gpu               x.xxx    x.xxx         x.xxx
+    engine      generator fp16 b1 e2e               x.xxx    x.xxx         x.xxx
+    engine      generator fp16 b5 gpu               x.xxx    x.xxx         x.xxx
+    engine      generator fp16 b5 e2e               x.xxx    x.xxx         x.xxx
+    engine      generator int8 b1 gpu               x.xxx    x.xxx         x.xxx
+    ...         (int8 b1 e2e, b5 gpu, b5 e2e; the a2l engine at b1 and b5)
+    kernel      rgb 1280x720 box WxH gpu            x.xxx    x.xxx         x.xxx
+    kernel      rgb 1280x720 box WxH host           x.xxx    x.xxx         x.xxx
+    kernel      nv12 1280x720 box WxH gpu           x.xxx    x.xxx         x.xxx
     kernel max abs diff vs blend.paste: 0
 
 ``gpu`` rows time the device work alone with CUDA events (``execute_async_v3``, or the kernel
