@@ -86,14 +86,14 @@ class TrackSource(DubAudioSource):
             while True:
                 frame = await self.track.recv()  # type: ignore[attr-defined]
                 arrival = clock()
-                if frame.pts is None or frame.time_base is None:
-                    t = arrival
-                else:
-                    t = self.pts_clock.map(pts_seconds(frame.pts, frame.time_base), arrival)
                 for out in resampler.resample(frame):
+                    # the resampler carries pts over (in 1/16000): time its output, not its input
                     x = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    if out.pts is None or out.time_base is None:
+                        t = arrival
+                    else:
+                        t = self.pts_clock.map(pts_seconds(out.pts, out.time_base), arrival)
                     sink(t, x)
-                    t += x.size / SAMPLE_RATE
                 self.frames += 1
         except (MediaStreamError, asyncio.CancelledError):
             logger.debug("dub audio track ended", extra={"source": self.name, "frames": self.frames})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from functools import lru_cache
 
 import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtdub import samples
 from rtdub.backends.base import Backend, BackendConfig
@@ -50,3 +54,73 @@ def mouth_mask(frame_shape: tuple[int, ...], region: object, above: float = 0.5)
     h, w = alpha.shape
     m[y0 : y0 + h, x0 : x0 + w] = alpha > above
     return m
+
+
+BITS = 8
+CELL = 16
+
+
+def stamp(image: np.ndarray, index: int) -> np.ndarray:
+    """Write ``index`` as BITS black/white 16×16 cells into the top-left corner."""
+    out = image.copy()
+    for b in range(BITS):
+        out[0:CELL, b * CELL : (b + 1) * CELL] = 255 if (index >> b) & 1 else 0
+    return out
+
+
+def read_stamp(image: np.ndarray) -> int:
+    return sum(1 << b for b in range(BITS) if image[3 : CELL - 3, b * CELL + 3 : (b + 1) * CELL - 3].mean() > 128)
+
+
+class Receiver:
+    """Collects decoded frames of a remote video track: (arrival, pts, rgb), and counts the
+    frames of a remote audio track."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, int, np.ndarray]] = []
+        self.audio_frames = 0
+        self.task: asyncio.Task[None] | None = None
+        self.audio_task: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+        self.progress = asyncio.Event()
+
+    def attach(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            self.task = asyncio.create_task(self._run(track))
+        else:
+            self.audio_task = asyncio.create_task(self._count(track))
+
+    async def _count(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+                self.audio_frames += 1
+        except MediaStreamError:
+            pass
+
+    async def _run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                f = await track.recv()
+                self.frames.append((time.monotonic(), int(f.pts or 0), f.to_ndarray(format="rgb24")))  # type: ignore[union-attr]
+                self.progress.set()
+        except MediaStreamError:
+            pass
+        finally:
+            self.ended.set()
+
+    async def wait_for(self, n: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while len(self.frames) < n and not self.ended.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.progress.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.progress.wait(), left)
+
+    async def aclose(self) -> None:
+        for task in (self.task, self.audio_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

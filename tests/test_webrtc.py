@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -13,7 +10,6 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtdub.exceptions import InputError
 from rtdub.mediatracks import FramesTrack, PcmTrack
@@ -23,24 +19,7 @@ from rtdub.streaming import StreamConfig
 from rtdub.webrtc import delete_resource, ice_configuration, offer_to, restrict_host_addresses
 
 from .factories import speechlike
-from .streamkit import bundle, make_pipeline, mouth_mask, portrait_frames
-
-BITS = 8
-CELL = 16
-
-
-def stamp(image: np.ndarray, index: int) -> np.ndarray:
-    """Write ``index`` as BITS black/white 16×16 cells into the top-left corner."""
-    out = image.copy()
-    for b in range(BITS):
-        out[0:CELL, b * CELL : (b + 1) * CELL] = 255 if (index >> b) & 1 else 0
-    return out
-
-
-def read_stamp(image: np.ndarray) -> int:
-    return sum(
-        1 << b for b in range(BITS) if image[3 : CELL - 3, b * CELL + 3 : (b + 1) * CELL - 3].mean() > 128
-    )
+from .streamkit import Receiver, bundle, make_pipeline, mouth_mask, portrait_frames, read_stamp, stamp
 
 
 @pytest.fixture(autouse=True)
@@ -56,60 +35,6 @@ async def server() -> AsyncIterator[DubServer]:
     await srv.start()
     yield srv
     await srv.aclose()
-
-
-class Receiver:
-    """Collects decoded frames of a remote video track: (arrival, pts, rgb), and counts the
-    frames of a remote audio track."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[float, int, np.ndarray]] = []
-        self.audio_frames = 0
-        self.task: asyncio.Task[None] | None = None
-        self.audio_task: asyncio.Task[None] | None = None
-        self.ended = asyncio.Event()
-        self.progress = asyncio.Event()
-
-    def attach(self, track: MediaStreamTrack) -> None:
-        if track.kind == "video":
-            self.task = asyncio.create_task(self._run(track))
-        else:
-            self.audio_task = asyncio.create_task(self._count(track))
-
-    async def _count(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                await track.recv()
-                self.audio_frames += 1
-        except MediaStreamError:
-            pass
-
-    async def _run(self, track: MediaStreamTrack) -> None:
-        try:
-            while True:
-                f = await track.recv()
-                self.frames.append((time.monotonic(), int(f.pts or 0), f.to_ndarray(format="rgb24")))  # type: ignore[union-attr]
-                self.progress.set()
-        except MediaStreamError:
-            pass
-        finally:
-            self.ended.set()
-
-    async def wait_for(self, n: int, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while len(self.frames) < n and not self.ended.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self.progress.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.progress.wait(), left)
-
-    async def aclose(self) -> None:
-        for task in (self.task, self.audio_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
 
 
 def _client(frames: list[np.ndarray], audio: np.ndarray | None) -> tuple[RTCPeerConnection, FramesTrack, Receiver]:
@@ -306,7 +231,7 @@ async def test_uploads_are_limited_type_checked_and_usable(tmp_path_factory: pyt
                 assert r.status == 201
                 info = await r.json()
             assert info["seconds"] == pytest.approx(1.0, abs=0.01)
-            (path, _), = srv.uploads.values()
+            ((path, _),) = srv.uploads.values()
             assert path.name == f"{info['id']}.media" and path.read_bytes() == data
             for bad in ("../../etc/passwd", "0" * 16, info["id"] + "x"):
                 body = {"sdp": "v=0", "type": "offer", "dub": {"source": "upload", "id": bad}}
