@@ -13,9 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -27,6 +25,7 @@ from rtdub.cuda import CUDA_DIR, KERNEL_SOURCE, colour_offset, plan_paste
 from rtdub.cuda.harness import HarnessBlender, build_harness
 from rtdub.exceptions import BackendUnavailable
 
+from .fake_gpu import fake_pycuda, harness_kernels
 from .gpu import requires_gpu
 
 TOL = 1  # max abs difference, intensity levels
@@ -270,109 +269,10 @@ def test_cuda_kernel_matches_harness(harness: HarnessBlender) -> None:
 
 
 # ---- CudaBlender's host logic on an emulated pycuda ----------------------------------------
-class _FakeAlloc:
-    """'Device' memory that is host memory: its address works for the CPU harness."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.buf = np.zeros(max(1, nbytes), np.uint8)
-
-    def __int__(self) -> int:
-        return int(self.buf.ctypes.data)
-
-    def free(self) -> None:
-        pass
-
-
-def fake_pycuda(harness: HarnessBlender) -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
-    """pycuda.driver / pycuda.compiler stand-ins whose kernels run the CPU harness with the
-    very arguments CudaBlender passes to the CUDA kernels (pointers, pitches, matrices)."""
-    import ctypes
-
-    lib = harness._lib
-    launches: list[str] = []
-    vp, fp, dp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_double)
-
-    def tail(a: tuple[Any, ...]) -> list[Any]:
-        """Kernel args crop, layout, size, mask, m0..m5, d0..d2 -> the harness's (m, delta by pointer)."""
-        m = np.array([float(x) for x in a[4:10]], np.float64)
-        d = np.array([float(x) for x in a[10:13]], np.float32)
-        return [vp(int(a[0])), int(a[1]), int(a[2]), ctypes.cast(vp(int(a[3])), fp), m.ctypes.data_as(dp),
-                d.ctypes.data_as(fp), m, d]  # fmt: skip
-
-    class Function:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.fmt = ""
-
-        def prepare(self, fmt: str) -> None:
-            self.fmt = fmt
-
-        def prepared_async_call(self, grid: tuple[int, int], block: tuple[int, ...], stream: Any, *a: Any) -> None:
-            assert len(a) == len(self.fmt)
-            launches.append(self.name)
-            if self.name == "rtdub_blend_rgb":
-                w, h, t = int(a[3]), int(a[4]), tail(a[5:])
-                lib.rtdub_harness_blend_rgb(vp(int(a[0])), int(a[1]), int(a[2]), w, h, *t[:6])
-            elif self.name == "rtdub_blend_luma":
-                w, h, t = int(a[2]), int(a[3]), tail(a[4:])
-                lib.rtdub_harness_blend_luma(vp(int(a[0])), int(a[1]), w, h, *t[:6])
-            else:
-                w, h, t = int(a[4]), int(a[5]), tail(a[6:])
-                lib.rtdub_harness_blend_chroma(vp(int(a[0])), vp(int(a[1])), int(a[2]), int(a[3]), w, h, *t[:6])
-            assert grid[0] * block[0] >= w and grid[1] * block[1] >= h  # the grid covers the box
-
-    class Module:
-        def get_function(self, name: str) -> Function:
-            return Function(name)
-
-    class Ctx:
-        def push(self) -> None: ...
-        def pop(self) -> None: ...
-        def detach(self) -> None: ...
-
-    class Device:
-        def __init__(self, i: int) -> None: ...
-        @staticmethod
-        def count() -> int:
-            return 1
-
-        def name(self) -> str:
-            return "emulated"
-
-        def retain_primary_context(self) -> Ctx:
-            return Ctx()
-
-    class Stream:
-        def synchronize(self) -> None: ...
-
-    def to_device(a: np.ndarray) -> _FakeAlloc:
-        d = _FakeAlloc(a.nbytes)
-        d.buf[:] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-        return d
-
-    def htod(dev: _FakeAlloc, host: np.ndarray, stream: object = None) -> None:
-        dev.buf[: host.nbytes] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
-
-    def dtoh(host: np.ndarray, dev: _FakeAlloc, stream: object = None) -> None:
-        host.reshape(-1).view(np.uint8)[:] = dev.buf[: host.nbytes]
-
-    drv = types.ModuleType("pycuda.driver")
-    drv.__dict__.update(
-        init=lambda: None, Device=Device, Stream=Stream, to_device=to_device, mem_alloc=_FakeAlloc,
-        pagelocked_empty=lambda n, dt: np.empty(n, dt), memcpy_htod_async=htod, memcpy_dtoh_async=dtoh,
-        launches=launches,
-    )  # fmt: skip
-    comp = types.ModuleType("pycuda.compiler")
-    comp.__dict__["SourceModule"] = lambda src, **kw: Module()
-    pkg = types.ModuleType("pycuda")
-    pkg.__dict__.update(driver=drv, compiler=comp)
-    return pkg, drv, comp
-
-
 def test_cuda_blender_host_path_on_emulated_pycuda(harness: HarnessBlender, monkeypatch: pytest.MonkeyPatch) -> None:
     """CudaBlender's staging, pointers, pitches and launch arguments, run through the harness."""
-    pkg, drv, comp = fake_pycuda(harness)
-    for name, mod in (("pycuda", pkg), ("pycuda.driver", drv), ("pycuda.compiler", comp)):
+    mods = fake_pycuda(harness_kernels(harness._lib))
+    for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
     from rtdub.cuda import CudaBlender
 
@@ -393,5 +293,5 @@ def test_cuda_blender_host_path_on_emulated_pycuda(harness: HarnessBlender, monk
         gpu.paste_nv12(y2, uv2, face, al, offset)
         assert (y == y2).all() and (uv == uv2).all()
     assert changed >= 4
-    assert set(drv.launches) == {"rtdub_blend_rgb", "rtdub_blend_luma", "rtdub_blend_chroma"}
+    assert set(mods["pycuda.driver"].launches) == {"rtdub_blend_rgb", "rtdub_blend_luma", "rtdub_blend_chroma"}
     gpu.close()

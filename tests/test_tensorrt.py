@@ -8,6 +8,7 @@ convolutions), fp16 2e-2, int8 0.15 with a mean abs ≤ 0.01.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import types
@@ -28,6 +29,7 @@ from rtdub.backends.tensorrt import (
 from rtdub.exceptions import BackendUnavailable
 from rtdub.model import load_bundle
 
+from .fake_gpu import engine_files, fake_pycuda, fake_tensorrt, harness_kernels
 from .gpu import requires_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +188,122 @@ def test_build_trt_int8_with_calibration(tmp_path: Path) -> None:
             assert d.max() <= 0.15 and d.mean() <= 0.01
     finally:
         be.close()
+
+
+# ---- the whole TensorRT path on emulated tensorrt + pycuda ----------------------------------
+@pytest.fixture
+def emulated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> types.ModuleType:
+    """tensorrt and pycuda stand-ins (tests/fake_gpu.py): engines run the ONNX files with
+    onnxruntime, device memory is host memory. Checks the backend's and the builder's logic."""
+    trt = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    for name, mod in fake_pycuda().items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return trt
+
+
+def test_backend_on_emulated_tensorrt(emulated: types.ModuleType, tmp_path: Path) -> None:
+    from rtdub.backends.onnx import OnnxBackend
+    from rtdub.backends.tensorrt import TensorRTBackend
+
+    bundle = load_bundle()
+    be = TensorRTBackend(bundle, options=TensorRTOptions(precision="fp16", cache_dir=tmp_path))
+    assert len(engine_files(tmp_path)) == 2 and len(list(tmp_path.glob("*.json"))) == 2
+    assert len(list(tmp_path.glob("timing-emulated-gpu-sm86-trt10.9.0.cache"))) == 1
+    gen_plan = next(b for b in emulated.builds if b["onnx"].endswith("generator.onnx"))
+    assert gen_plan["flags"] == ["fp16"]
+    batch_dims = [[lo[0], opt[0], hi[0]] for lo, opt, hi in (prof[0] for prof in gen_plan["profiles"])]
+    assert batch_dims == [[1, 1, 1], [2, 5, 5]]
+    ref = OnnxBackend(bundle)
+    rng = np.random.default_rng(0)
+    s = bundle.crop_size
+    for batch in (1, 3, 5, 1):
+        pose = rng.random((batch, 3, s, s), np.float32)
+        refc = rng.random((batch, 3, s, s), np.float32)
+        units = rng.standard_normal((batch, bundle.context, bundle.n_units)).astype(np.float32)
+        out = be.generate(pose, refc, units)
+        np.testing.assert_allclose(out, ref.generate(pose, refc, units), atol=1e-4)  # unfused vs fused ORT graph
+        mel = rng.uniform(-4, 4, (batch, bundle.mel_window, 80)).astype(np.float32)
+        la = np.full((batch, 1), 0.1, np.float32)
+        np.testing.assert_allclose(be.audio_to_lip(mel, la), ref.audio_to_lip(mel, la), atol=1e-4)
+    with pytest.raises(ValueError, match="exceeds"):
+        be.generate(*(np.zeros((6, *x), np.float32) for x in ((3, s, s), (3, s, s), (bundle.context, bundle.n_units))))
+    be.reset()
+    be.close()
+    be.close()  # idempotent
+    n = len(emulated.builds)
+    # cached: a second backend deserializes and builds nothing, even with building disabled
+    TensorRTBackend(bundle, options=TensorRTOptions(precision="fp16", cache_dir=tmp_path, build=False)).close()
+    assert len(emulated.builds) == n
+    # INT8 is never built on the fly
+    with pytest.raises(BackendUnavailable, match="--shards"):
+        TensorRTBackend(bundle, options=TensorRTOptions(precision="int8", cache_dir=tmp_path))
+
+
+def test_build_trt_int8_on_emulated_tensorrt(emulated: types.ModuleType, tmp_path: Path) -> None:
+    from engines import build_trt
+    from rtdub.backends.tensorrt import TensorRTBackend
+
+    from .test_quantize import face_crops
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.savez(shards / "c.npz", crops=face_crops(30, 0), times=np.arange(30) / 25.0, valid=np.ones(30, bool))
+    cache = tmp_path / "cache"
+    argv = ["--precision", "fp16", "int8", "--shards", str(shards), "--calib-samples", "20", "--cache-dir", str(cache)]
+    assert build_trt.main(argv) == 0
+    names = engine_files(cache)
+    assert len(names) == 3 and sum("-int8-" in n for n in names) == 1 and sum("-fp16-" in n for n in names) == 1
+    calib = list(cache.glob("calib-generator-*-n20-s0.cache"))
+    assert len(calib) == 1 and calib[0].read_bytes() == b"calibration table"
+    int8_plan = next(b for b in emulated.builds if "int8" in b["flags"])
+    assert int8_plan["calibrated"] and "fp16" in int8_plan["flags"]
+    n = len(emulated.builds)
+    assert build_trt.main(argv) == 0  # everything cached: nothing rebuilt
+    assert len(emulated.builds) == n
+    assert build_trt.main([*argv, "--force"]) == 0  # rebuilt, the calibration table is reused
+    assert len(emulated.builds) == n + 3
+    be = TensorRTBackend(load_bundle(), options=TensorRTOptions(precision="int8", cache_dir=cache, build=False))
+    be.close()
+
+
+def test_gpu_benchmark_on_emulated_gpu(
+    emulated: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks.gpu end to end: its rows, its JSON, and the kernel parity line."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is absent")
+    from benchmarks import gpu as bench
+    from rtdub.blend import face_mask
+    from rtdub.cuda.harness import HarnessBlender, build_harness
+
+    lib = HarnessBlender(face_mask(96), build_harness(tmp_path / "h"))._lib
+    for name, mod in fake_pycuda(harness_kernels(lib)).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    out = tmp_path / "gpu.json"
+    argv = [
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--frame",
+        "320x240",
+        "--json",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    r = json.loads(out.read_text())
+    eng = {(x["model"], x["precision"], x["batch"], x["timing"]) for x in r["results"] if x["kind"] == "engine"}
+    assert (
+        ("generator", "fp16", 5, "gpu") in eng
+        and ("generator", "fp16", 1, "e2e") in eng
+        and ("a2l", "fp32", 1, "gpu") in eng
+    )
+    assert any("int8" in s for s in r["skipped"])  # no INT8 engine was built
+    kern = {(x["format"], x["timing"]) for x in r["results"] if x["kind"] == "kernel"}
+    assert kern == {("rgb", "gpu"), ("rgb", "host"), ("nv12", "gpu")}
+    assert r["kernel_max_abs_vs_paste"] == 0
