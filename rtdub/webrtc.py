@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from .exceptions import RtdubError
 
@@ -43,9 +43,10 @@ def restrict_host_addresses(addresses: Sequence[str] | None) -> None:
 
 
 def ice_configuration(urls: Iterable[str] = ()) -> RTCConfiguration:
-    """Host candidates only unless ICE server URLs are given."""
+    """Host candidates only unless ICE server URLs are given. Max-bundle: aiortc starts the
+    second sender of a kind (an interpreter's audio track) only with every m-line bundled."""
     servers = [RTCIceServer(urls=u) for u in urls]
-    return RTCConfiguration(iceServers=servers)
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class WhipError(RtdubError):

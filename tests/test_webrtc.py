@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -255,3 +257,77 @@ async def test_uploads_are_limited_type_checked_and_usable(tmp_path_factory: pyt
     finally:
         await srv.aclose()
     assert not path.exists()
+
+
+async def test_second_audio_track_is_the_dubbed_audio(server: DubServer) -> None:
+    """dub.source = track: the client's own audio is silent, the second track carries the
+    interpreter's speech; the lips follow the second track."""
+    pc = RTCPeerConnection(ice_configuration())
+    pc.addTrack(FramesTrack([stamp(f, i) for i, f in enumerate(portrait_frames(40))], 25))
+    pc.addTrack(PcmTrack(np.zeros(16000 * 2, np.float32), pad_seconds=2.0))  # the speaker (silent)
+    pc.addTrack(PcmTrack(speechlike(2.0, seed=11) * 3, pad_seconds=2.0))  # the interpreter
+    rx = Receiver()
+    pc.on("track", rx.attach)
+    await pc.setLocalDescription(await pc.createOffer())
+    body = {"sdp": pc.localDescription.sdp, "type": "offer", "dub": {"source": "track"}}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{server.port}/offer", json=body) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await rx.wait_for(40, timeout=4)
+        async with http.get(f"http://127.0.0.1:{server.port}/stats") as r:
+            (s,) = (await r.json())["sessions"]
+    await pc.close()
+    await rx.aclose()
+    assert s["dub_source"] == "track"
+    sched = s["scheduler"]
+    assert sched["faces"] >= 10 and sched["silent"] < sched["faces"] // 2, json.dumps(s)
+    # a one-audio-track offer cannot ask for a second track
+    pc2 = RTCPeerConnection(ice_configuration())
+    pc2.addTrack(FramesTrack(list(portrait_frames(5)), 25))
+    pc2.addTrack(PcmTrack(np.zeros(1600, np.float32)))
+    await pc2.setLocalDescription(await pc2.createOffer())
+    body = {"sdp": pc2.localDescription.sdp, "type": "offer", "dub": {"source": "track"}}
+    before = set(server.peers)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"http://127.0.0.1:{server.port}/offer", json=body) as r,
+    ):
+        assert r.status == 400 and "second audio track" in await r.text()
+    await pc2.close()
+    assert set(server.peers) <= before  # the refused offer left no peer behind
+
+
+async def test_join_pulls_with_whep_and_publishes_with_whip(server: DubServer) -> None:
+    from rtdub.join import JoinConfig, Joiner
+
+    sink = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
+    await sink.start()
+    src_base, dst_base = f"http://127.0.0.1:{server.port}", f"http://127.0.0.1:{sink.port}"
+    pub = RTCPeerConnection(ice_configuration())
+    pub.addTransceiver(FramesTrack(list(portrait_frames()), 25, loop=True), direction="sendonly")
+    pub.addTransceiver(PcmTrack(speechlike(1.0) * 3, loop=True), direction="sendonly")
+    joiner = Joiner(
+        JoinConfig(whep=f"{src_base}/whep", whip=f"{dst_base}/whip", stream=StreamConfig(budget_ms=150)),
+        make_pipeline,
+    )
+    try:
+        ingest = await offer_to(f"{src_base}/whip", pub)
+        await joiner.start()
+        for _ in range(100):
+            if sink.peers and next(iter(sink.peers.values())).session.input_frames >= 15:
+                break
+            await asyncio.sleep(0.05)
+        (received,) = sink.peers.values()
+        assert received.session.input_frames >= 15  # the dubbed stream arrived over WHIP
+        assert joiner.session.output_frames >= 15 and joiner.session.stats()["scheduler"]["faces"] > 0
+        (origin,) = server.peers.values()
+        assert len(origin.viewers) == 1  # the joiner plays the source with WHEP
+    finally:
+        await joiner.aclose()
+        await pub.close()
+    assert sink.peers == {}  # the joiner DELETEd its WHIP resource
+    assert len(origin.viewers) == 0  # and its WHEP resource
+    assert await delete_resource(ingest.resource) == 200
+    await sink.aclose()
