@@ -80,14 +80,20 @@ def mask_pose(crop: np.ndarray, mask: FaceMask, fill: float | int = 0) -> np.nda
     return out
 
 
-def match_colour(generated: np.ndarray, original: np.ndarray, mask: FaceMask) -> np.ndarray:
-    """Shift the generated crop's per-channel mean to the original's over the feather band,
-    where both show skin; float32 in, float32 out."""
+def colour_offset(generated: np.ndarray, original: np.ndarray, mask: FaceMask) -> np.ndarray:
+    """Per-channel offset, float32 (3,), that moves the generated crop's mean to the
+    original's over the feather band, where both show skin. Crops are (S, S, 3) in 0..255."""
     band = (mask.soft > 0.02) & (mask.soft < 0.7)
     if not band.any():
-        return generated
-    delta = original[band].mean(0) - generated[band].mean(0)
-    return generated + delta.astype(np.float32)
+        return np.zeros(3, np.float32)
+    g = np.asarray(generated, np.float32)
+    o = np.asarray(original, np.float32)
+    return np.asarray(o[band].mean(0) - g[band].mean(0)).astype(np.float32)
+
+
+def match_colour(generated: np.ndarray, original: np.ndarray, mask: FaceMask) -> np.ndarray:
+    """The generated crop shifted by :func:`colour_offset`; float32 in, float32 out."""
+    return np.asarray(generated, np.float32) + colour_offset(generated, original, mask)
 
 
 @dataclass(frozen=True)
@@ -99,21 +105,29 @@ class PasteRegion:
     alpha: np.ndarray  # (h, w) float32, 0 where the frame was left untouched
 
 
+def paste_box(width: int, height: int, al: Alignment, mask: FaceMask) -> tuple[int, int, int, int] | None:
+    """x0, y0, x1, y1 (exclusive) of the frame region a paste may touch, or None."""
+    x0m, y0m, x1m, y1m = mask.bbox
+    corners = apply(al.inverse, np.array([[x0m, y0m], [x1m, y0m], [x0m, y1m], [x1m, y1m]], np.float64))
+    x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
+    y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
+    x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
+    y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
 def paste(frame: np.ndarray, crop: np.ndarray, al: Alignment, mask: FaceMask) -> PasteRegion | None:
     """Blend ``crop`` (S, S, 3, uint8 or float in 0..255) into ``frame`` in place.
 
     Returns the touched region, or None when the mask falls outside the frame."""
     h, w = frame.shape[:2]
-    inv = al.inverse
-    x0m, y0m, x1m, y1m = mask.bbox
-    corners = apply(inv, np.array([[x0m, y0m], [x1m, y0m], [x0m, y1m], [x1m, y1m]], np.float64))
-    x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
-    y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
-    x1 = min(w, int(np.ceil(corners[:, 0].max())) + 2)
-    y1 = min(h, int(np.ceil(corners[:, 1].max())) + 2)
-    if x1 <= x0 or y1 <= y0:
+    box = paste_box(w, h, al, mask)
+    if box is None:
         return None
-    m = inv.copy()
+    x0, y0, x1, y1 = box
+    m = al.inverse.copy()
     m[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     alpha = cv2.warpAffine(mask.soft, m, size, flags=cv2.INTER_LINEAR, borderValue=0.0)

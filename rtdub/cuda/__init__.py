@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..align import Alignment
-from ..blend import FaceMask
+from ..blend import FaceMask, colour_offset
 from ..exceptions import BackendUnavailable
 from .plan import (
     LAYOUT_CHW_UNIT,
@@ -34,7 +34,6 @@ from .plan import (
     LAYOUT_HWC_U8,
     BlendPlan,
     Box,
-    colour_offset,
     crop_layout,
     offset_array,
     plan_paste,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..align import Alignment, apply
-from ..blend import FaceMask
+from ..align import Alignment
+from ..blend import FaceMask, paste_box
 
 # crop layouts understood by the kernels (blend_math.h)
 LAYOUT_HWC_F32 = 0  # (S, S, 3) float32 in 0..255, what blend.paste gets
@@ -54,20 +54,6 @@ def _as_tuple(m: np.ndarray) -> tuple[float, float, float, float, float, float]:
     return (a[0], a[1], a[2], a[3], a[4], a[5])
 
 
-def paste_box(width: int, height: int, al: Alignment, mask: FaceMask) -> tuple[int, int, int, int] | None:
-    """x0, y0, x1, y1 (exclusive) of the frame region blend.paste touches, or None."""
-    inv = al.inverse
-    x0m, y0m, x1m, y1m = mask.bbox
-    corners = apply(inv, np.array([[x0m, y0m], [x1m, y0m], [x0m, y1m], [x1m, y1m]], np.float64))
-    x0 = max(0, int(np.floor(corners[:, 0].min())) - 1)
-    y0 = max(0, int(np.floor(corners[:, 1].min())) - 1)
-    x1 = min(width, int(np.ceil(corners[:, 0].max())) + 2)
-    y1 = min(height, int(np.ceil(corners[:, 1].max())) + 2)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return x0, y0, x1, y1
-
-
 def plan_paste(width: int, height: int, al: Alignment, mask: FaceMask, chroma: bool = False) -> BlendPlan | None:
     """Plan a paste into a ``width``×``height`` frame; ``chroma`` adds the 4:2:0 chroma box."""
     box = paste_box(width, height, al, mask)
@@ -90,19 +76,6 @@ def plan_paste(width: int, height: int, al: Alignment, mask: FaceMask, chroma: b
     mc[:, 1] = 2 * m[:, 1]
     mc[:, 2] = m[:, 0] * tx + m[:, 1] * ty + m[:, 2]
     return BlendPlan(luma, Box(cx0, cy0, cx1 - cx0, cy1 - cy0, _as_tuple(mc)))
-
-
-def colour_offset(generated: np.ndarray, original: np.ndarray, mask: FaceMask) -> np.ndarray:
-    """The per-channel offset :func:`rtdub.blend.match_colour` adds, as float32 (3,).
-
-    ``generated`` and ``original`` are (S, S, 3) in 0..255; pass the result as ``offset`` to a
-    blender instead of shifting the crop on the host."""
-    band = (mask.soft > 0.02) & (mask.soft < 0.7)
-    if not band.any():
-        return np.zeros(3, np.float32)
-    g = np.asarray(generated, np.float32)
-    o = np.asarray(original, np.float32)
-    return np.asarray(o[band].mean(0) - g[band].mean(0)).astype(np.float32)
 
 
 def crop_layout(crop: np.ndarray, size: int) -> tuple[np.ndarray, int]:
