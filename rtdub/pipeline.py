@@ -20,7 +20,7 @@ import numpy as np
 
 from . import align, audio
 from .backends.base import Backend
-from .blend import FaceMask, PasteRegion, face_mask, match_colour, paste
+from .blend import FaceMask, PasteRegion, colour_offset, face_mask, match_colour, paste
 from .lipunits import to_canonical
 from .model import ModelBundle
 from .reference import ReferenceConfig, ReferenceSelector
@@ -146,6 +146,17 @@ class DubPipeline:
         self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
         self._last_obs: FaceObservation | None = None
         self._last_face: np.ndarray | None = None
+        self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
+
+    def _make_gpu_blender(self) -> object | None:
+        """The CUDA paste-back kernel beside a GPU backend; numpy/OpenCV when it cannot load."""
+        try:
+            from .cuda import CudaBlender
+
+            return CudaBlender(self.mask)
+        except Exception as exc:  # no pycuda, no device, no nvcc: the CPU blend still works
+            logger.warning("CUDA blender unavailable, blending on the CPU", extra={"reason": str(exc)})
+            return None
 
     def reset(self) -> None:
         self.audio.reset()
@@ -212,11 +223,16 @@ class DubPipeline:
             self._ctx[0] = np.stack(hist)
             out = self.backend.generate(self._pose, self._ref, self._ctx)[0]
             face = np.clip(out.transpose(1, 2, 0), 0, 1) * 255
-            if self.config.colour_match:
+            if self.config.colour_match and self._gpu_blender is None:
                 face = match_colour(face, crop.astype(np.float32), self.mask)
             self._last_face = face
         t3 = time.perf_counter()
         times["generator"] = (t3 - t2) * 1000
-        region = paste(image, face, al, self.mask)
+        if self._gpu_blender is not None:
+            offset = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
+            self._gpu_blender.paste_rgb(image, face, al, offset)  # type: ignore[attr-defined]
+            region = None
+        else:
+            region = paste(image, face, al, self.mask)
         times["blend"] = (time.perf_counter() - t3) * 1000
         return FrameResult(image, True, silent, times, region, units)
