@@ -102,8 +102,15 @@ def _add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     add_stream_commands(sub)
 
 
+def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .bench import add_bench_command  # light at import: heavy modules load inside the sections
+
+    add_bench_command(sub)
+
+
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    _add_stream_commands
+    _add_stream_commands,
+    _add_bench_command,
 ]
 
 

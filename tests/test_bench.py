@@ -1,0 +1,201 @@
+"""``rtdub bench`` machinery on a tiny configuration: the JSON schema, ordered percentiles,
+the markdown table and valid PNGs; the quality section is skipped cleanly without clips; the
+LSE figures are null with a reason, never a number. No timing thresholds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rtdub import bench
+from rtdub.cli import build_parser
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchOutput:
+    out = tmp_path_factory.mktemp("bench")
+    cfg = bench.BenchConfig(
+        out=out,
+        frames=6,
+        warmup=2,
+        resolutions=((320, 240),),
+        threads=1,
+        clips=out / "no-clips-here",
+        lookaheads_ms=(0.0, 120.0),
+        closure_text="Bob may buy a big map.",
+        notes=("test configuration",),
+        # the streaming engine's own loopback run has its tests; here its section is faked below
+        sections=("stage_latency", "throughput", "lookahead", "quality"),
+    )
+    return bench.run_bench(cfg, command="pytest tiny bench")
+
+
+def assert_ordered(p: Mapping[str, object]) -> None:
+    assert set(p) >= {"n", "p50", "p95", "p99"}
+    n = p["n"]
+    assert isinstance(n, int) and n > 0
+    p50, p95, p99 = p["p50"], p["p95"], p["p99"]
+    assert isinstance(p50, float) and isinstance(p95, float) and isinstance(p99, float)
+    assert 0 <= p50 <= p95 <= p99
+
+
+def test_every_section_ran_or_was_skipped_cleanly(tiny: bench.BenchOutput) -> None:
+    assert tiny.ok, {k: v.get("error") for k, v in tiny.report["sections"].items()}
+    assert set(tiny.report["sections"]) == set(bench.SECTIONS) - {"streaming"}
+
+
+def test_json_schema_machine_and_sources(tiny: bench.BenchOutput) -> None:
+    rep = json.loads(tiny.json_path.read_text())
+    assert rep["schema"] == bench.SCHEMA
+    assert rep["command"] == "pytest tiny bench"
+    m = rep["machine"]
+    assert m["cpu_model"] and m["cores_usable"] >= 1
+    assert set(m["packages"]) >= {"numpy", "onnxruntime", "mediapipe", "av", "aiortc"}
+    assert m["packages"]["numpy"] == np.__version__
+    assert "git_commit" in m
+    assert rep["model"]["sha256_16"]
+    assert rep["config"]["frames"] == 6 and rep["notes"][0] == "test configuration"
+    for name in ("stage_latency", "throughput", "lookahead", "quality"):
+        sec = rep["sections"][name]
+        assert sec["status"] in ("ok", "skipped", "not available"), sec
+        assert "section_wall_s" in sec
+    for name in ("stage_latency", "throughput", "lookahead"):
+        assert rep["sections"][name]["status"] == "ok"
+        assert rep["sections"][name]["source"].startswith("rtdub.bench.")
+
+
+def test_stage_latency_percentiles_are_ordered(tiny: bench.BenchOutput) -> None:
+    sec = tiny.report["sections"]["stage_latency"]
+    assert sec["stages"] == list(bench.BENCH_STAGES)
+    (run,) = [r for r in sec["runs"] if r["backend"] == "onnx"]
+    assert (run["width"], run["height"]) == (320, 240)
+    assert run["frames"] == 6 and run["faces"] > 0
+    assert "dub_file" in run["source"]
+    for stage in bench.BENCH_STAGES:
+        assert_ordered(run["stages_ms"][stage])
+    if run["total_ms"] is not None:
+        assert_ordered(run["total_ms"])
+    # tensorrt is either measured or skipped with a reason
+    names = {r["backend"] for r in sec["runs"]} | {s["backend"] for s in sec["skipped_backends"]}
+    assert names == set(bench.ALL_BACKENDS)
+    assert all(s["reason"] for s in sec["skipped_backends"])
+    samples = json.loads(tiny.samples_path.read_text())
+    assert len(samples["stage_latency/onnx_320x240"]["stages_ms"]["generator"]) == 6
+
+
+def test_throughput_comes_from_the_dub_runs(tiny: bench.BenchOutput) -> None:
+    sec = tiny.report["sections"]["throughput"]
+    (run,) = [r for r in sec["runs"] if r["backend"] == "onnx"]
+    assert run["frames"] == 8 and run["frames_per_s"] > 0 and run["x_realtime"] > 0
+    assert any("skipped" in n for n in sec["notes"])  # no shared clips here
+
+
+def test_lookahead_rows_latency_and_null_lse(tiny: bench.BenchOutput) -> None:
+    sec = tiny.report["sections"]["lookahead"]
+    rows = sec["rows"]
+    assert [r["lookahead_ms"] for r in rows] == [0.0, 120.0]
+    for r in rows:
+        assert r["LSE_C"] is None and r["LSE_D"] is None and "expert" in r["LSE_reason"]
+        assert r["MOC"] is None  # no clips
+        assert r["lip_closure_auc"] is None or 0.0 <= r["lip_closure_auc"] <= 1.0
+        assert_ordered(r["compute_ms"])
+        # the lookahead adds its own duration when the audio arrives just in time
+        assert r["audio_wait_ms"] == pytest.approx(r["lookahead_ms"] + 25.0)
+        assert r["added_latency_audio_just_in_time_ms"] == pytest.approx(
+            r["audio_wait_ms"] + r["added_latency_audio_buffered_ms"]
+        )
+    assert "no clips" in sec["clips_note"]
+
+
+def test_quality_skipped_cleanly_without_clips(tiny: bench.BenchOutput) -> None:
+    sec = tiny.report["sections"]["quality"]
+    assert sec["status"] == "skipped"
+    assert "no-clips-here" in sec["reason"]
+
+
+def _streaming_only(out: Path) -> bench.BenchConfig:
+    return bench.BenchConfig(out=out, sections=("streaming",), streaming_seconds=1.0)
+
+
+def test_streaming_not_available_is_reported_not_invented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "streaming_command", lambda seconds, out: None)
+    res = bench.run_bench(_streaming_only(tmp_path))
+    sec = res.report["sections"]["streaming"]
+    assert sec["status"] == "not available" and "streaming engine not built" in sec["reason"]
+    assert "not available: streaming engine not built" in res.markdown_path.read_text()
+    assert res.ok
+
+
+def test_streaming_result_is_taken_from_the_engine_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = {
+        "seconds": 1.0,
+        "fps": {"dubbed": 24.9, "passthrough": 25.0},
+        "glass_to_glass_ms": {"passthrough": {"p50": 40.0, "p95": 50.0, "p99": 60.0, "n": 20}},
+        "added_latency_ms": {"p50": 20.0, "p95": 30.0, "p99": 35.0, "n": 20},
+        "late_frames": 0,
+        "dropped_frames": 1,
+    }
+    code = f"import json, sys; open(sys.argv[-1], 'w').write(json.dumps({fake!r}))"
+
+    def command(seconds: float, out: Path) -> list[str]:
+        return [sys.executable, "-c", code, "--out", str(out)]
+
+    monkeypatch.setattr(bench, "streaming_command", command)
+    res = bench.run_bench(_streaming_only(tmp_path))
+    sec = res.report["sections"]["streaming"]
+    assert sec["status"] == "ok" and sec["result"] == fake
+    assert sec["process"]["wall_s"] > 0
+    md = res.markdown_path.read_text()
+    assert "| added latency (dubbed - passthrough, per frame) | 20.0 | 30.0 | 35.0 | 20 |" in md
+    monkeypatch.setattr(bench, "streaming_command", lambda s, o: [sys.executable, "-c", "raise SystemExit(3)"])
+    res = bench.run_bench(_streaming_only(tmp_path))
+    assert res.report["sections"]["streaming"]["status"] == "error" and not res.ok
+
+
+def test_markdown_and_pngs(tiny: bench.BenchOutput) -> None:
+    md = tiny.markdown_path.read_text()
+    assert md.startswith("# rtdub bench")
+    assert "## Per-stage latency" in md and "| generator |" in md and "**total**" in md
+    assert "## Lookahead trade-off" in md and "null¹" in md
+    assert "## Quality" in md and "skipped" in md
+    names = {p.name for p in tiny.plots}
+    assert names == {"latency_hist_onnx_320x240.png", "stage_bars.png", "lookahead.png"}
+    for p in tiny.plots:
+        assert p.parent == tiny.json_path.parent
+        assert p.read_bytes()[:8] == PNG_MAGIC
+        img = cv2.imread(str(p))
+        assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
+    # nothing but the reports lands in --out: no media
+    assert not [p for p in tiny.json_path.parent.iterdir() if p.suffix in (".mp4", ".wav")]
+
+
+def test_markdown_regenerates_from_the_json(tiny: bench.BenchOutput) -> None:
+    rep = json.loads(tiny.json_path.read_text())
+    assert bench.markdown(rep) == tiny.markdown_path.read_text()
+
+
+def test_cli_parses_bench_options(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["bench", "--quick", "--out", str(tmp_path), "--resolutions", "320x240", "--sections", "quality,streaming"]
+    )
+    cfg = bench.config_from_args(args)
+    assert cfg.quick and cfg.out == tmp_path and cfg.resolutions == ((320, 240),)
+    assert cfg.sections == ("quality", "streaming") and cfg.frames < 500
+    full = bench.config_from_args(build_parser().parse_args(["bench"]))
+    assert not full.quick and full.frames >= 500 and (640, 480) in full.resolutions and (1280, 720) in full.resolutions
+    assert full.lookaheads_ms == (0.0, 40.0, 80.0, 120.0)
+
+
+def test_percentiles_helper() -> None:
+    p = bench.percentiles(np.arange(1000.0))
+    assert p["n"] == 1000 and p["p50"] == pytest.approx(499.5)
+    assert_ordered(p)
+    assert bench.percentiles([])["p50"] is None
