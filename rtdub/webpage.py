@@ -95,6 +95,31 @@ function stop() {
 }
 $("start").onclick = start;
 $("stop").onclick = stop;
+// window.rtdubStats: what the browser decoded (read by tests through the DevTools protocol)
+window.rtdubStats = {state: "idle"};
+async function probe() {
+  if (!pc) return;
+  const s = {state: pc.connectionState, framesDecoded: 0, width: 0, height: 0, mean: null};
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      s.framesDecoded = r.framesDecoded || 0; s.width = r.frameWidth || 0; s.height = r.frameHeight || 0;
+    }
+  });
+  const v = $("remote");
+  if (v.videoWidth) {
+    const c = document.createElement("canvas");
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const g = c.getContext("2d");
+    g.drawImage(v, 0, 0);
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0;
+    for (let i = 0; i < px.length; i += 4) sum += px[i] + px[i + 1] + px[i + 2];
+    s.mean = sum / (3 * px.length / 4);
+  }
+  window.rtdubStats = s;
+}
+setInterval(probe, 500);
+if (params.get("autostart")) start();
 </script>
 </body>
 </html>

@@ -1,0 +1,241 @@
+"""Loopback WebRTC measurement of the streaming engine (``python -m rtdub.loopbench``).
+
+One aiortc client sends a generated 640×480 talking clip at 25 fps (frame indices stamped in
+the pixels) and its audio to an engine peer on 127.0.0.1. The engine feeds the same input to
+two sessions: a passthrough one (budget 0: every frame passes through the same ring, track
+and encoder) and the dubbed one, and sends both back. For each frame index the client takes
+the time from handing the frame to its encoder to decoding it back, on both paths, so the
+added latency of dubbing is measured in the same run, frame by frame.
+
+Prints one JSON object: fps of both paths, glass-to-glass latency p50/p95/p99 of both, the
+added latency, per-stage timings, late and dropped frames, A/V offsets over time, and the
+process RSS. ``--dub-file`` plays a file (looped) as the dubbed audio, for long runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .dubsources import ClipSource, TrackSource, decode_audio
+from .mediatracks import FramesTrack, PcmTrack
+from .streaming import DubSession, StreamConfig, default_pipeline_factory
+from .webrtc import ice_configuration, restrict_host_addresses
+
+logger = logging.getLogger(__name__)
+
+CELL, BITS = 16, 12
+
+
+def stamp(image: np.ndarray, index: int) -> np.ndarray:
+    out = image.copy()
+    for b in range(BITS):
+        out[0:CELL, b * CELL : (b + 1) * CELL] = 255 if (index >> b) & 1 else 0
+    return out
+
+
+def read_stamp(image: np.ndarray) -> int:
+    return sum(1 << b for b in range(BITS) if image[3 : CELL - 3, b * CELL + 3 : (b + 1) * CELL - 3].mean() > 128)
+
+
+def clip_frames(n: int, width: int = 640, height: int = 480) -> list[np.ndarray]:
+    """The astronaut portrait, face at about 60% of the height, with head motion."""
+    import cv2
+
+    from . import samples
+
+    face = cv2.resize(samples.portrait(), (height, height), interpolation=cv2.INTER_AREA)
+    pad = (width - height) // 2
+    base = np.pad(face, ((0, 0), (pad, width - height - pad), (0, 0)), mode="edge")
+    return list(samples.head_motion(base, n, 25.0, centre=(pad + 230 * height / 512, 130 * height / 512)))
+
+
+def rss_mb() -> float:
+    """Current resident set size (MB), from /proc when there is one."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pcts(x: list[float]) -> dict[str, float]:
+    if not x:
+        return {}
+    a = np.asarray(x) * 1000
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1), "n": len(x)}
+
+
+class _Sink:
+    def __init__(self, sent_at: dict[int, float], clock: Callable[[], float]) -> None:
+        self.sent_at = sent_at
+        self.clock = clock
+        self.latency: dict[int, float] = {}
+        self.times: list[float] = []
+
+    async def run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = self.clock()
+                stamp_idx = read_stamp(frame.to_ndarray(format="rgb24"))  # type: ignore[union-attr]
+                if self.sent_at:  # the stamp wraps: the newest sent frame with that stamp
+                    last = max(self.sent_at) // 3600
+                    idx = last - ((last - stamp_idx) % (1 << BITS))
+                    if idx * 3600 in self.sent_at:
+                        self.latency[idx] = now - self.sent_at[idx * 3600]
+                self.times.append(now)
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    restrict_host_addresses(["127.0.0.1"])
+    clock = time.monotonic
+    n_src = 125
+    frames = [stamp(f, i) for i, f in enumerate(clip_frames(n_src))]
+    total = int(args.seconds * 25)
+
+    def frame_at(i: int) -> np.ndarray | None:
+        if i >= total:
+            return None
+        k = i % (2 * n_src - 2)  # ping-pong through the clip
+        src = frames[k if k < n_src else 2 * n_src - 2 - k]
+        return stamp(src, i % (1 << BITS))
+
+    from .audio import SAMPLE_RATE
+
+    speech = decode_audio(args.dub_file) if args.dub_file else None
+    if speech is None:
+        from .tts import synthesize
+
+        speech = (
+            synthesize("Hello, this is a test of the live dubbing engine. " * 3, "en").resampled(SAMPLE_RATE).samples
+        )
+    video = FramesTrack(frame_at, 25.0, clock=clock)
+    client = RTCPeerConnection(ice_configuration())
+    engine = RTCPeerConnection(ice_configuration())
+    client.addTransceiver(video, direction="sendrecv")
+    client.addTransceiver("video", direction="recvonly")
+    client.addTransceiver(PcmTrack(speech, loop=True), direction="sendonly")
+    client.addTransceiver("audio", direction="recvonly")
+    stream = StreamConfig(budget_ms=args.budget_ms, dub_delay_ms=args.dub_delay_ms, threads=args.threads)
+    factory = default_pipeline_factory(stream)
+    passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
+    dubbed = DubSession(stream, factory, name="dubbed")
+    relay = MediaRelay()
+    got: dict[str, MediaStreamTrack] = {}
+    engine.on("track", lambda t: got.setdefault(t.kind, t))
+    sinks = {"passthrough": _Sink(video.sent_at, clock), "dubbed": _Sink(video.sent_at, clock)}
+    client_tracks: list[MediaStreamTrack] = []
+    client.on("track", lambda t: client_tracks.append(t) if t.kind == "video" else None)
+
+    await client.setLocalDescription(await client.createOffer())
+    await engine.setRemoteDescription(client.localDescription)
+    passthrough.set_video(relay.subscribe(got["video"], buffered=False))
+    dubbed.set_video(relay.subscribe(got["video"], buffered=False))
+    if args.dub_file:
+        dubbed.set_dub(ClipSource(speech, name="file", loop=True))
+    else:
+        dubbed.set_dub(TrackSource(relay.subscribe(got["audio"], buffered=False), synchronous=True, name="self"))
+    vt = [t for t in engine.getTransceivers() if t.kind == "video"]
+    vt[0].sender.replaceTrack(passthrough.video)
+    vt[0].direction = "sendrecv"
+    vt[1].sender.replaceTrack(dubbed.video)
+    vt[1].direction = "sendonly"
+    at = [t for t in engine.getTransceivers() if t.kind == "audio"]
+    at[1].sender.replaceTrack(dubbed.audio)
+    at[1].direction = "sendonly"
+    await passthrough.start()
+    await dubbed.start()
+    await engine.setLocalDescription(await engine.createAnswer())
+    await client.setRemoteDescription(engine.localDescription)
+    tasks = []
+    for _ in range(100):
+        if len(client_tracks) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    # the first remote video track of the client is the passthrough one (mid order)
+    for name, track in zip(("passthrough", "dubbed"), client_tracks, strict=False):
+        tasks.append(asyncio.create_task(sinks[name].run(track)))
+    offsets: list[tuple[float, float]] = []
+    rss: list[tuple[float, float]] = []
+    t0 = clock()
+    while clock() - t0 < args.seconds + 1.0:
+        await asyncio.sleep(min(1.0, args.seconds / 20))
+        offsets.append((clock() - t0, dubbed.last_av_offset_ms))
+        rss.append((clock() - t0, rss_mb()))
+    stats = dubbed.stats()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await client.close()
+    await engine.close()
+    await dubbed.aclose()
+    await passthrough.aclose()
+    lp, ld = sinks["passthrough"].latency, sinks["dubbed"].latency
+    both = sorted(set(lp) & set(ld))
+    added = [ld[i] - lp[i] for i in both]
+    warm = [t for t in sinks["dubbed"].times if t - t0 > 2.0]
+    warm_p = [t for t in sinks["passthrough"].times if t - t0 > 2.0]
+    off = np.array([o for t, o in offsets if t > 2.0] or [0.0])
+    return {
+        "seconds": args.seconds,
+        "resolution": "640x480",
+        "fps": {
+            "dubbed": round((len(warm) - 1) / (warm[-1] - warm[0]), 2) if len(warm) > 1 else 0.0,
+            "passthrough": round((len(warm_p) - 1) / (warm_p[-1] - warm_p[0]), 2) if len(warm_p) > 1 else 0.0,
+        },
+        "glass_to_glass_ms": {"passthrough": _pcts(list(lp.values())), "dubbed": _pcts(list(ld.values()))},
+        "added_latency_ms": _pcts(added),
+        "stages_ms": stats["scheduler"].get("stages_ms", {}),
+        "modes": stats["scheduler"].get("modes", {}),
+        "late_frames": stats["late_frames"],
+        "dropped_frames": stats["dropped_frames"],
+        "av_offset_ms": {
+            "median": round(float(np.median(off)), 1),
+            "first_minute_median": round(float(np.median(off[: max(1, len(off) // 10)])), 1),
+            "last_minute_median": round(float(np.median(off[-max(1, len(off) // 10) :])), 1),
+        },
+        "rss_mb": {"start": round(rss[0][1], 1), "end": round(rss[-1][1], 1), "peak": round(max(r for _, r in rss), 1)},
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--budget-ms", type=float, default=100.0)
+    p.add_argument("--dub-delay-ms", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dub-file", type=Path, default=None, help="dubbed audio played in a loop")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    result = asyncio.run(run(args))
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
