@@ -199,3 +199,21 @@ def test_percentiles_helper() -> None:
     assert p["n"] == 1000 and p["p50"] == pytest.approx(499.5)
     assert_ordered(p)
     assert bench.percentiles([])["p50"] is None
+
+
+def test_runtime_protocol_matches_training_evaluate(talking_clip: Path) -> None:
+    """rtdub.evaluation (torch-free, used by the bench) gives the figures of training/evaluate.py."""
+    from rtdub.backends import BackendConfig, get_backend
+    from rtdub.evaluation import MODES, load_clip, reconstruct
+    from rtdub.model import load_bundle
+    from training import evaluate
+
+    bundle = load_bundle()
+    backend = get_backend("onnx", bundle, BackendConfig(threads=1))
+    want = evaluate.reconstruction(talking_clip, bundle, backend, 100.0)
+    clip = load_clip(talking_clip, bundle)
+    for mode in MODES:
+        got = reconstruct(clip, mode, bundle, backend, 100.0).scores
+        assert got["frames"] == want[mode]["frames"] > 0
+        for k in ("LMD", "MOC", "PSNR", "SSIM", "sharpness"):
+            assert got[k] == pytest.approx(want[mode][k], rel=1e-9, abs=1e-12), (mode, k)
