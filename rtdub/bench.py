@@ -776,7 +776,8 @@ def markdown(report: dict[str, Any]) -> str:
             + " |"
         )
     if sl:
-        lines += [f"- backend skipped: {s['backend']}: {s['reason']}" for s in sl.get("skipped_backends", [])]
+        skipped = sl.get("skipped_backends", [])
+        lines += [""] + [f"- backend skipped: {s['backend']}: {s['reason']}" for s in skipped] if skipped else []
     tp = sec.get("throughput")
     if tp:
         lines += ["", "## Offline throughput (`rtdub dub`)", ""]
@@ -790,7 +791,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {r['clip']} | {r['audio']} | {r['backend']} | {r['frames']} | {_f(r['wall_s'])} | "
                     f"{_f(r['frames_per_s'], 1)} | {_f(r['x_realtime'])} |"
                 )
-        lines += [f"- {n}" for n in tp.get("notes", [])]
+        lines += [""] + [f"- {n}" for n in tp["notes"]] if tp.get("notes") else []
     la = sec.get("lookahead")
     if la and la.get("status") == "ok":
         lines += [
@@ -811,11 +812,11 @@ def markdown(report: dict[str, Any]) -> str:
         b = la["baselines"]
         lines += [
             "",
-            f"Baselines: frozen mouth MOC {_f(b['MOC_frozen'], 3)}, true units MOC {_f(b['MOC_true_units'], 3)}, "
+            f"- baselines: frozen mouth MOC {_f(b['MOC_frozen'], 3)}, true units MOC {_f(b['MOC_true_units'], 3)}, "
             f"frozen-mouth lip-closure AUC {_f(b['lip_closure_auc_frozen'], 3)}.",
-            f"Latency columns are derived (audio wait + measured compute p50), not glass-to-glass. "
-            f"Source: {la['source']}.",
-            f"¹ LSE-C: {LSE_REASON}.",
+            "- latency columns are derived (audio wait + measured compute p50), not glass-to-glass",
+            f"- source: {la['source']}",
+            f"- ¹ LSE-C: {LSE_REASON}",
         ]
         if la.get("clips_note"):
             lines.append(f"- {la['clips_note']}")
@@ -840,7 +841,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"| {c} | {mode} | {_f(r['LMD'])} | {_f(r['MOC'], 3)} | {_f(r['PSNR'])} | {_f(r['SSIM'], 3)} | "
                     f"{_f(r['sharpness'], 3)} | null¹ | null¹ |"
                 )
-            lines.append(f"¹ {LSE_REASON}.")
+            lines += ["", f"¹ {LSE_REASON}."]
         else:
             lines.append(f"{q.get('status')}: {q.get('reason') or q.get('error')}")
     st = sec.get("streaming")
