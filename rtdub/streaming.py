@@ -191,11 +191,21 @@ class DubSession:
         self.probe: Callable[[av.VideoFrame, av.VideoFrame, Rendered], None] | None = None
         self._delay = 0.02  # s, output delay of the audio track (follows the video)
         self._video_delays: deque[float] = deque(maxlen=25)
+        # release-to-hand-off time of every frame, for benchmarks (bounded)
+        self._video_delays_all: deque[float] = deque(maxlen=20000)
+        self._released: dict[int, float] = {}  # output frame id -> release time (at most 2 held)
         self._out_times: deque[float] = deque(maxlen=100)
         self._last_pts: int | None = None
         self._wake = asyncio.Event()
         self._input_ended = False
         self._input_task: asyncio.Task[None] | None = None
+        self._producer: asyncio.Task[None] | None = None
+        self._ready: deque[tuple[av.VideoFrame, float, Rendered]] = deque(maxlen=1)  # drop policy: oldest
+        self._produced = asyncio.Event()
+        self._taken = asyncio.Event()
+        self._last_take = 0.0
+        self._output_ended = False
+        self.unsent = 0
         self._dub_started = False
         self._closed = False
         self._started = False
@@ -245,10 +255,11 @@ class DubSession:
         self.video.stop()
         self.audio.stop()
         self._wake.set()
-        if self._input_task is not None:
-            self._input_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._input_task
+        for task in (self._input_task, self._producer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.dub is not None:
             await self.dub.aclose()
         if self.scheduler is not None:
@@ -291,7 +302,8 @@ class DubSession:
             self._input_ended = True
             self._wake.set()
 
-    async def _next_video(self) -> av.VideoFrame:
+    async def _render_next(self) -> tuple[av.VideoFrame, float, Rendered]:
+        """Wait for the next due frame (newest first, older due ones are stale) and render it."""
         d = self.config.delay
         while True:
             if self._closed:
@@ -316,14 +328,54 @@ class DubSession:
         release = max(taken.t + d, taken.arrival)
         deadline = release + self.config.budget_ms / 1000
         r = await self.scheduler.render(taken.item, taken.t + d, deadline)
-        self.last_rendered = r
         out = r.frame
         out.pts, out.time_base = taken.item.pts, taken.item.time_base
         if self.probe is not None:
             self.probe(taken.item, out, r)
-        now = self.clock()
-        delay = now - (taken.t + d)
+        self._released[id(out)] = release
+        return out, taken.t + d, r
+
+    async def _produce(self) -> None:
+        """Render ahead of the consumer, so rendering overlaps the encoding of the previous
+        frame. The hand-off slot holds one frame: an unsent frame is replaced by a newer one
+        and counted (``unsent``). With no consumer for a second, rendering pauses."""
+        try:
+            while True:
+                if self._ready and self.clock() - self._last_take > 1.0:
+                    self._taken.clear()
+                    await self._taken.wait()
+                item = await self._render_next()
+                if self._ready:
+                    self.unsent += 1
+                    self._released.pop(id(self._ready[0][0]), None)
+                self._ready.append(item)
+                self._produced.set()
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        except Exception:
+            logger.exception("video rendering failed", extra={"session": self.name})
+        finally:
+            self._output_ended = True
+            self._produced.set()
+
+    async def _next_video(self) -> av.VideoFrame:
+        if self._producer is None:
+            if self._closed:
+                raise MediaStreamError
+            self._last_take = self.clock()
+            self._producer = asyncio.create_task(self._produce(), name=f"rtdub-render-{self.name}")
+        while not self._ready:
+            if self._output_ended or self._closed:
+                raise MediaStreamError
+            self._produced.clear()
+            await self._produced.wait()
+        out, t_dub, r = self._ready.popleft()
+        now = self._last_take = self.clock()
+        self._taken.set()
+        self.last_rendered = r
+        delay = now - t_dub
         self._video_delays.append(delay)
+        self._video_delays_all.append(now - self._released.pop(id(out), now))
         self.last_av_offset_ms = (delay - self._delay) * 1000
         self._out_times.append(now)
         self.output_frames += 1
@@ -359,6 +411,7 @@ class DubSession:
             "late_frames": sched.get("late", 0),
             "dropped_frames": {
                 "stale": self.stale,
+                "unsent": self.unsent,
                 "ring_overflow": self.ring.dropped_overflow,
                 "out_of_order": self.ring.dropped_out_of_order,
             },
