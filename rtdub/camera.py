@@ -27,7 +27,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import SAMPLE_RATE
-from .dubsources import DubAudioSource, Sink, TrackSource, file_source
+from .dubsources import DubAudioSource, PcmSocketSource, Sink, TrackSource, file_source
 from .exceptions import RtdubError
 from .streaming import DubSession, PipelineFactory, StreamConfig
 
@@ -167,6 +167,7 @@ class CameraConfig:
     input: str
     dub_input: str | None = None
     dub_file: Path | None = None
+    dub_socket: tuple[str, int] | str | None = None
     audio_output: str | None = None
     fps: float = 25.0
     width: int = 640
@@ -268,6 +269,8 @@ async def run_camera(config: CameraConfig) -> None:
             raise DeviceError(f"{config.input}: no video")
         if config.dub_input is not None:
             dub = DeviceSource(config.dub_input)
+        elif config.dub_socket is not None:
+            dub = PcmSocketSource(config.dub_socket)
         elif config.dub_file is not None:
             dub = file_source(config.dub_file)
         elif player.audio is not None:

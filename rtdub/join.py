@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from .dubsources import TrackSource
+from .dubsources import PcmSocketSource, TrackSource
 from .exceptions import RtdubError
+from .peer import drain
 from .streaming import DubSession, PipelineFactory, StreamConfig
 from .webrtc import delete_resource, ice_configuration, offer_to
 
@@ -31,6 +32,7 @@ class JoinConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     ice_servers: tuple[str, ...] = ()
     track_timeout: float = 10.0
+    dub_socket: tuple[str, int] | str | None = None  # dubbed audio over a local socket instead
 
 
 class Joiner:
@@ -46,6 +48,7 @@ class Joiner:
         self._push_resource: str | None = None
         self._tracks: dict[str, MediaStreamTrack] = {}
         self._got_video = asyncio.Event()
+        self._drain: asyncio.Task[None] | None = None
 
         @self.pull.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -74,7 +77,11 @@ class Joiner:
         except asyncio.TimeoutError as exc:
             raise RtdubError(f"{c.whep}: no video track arrived") from exc
         self.session.set_video(self._tracks["video"])
-        if "audio" in self._tracks:
+        if c.dub_socket is not None:
+            self.session.set_dub(PcmSocketSource(c.dub_socket))
+            if "audio" in self._tracks:
+                self._drain = asyncio.create_task(drain(self._tracks["audio"]), name="rtdub-join-drain")
+        elif "audio" in self._tracks:
             self.session.set_dub(TrackSource(self._tracks["audio"], synchronous=True, name="self"))
         await self.session.start()
         self.push.addTransceiver(self.session.video, direction="sendonly")
@@ -88,6 +95,8 @@ class Joiner:
             if res is not None:
                 await delete_resource(res, self.config.token)
         self._push_resource = self._pull_resource = None
+        if self._drain is not None:
+            self._drain.cancel()
         await self.push.close()
         await self.pull.close()
         await self.session.aclose()

@@ -133,7 +133,7 @@ class EnginePeer:
                 self.session.set_dub(source)
             for audio in self._audio_tracks:  # tracks not used as dub audio are drained
                 if source is None or getattr(source, "track", None) is not audio:
-                    task = asyncio.create_task(_drain(audio), name=f"rtdub-drain-{self.id}")
+                    task = asyncio.create_task(drain(audio), name=f"rtdub-drain-{self.id}")
                     self._drains.add(task)
                     task.add_done_callback(self._drains.discard)
             if self.send_back:  # on the first transceiver of each kind the offer has
@@ -195,7 +195,7 @@ class EnginePeer:
         self.closed.set()
 
 
-async def _drain(track: MediaStreamTrack) -> None:
+async def drain(track: MediaStreamTrack) -> None:
     """Consume a track nobody else reads (aiortc queues incoming frames without bound)."""
     from aiortc.mediastreams import MediaStreamError
 

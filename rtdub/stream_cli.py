@@ -25,6 +25,16 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 
 
+def parse_socket(spec: str) -> tuple[str, int] | str:
+    """``HOST:PORT`` (loopback) for TCP, anything with a slash for a unix socket path."""
+    if "/" in spec:
+        return spec
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError("--dub-socket", "expected HOST:PORT or a unix socket path")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def _stream_config(args: argparse.Namespace) -> Any:
     from .streaming import StreamConfig
 
@@ -104,6 +114,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from .join import JoinConfig, join_forever
 
     cfg = JoinConfig(
+        dub_socket=parse_socket(args.dub_socket) if args.dub_socket else None,
         whep=args.whep,
         whip=args.whip,
         token=args.token,
@@ -120,6 +131,7 @@ def _add_join(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--whep", required=True, help="WHEP URL of the speaker's stream")
     p.add_argument("--whip", required=True, help="WHIP URL to publish the dubbed stream to")
     p.add_argument("--token", default=None, help="bearer token for both endpoints")
+    p.add_argument("--dub-socket", default=None, help="dubbed audio as PCM s16le 16 kHz mono on HOST:PORT or a path")
     _add_stream_options(p)
     p.set_defaults(func=cmd_join)
 
@@ -134,6 +146,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         input=args.input,
         dub_input=args.dub_input,
         dub_file=args.dub_file,
+        dub_socket=parse_socket(args.dub_socket) if args.dub_socket else None,
         audio_output=args.audio_output,
         fps=args.fps,
         width=args.width,
@@ -149,6 +162,7 @@ def _add_camera(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--input", required=True, help="camera device (e.g. /dev/video0) or a media file")
     p.add_argument("--dub-input", default=None, help="audio input device with the dubbed speech")
     p.add_argument("--dub-file", type=Path, default=None, help="dubbed speech from a file (demo)")
+    p.add_argument("--dub-socket", default=None, help="dubbed audio as PCM s16le 16 kHz mono on HOST:PORT or a path")
     p.add_argument("--audio-output", default=None, help="audio output device for the dubbed speech")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--width", type=int, default=640)

@@ -82,3 +82,20 @@ async def test_signal_closes_peers_and_leaves_no_task(sig: signal.Signals) -> No
     assert "stopped" in out
     assert "session closed" in err  # the peer's session was closed by the shutdown
     assert "leftover" not in err and "Traceback" not in err, err[-3000:]
+
+
+def test_dub_socket_addresses() -> None:
+    from rtdub.exceptions import InputError
+    from rtdub.stream_cli import parse_socket
+
+    assert parse_socket("127.0.0.1:9000") == ("127.0.0.1", 9000)
+    assert parse_socket("[::1]:9000") == ("::1", 9000)
+    assert parse_socket(":9000") == ("127.0.0.1", 9000)
+    assert parse_socket("/run/dub.sock") == "/run/dub.sock"
+    with pytest.raises(InputError):
+        parse_socket("localhost")
+
+
+def test_join_with_a_bad_socket_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["join", "--whep", "http://127.0.0.1:9/whep", "--whip", "http://127.0.0.1:9/whip", "--dub-socket", "x"])
+    assert code == 2 and "--dub-socket" in capsys.readouterr().err
