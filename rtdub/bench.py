@@ -870,10 +870,8 @@ def _streaming_md(st: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | {_f(p.get('p50'), 1)} | {_f(p.get('p95'), 1)} | {_f(p.get('p99'), 1)} | {_f(p.get('n'))} |"
             )
-    facts = []
-    for key in ("seconds", "resolution", "fps", "late_frames", "dropped_frames", "rss_mb"):
-        if key in r:
-            facts.append(f"{key}: {json.dumps(r[key])}")
+    shown = ("glass_to_glass_ms", "added_latency_ms")
+    facts = [f"{k}: {json.dumps(v)}" for k, v in r.items() if k not in shown]
     proc = st.get("process") or {}
     if proc.get("cpu_cores_used") is not None:
         facts.append(f"CPU: {proc['cpu_cores_used']:.2f} cores on average over {proc['wall_s']:.1f} s ({proc['note']})")
