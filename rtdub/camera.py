@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .audio import SAMPLE_RATE
 from .dubsources import DubAudioSource, PcmSocketSource, Sink, TrackSource, file_source
 from .exceptions import RtdubError
+from .peer import drain
 from .streaming import DubSession, PipelineFactory, StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -281,6 +282,9 @@ async def run_camera(config: CameraConfig) -> None:
             speaker.close()
         raise
     runner = CameraRunner(player.video, dub, camera, speaker, config.stream)
+    unread = None  # the input's own audio, when something else is the dubbed audio, is drained
+    if player.audio is not None and not isinstance(dub, TrackSource):
+        unread = asyncio.create_task(drain(player.audio), name="rtdub-camera-drain")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -292,6 +296,8 @@ async def run_camera(config: CameraConfig) -> None:
         for w in waits:
             w.cancel()
     finally:
+        if unread is not None:
+            unread.cancel()
         await runner.aclose()
         for t in (player.video, player.audio):
             if t is not None:

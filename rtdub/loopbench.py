@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .dubsources import ClipSource, TrackSource, decode_audio
 from .mediatracks import FramesTrack, PcmTrack
+from .peer import drain
 from .streaming import DubSession, StreamConfig, default_pipeline_factory
 from .webrtc import ice_configuration, restrict_host_addresses
 
@@ -153,7 +154,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     engine.on("track", lambda t: got.setdefault(t.kind, t))
     sinks = {"passthrough": _Sink(video.sent_at, clock), "dubbed": _Sink(video.sent_at, clock)}
     client_tracks: list[MediaStreamTrack] = []
-    client.on("track", lambda t: client_tracks.append(t) if t.kind == "video" else None)
+    drains: list[asyncio.Task[None]] = []  # every track nobody reads is drained (aiortc queues without bound)
+
+    def on_client_track(t: MediaStreamTrack) -> None:
+        if t.kind == "video":
+            client_tracks.append(t)
+        else:
+            drains.append(asyncio.create_task(drain(t)))
+
+    client.on("track", on_client_track)
 
     await client.setLocalDescription(await client.createOffer())
     await engine.setRemoteDescription(client.localDescription)
@@ -161,6 +170,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     dubbed.set_video(relay.subscribe(got["video"], buffered=False))
     if args.dub_file:
         dubbed.set_dub(ClipSource(speech, name="file", loop=True))
+        drains.append(asyncio.create_task(drain(got["audio"])))
     else:
         dubbed.set_dub(TrackSource(relay.subscribe(got["audio"], buffered=False), synchronous=True, name="self"))
     vt = [t for t in engine.getTransceivers() if t.kind == "video"]
@@ -186,18 +196,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     offsets: list[tuple[float, float]] = []
     rss: list[tuple[float, float]] = []
     t0 = clock()
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(8)
+        snap0 = tracemalloc.take_snapshot()
     while clock() - t0 < args.seconds + 1.0:
         await asyncio.sleep(min(1.0, args.seconds / 20))
         offsets.append((clock() - t0, dubbed.last_av_offset_ms))
         rss.append((clock() - t0, rss_mb()))
+    if args.tracemalloc:
+        top = tracemalloc.take_snapshot().compare_to(snap0, "traceback")[:5]
+        for st in top:
+            logger.error("growth %s\n%s", st, "\n".join(st.traceback.format()))
     stats = dubbed.stats()
     engine_delay = {
         "passthrough": _pcts(list(passthrough._video_delays_all)),
         "dubbed": _pcts(list(dubbed._video_delays_all)),
     }
-    for t in tasks:
+    for t in tasks + drains:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, *drains, return_exceptions=True)
     await client.close()
     await engine.close()
     await dubbed.aclose()
@@ -240,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dub-file", type=Path, default=None, help="dubbed audio played in a loop")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     result = asyncio.run(run(args))
