@@ -58,6 +58,7 @@ class ServeConfig:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_upload_seconds: float = 600.0
     max_sessions: int = 4
+    max_uploads: int = 16  # kept on disk; the oldest is deleted first
 
     def check(self) -> None:
         """InputError when the host is not loopback and there is no token."""
@@ -261,6 +262,9 @@ class DubServer:
             path.unlink(missing_ok=True)
             raise
         self.uploads[uid] = (path, seconds)
+        while len(self.uploads) > self.config.max_uploads:  # drop policy: oldest upload first
+            old = next(iter(self.uploads))
+            self.uploads.pop(old)[0].unlink(missing_ok=True)
         logger.info("upload stored", extra={"id": uid, "bytes": size, "seconds": seconds})
         return web.json_response({"id": uid, "seconds": round(seconds, 3)}, status=201)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -235,6 +236,15 @@ async def test_uploads_are_limited_type_checked_and_usable(tmp_path_factory: pyt
             assert info["seconds"] == pytest.approx(1.0, abs=0.01)
             ((path, _),) = srv.uploads.values()
             assert path.name == f"{info['id']}.media" and path.read_bytes() == data
+            # bounded: beyond max_uploads the oldest upload is deleted
+            srv.config = dataclasses.replace(srv.config, max_uploads=1)
+            async with http.post(f"{base}/uploads", data=data) as r:
+                assert r.status == 201
+                newer = (await r.json())["id"]
+            assert list(srv.uploads) == [newer] and not path.exists()
+            srv.config = dataclasses.replace(srv.config, max_uploads=16)
+            info["id"] = newer
+            path = srv.uploads[newer][0]
             for bad in ("../../etc/passwd", "0" * 16, info["id"] + "x"):
                 body = {"sdp": "v=0", "type": "offer", "dub": {"source": "upload", "id": bad}}
                 async with http.post(f"{base}/offer", json=body) as r:
