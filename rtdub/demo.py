@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if argv is None:
+        from .quiet import install_native_log_filter
+
+        install_native_log_filter()
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     video, wav = build_sample(args.out)
