@@ -471,6 +471,7 @@ def _clip_renders(ctx: Context) -> dict[str, Any]:
     if ctx._clips_done:
         return ctx.clip_results
     ctx._clips_done = True
+    t0 = time.perf_counter()
     from .backends import BackendConfig, get_backend
     from .evaluation import load_clip, reconstruct
     from .model import load_bundle
@@ -506,6 +507,10 @@ def _clip_renders(ctx: Context) -> dict[str, Any]:
             del data
     finally:
         backend.close()
+    ctx.clip_results["wall_s"] = time.perf_counter() - t0
+    ctx.clip_results["wall_note"] = (
+        "the clip renders of lookahead and quality run once, in whichever section comes first"
+    )
     return ctx.clip_results
 
 
@@ -587,6 +592,8 @@ def lookahead(ctx: Context) -> dict[str, Any]:
         "clips": clips.get("clips", []),
         "clips_note": None if clips.get("clips") else f"MOC skipped: no clips with audio in {cfg.clips}",
         "clip_frames": cfg.clip_frames,
+        "clip_renders_wall_s": clips.get("wall_s"),
+        "clip_renders_note": clips.get("wall_note"),
         "definitions": {
             "MOC": "mean over clips of the Pearson correlation of the inner-lip gap, output vs input "
             "(reconstruction: each clip dubbed with its own audio)",
@@ -637,6 +644,8 @@ def quality(ctx: Context) -> dict[str, Any]:
         "lookahead_ms": cfg.quality_lookahead_ms,
         "clips": clips["clips"],
         "clip_frames": cfg.clip_frames,
+        "clip_renders_wall_s": clips.get("wall_s"),
+        "clip_renders_note": clips.get("wall_note"),
         "per_clip": per_clip,
         "mean": mean,
         "definitions": {
