@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdub import media
 from rtdub.backends import BackendConfig, get_backend
 from rtdub.backends.base import Backend
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
@@ -50,8 +51,6 @@ def reconstruction(
 def dubbing_auc(clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms: float) -> dict[str, object]:
     """Dub ``clip`` (ping-pong looped) with TTS speech of known phoneme timings; AUC of the
     inner-lip gap between open-vowel frames and /p b m/ frames (0.5 = no closure signal)."""
-    from rtdub import media
-
     speech = tts_speech()
     fps = float(media.probe_video(clip).fps)
     res: dict[str, object] = {}
