@@ -42,7 +42,6 @@ against the numpy/OpenCV paste (expected 0; the tests accept 1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import write_json
 from rtdub.align import Alignment, warp_to_crop
 from rtdub.backends.tensorrt import (
     DeviceContext,
@@ -257,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.gpu: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     print_table(r)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=1))
+    write_json(args.json, r)
     return 0
 
 

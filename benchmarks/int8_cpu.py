@@ -17,7 +17,6 @@ where ``per_frame_ms`` is p50 / batch and ``speedup`` is fp32 p50 / int8 p50 at 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import write_json
 from rtdub.backends.onnx import make_session
 from rtdub.model import load_bundle
 
@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['model']:6s} {row['batch']:5d} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} "
             f"{row['per_frame_ms']:12.2f} {sp:8.2f}"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=1))
+    write_json(args.json, r)
     return 0
 
 

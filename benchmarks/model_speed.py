@@ -9,13 +9,13 @@ makes them. Prints p50/p95/p99 in ms for each stage and for their sum, after war
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import write_json
 from rtdub.backends import BackendConfig, get_backend
 from rtdub.model import load_bundle
 
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         v = r[k]
         assert isinstance(v, dict)
         print(f"{k:13s} p50 {v['p50']:6.2f}  p95 {v['p95']:6.2f}  p99 {v['p99']:6.2f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(r, indent=1))
+    write_json(args.json, r)
     return 0
 
 

@@ -35,23 +35,10 @@ class AudioToLip(nn.Module):
         super().__init__()
         self.cfg = cfg
         w = cfg.width
-        self.conv = nn.Sequential(
-            nn.Conv1d(cfg.n_mels, w, 3, padding=1),
-            nn.BatchNorm1d(w),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(w, w, 3, padding=1),
-            nn.BatchNorm1d(w),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(w, w, 3, stride=2, padding=1),
-            nn.BatchNorm1d(w),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(w, w, 3, padding=1),
-            nn.BatchNorm1d(w),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(w, w, 3, stride=2, padding=1),
-            nn.BatchNorm1d(w),
-            nn.ReLU(inplace=True),
-        )
+        layers: list[nn.Module] = []
+        for cin, stride in ((cfg.n_mels, 1), (w, 1), (w, 2), (w, 1), (w, 2)):  # time: W -> W/4
+            layers += [nn.Conv1d(cin, w, 3, stride=stride, padding=1), nn.BatchNorm1d(w), nn.ReLU(inplace=True)]
+        self.conv = nn.Sequential(*layers)
         t = (cfg.window + 3) // 4
         self.head = nn.Sequential(
             nn.Linear(w * t + 1, 256),
