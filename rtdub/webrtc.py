@@ -5,6 +5,10 @@ contacted by default. ``restrict_host_addresses(["127.0.0.1"])`` makes aioice ga
 given addresses only (aioice skips 127.0.0.1 on its own), which tests and benchmarks use to
 keep everything on loopback.
 
+aiortc offers only ECDSA cipher suites in its DTLS ClientHello, so a DTLS server with an RSA
+certificate (GStreamer's webrtcbin, e.g. ``simple-whip-client``) fails with "no shared cipher".
+Importing this module adds two ECDHE-RSA suites to what aiortc offers (aiortc issue #1434).
+
 WHIP (RFC 9725) and WHEP: POST an SDP offer as ``application/sdp`` with an optional Bearer
 token; the answer comes back with 201 Created and a ``Location`` header naming the session
 resource, which a DELETE ends.
@@ -16,17 +20,43 @@ import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcdtlstransport import RTCCertificate
 
 from .exceptions import RtdubError
 
 logger = logging.getLogger(__name__)
 
 _original_host_addresses = aioice.ice.get_host_addresses
+
+# aiortc's own list (ECDSA only, short enough not to fragment the ClientHello), then the two
+# ECDHE-RSA AEAD suites that GStreamer's DTLS server (RSA-2048 certificate) can pick.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:"
+    b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
+)
+
+
+def _accept_rsa_dtls_servers() -> None:
+    original = RTCCertificate._create_ssl_context
+    if getattr(original, "_rtdub_rsa", False):
+        return
+
+    def create(self: RTCCertificate, srtp_profiles: Any) -> Any:
+        ctx = original(self, srtp_profiles)
+        ctx.set_cipher_list(DTLS_CIPHERS)
+        return ctx
+
+    create._rtdub_rsa = True  # type: ignore[attr-defined]
+    RTCCertificate._create_ssl_context = create  # type: ignore[method-assign]
+
+
+_accept_rsa_dtls_servers()
 
 
 def restrict_host_addresses(addresses: Sequence[str] | None) -> None:

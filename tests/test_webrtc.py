@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import datetime
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -13,6 +15,11 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 
 from rtdub.exceptions import InputError
 from rtdub.mediatracks import FramesTrack, PcmTrack
@@ -341,3 +348,58 @@ async def test_join_pulls_with_whep_and_publishes_with_whip(server: DubServer) -
     assert len(origin.viewers) == 0  # and its WHEP resource
     assert await delete_resource(ingest.resource) == 200
     await sink.aclose()
+
+
+def _rsa_dtls_server_context() -> SSL.Context:
+    """A DTLS server as GStreamer 1.22's dtls plugin sets one up: RSA-2048 certificate."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gstreamer")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    ctx = SSL.Context(SSL.DTLS_METHOD)
+    ctx.use_certificate(cert)
+    ctx.use_privatekey(key)
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *a: True)
+    ctx.set_cipher_list(b"HIGH:!DSS:!aNULL@STRENGTH")
+    ctx.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80:SRTP_AES128_CM_SHA1_32")
+    return ctx
+
+
+def test_dtls_client_handshakes_with_an_rsa_certificate_server() -> None:
+    """aiortc alone offers ECDSA suites only: "no shared cipher" with GStreamer's webrtcbin
+    (simple-whip-client) as DTLS server. rtdub.webrtc adds ECDHE-RSA suites."""
+    from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate
+
+    client = SSL.Connection(RTCCertificate.generateCertificate()._create_ssl_context(SRTP_PROFILES))
+    client.set_connect_state()
+    server = SSL.Connection(_rsa_dtls_server_context())
+    server.set_accept_state()
+
+    def handshake(conn: SSL.Connection) -> bool:
+        try:
+            conn.do_handshake()
+            return True
+        except SSL.WantReadError:
+            return False
+
+    def carry(src: SSL.Connection, dst: SSL.Connection) -> None:
+        with contextlib.suppress(SSL.WantReadError):
+            while True:
+                dst.bio_write(src.bio_read(65536))
+
+    done = (False, False)
+    for _ in range(10):
+        ok_client = handshake(client)
+        carry(client, server)
+        ok_server = handshake(server)
+        carry(server, client)
+        done = (ok_client, ok_server)
+        if all(done):
+            break
+    assert done == (True, True)
+    assert client.get_cipher_name() in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384")
+    assert client.get_selected_srtp_profile() == b"SRTP_AES128_CM_SHA1_80"
