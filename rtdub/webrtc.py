@@ -9,6 +9,11 @@ aiortc offers only ECDSA cipher suites in its DTLS ClientHello, so a DTLS server
 certificate (GStreamer's webrtcbin, e.g. ``simple-whip-client``) fails with "no shared cipher".
 Importing this module adds two ECDHE-RSA suites to what aiortc offers (aiortc issue #1434).
 
+aiortc's receiver hands a video frame to its decoder only when the first packet of the *next*
+frame arrives, which holds every received frame one frame interval (40 ms at 25 fps).
+Importing this module makes its receivers use :class:`MarkerJitterBuffer`, which also
+completes a frame at its RTP marker bit.
+
 WHIP (RFC 9725) and WHEP: POST an SDP offer as ``application/sdp`` with an optional Bearer
 token; the answer comes back with 201 Created and a ``Location`` header naming the session
 resource, which a DELETE ends.
@@ -25,7 +30,9 @@ from urllib.parse import urljoin
 
 import aiohttp
 import aioice.ice
+import aiortc.rtcrtpreceiver
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCCertificate
 
 from .exceptions import RtdubError
@@ -57,6 +64,34 @@ def _accept_rsa_dtls_servers() -> None:
 
 
 _accept_rsa_dtls_servers()
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, plus: a video frame whose packets run without a gap from the
+    buffer's origin to a packet with the RTP marker bit (the last packet of a frame: RFC 3550
+    §5.1, RFC 7741 §4.1 for VP8, RFC 6184 §5.1 for H.264) is complete and leaves at once,
+    instead of when the next frame's first packet arrives. Gaps, reordering and losses take
+    aiortc's path unchanged (a frame is emitted when a later timestamp shows it ended)."""
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        frame = super()._remove_frame(sequence_number)
+        if frame is not None or not self._is_video or self._origin is None:
+            return frame
+        packets = []
+        timestamp = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                return None
+            timestamp = packet.timestamp
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+        return None
+
+
+aiortc.rtcrtpreceiver.JitterBuffer = MarkerJitterBuffer  # type: ignore[misc]
 
 
 def restrict_host_addresses(addresses: Sequence[str] | None) -> None:

@@ -403,3 +403,37 @@ def test_dtls_client_handshakes_with_an_rsa_certificate_server() -> None:
     assert done == (True, True)
     assert client.get_cipher_name() in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384")
     assert client.get_selected_srtp_profile() == b"SRTP_AES128_CM_SHA1_80"
+
+
+def test_video_jitter_buffer_completes_a_frame_at_its_marker_bit() -> None:
+    """aiortc emits a video frame when the next frame's first packet arrives (one frame
+    interval late); rtdub's receivers emit it at the marker bit, gaps still wait."""
+    import aiortc.rtcrtpreceiver
+    from aiortc.rtp import RtpPacket
+
+    from rtdub.webrtc import MarkerJitterBuffer
+
+    assert aiortc.rtcrtpreceiver.JitterBuffer is MarkerJitterBuffer  # what aiortc's receivers build
+
+    def pkt(seq: int, ts: int, marker: bool) -> RtpPacket:
+        p = RtpPacket(payload_type=97, sequence_number=seq, timestamp=ts, marker=int(marker))
+        p._data = bytes([seq % 256])  # type: ignore[attr-defined]  # the depayloaded bytes
+        return p
+
+    jb = MarkerJitterBuffer(capacity=512, is_video=True)
+    assert jb.add(pkt(100, 3000, False))[1] is None
+    assert jb.add(pkt(101, 3000, False))[1] is None
+    frame = jb.add(pkt(102, 3000, True))[1]  # the marker: complete now
+    assert frame is not None and frame.timestamp == 3000 and frame.data == bytes([100, 101, 102])
+    # a gap before the marker holds the frame until the missing packet comes
+    assert jb.add(pkt(103, 6600, False))[1] is None
+    assert jb.add(pkt(105, 6600, True))[1] is None
+    frame = jb.add(pkt(104, 6600, False))[1]
+    assert frame is not None and frame.timestamp == 6600 and frame.data == bytes([103, 104, 105])
+    # no marker bit (a sender that does not set it): aiortc's rule, the next timestamp ends it
+    assert jb.add(pkt(106, 10200, False))[1] is None
+    frame = jb.add(pkt(107, 13800, False))[1]
+    assert frame is not None and frame.timestamp == 10200 and frame.data == bytes([106])
+    # audio keeps aiortc's behaviour
+    audio = MarkerJitterBuffer(capacity=16, prefetch=4)
+    assert audio.add(pkt(1, 960, True))[1] is None
