@@ -108,9 +108,16 @@ def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_bench_command(sub)
 
 
+def _add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .scoring import add_eval_command  # LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC
+
+    add_eval_command(sub)
+
+
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_stream_commands,
     _add_bench_command,
+    _add_eval_command,
 ]
 
 

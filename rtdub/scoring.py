@@ -1,0 +1,237 @@
+"""``rtdub eval``: score a dubbed video against its audio (and optionally a reference).
+
+    rtdub eval --video OUT.mp4 --audio A.wav [--reference GT.mp4] [--expert DIR] [--json]
+
+Always: LSE-D, LSE-C and the AV offset (rtdub/sync.py, syncnet_python's formulas over ±15
+frames, with the project's lip-sync expert) and AVSu. With a reference: PSNR and SSIM of
+the lower face, LMD and the mouth-opening correlation (MOC) as rtdub/metrics.py defines
+them, with both videos cropped with the reference's landmarks, plus AVSv and AVSm. The
+videos are decoded once, in lockstep, and only the 96 px crops are kept in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import align, audio, media, metrics
+from .blend import face_mask
+from .exceptions import InputError
+from .lipunits import inner_gap, lip_points, to_canonical
+from .sync import AVExpert, SyncNetExpert, avs_m, avs_u, avs_v, lse
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    video: str
+    audio: str
+    reference: str | None
+    frames: int
+    faces: int
+    fps: float
+    lse_d: float
+    lse_c: float
+    av_offset: int
+    avs_u: float
+    psnr: float | None = None
+    ssim: float | None = None
+    lmd: float | None = None
+    moc: float | None = None
+    avs_v: float | None = None
+    avs_m: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        def clean(v: object) -> object:
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        return {k: clean(v) for k, v in asdict(self).items()}
+
+
+class _Track:
+    """Per-frame tracking of one video: crops aligned with its own landmarks, lips, gap."""
+
+    def __init__(self, size: int) -> None:
+        from .tracker import FaceTracker  # mediapipe: loaded when a command runs, not at import
+
+        self.size = size
+        self.tracker = FaceTracker()
+        self.crops: list[np.ndarray | None] = []
+        self.lips: list[np.ndarray | None] = []
+        self.gap: list[float] = []
+
+    def add(self, image: np.ndarray, t: float) -> np.ndarray | None:
+        o = self.tracker.track(image, t)
+        if o is None:
+            self.crops.append(None)
+            self.lips.append(None)
+            self.gap.append(math.nan)
+            return None
+        c = to_canonical(o.landmarks)
+        self.crops.append(align.warp_to_crop(image, align.estimate(o.landmarks, self.size)))
+        self.lips.append(lip_points(c))
+        self.gap.append(inner_gap(c))
+        return np.asarray(o.landmarks)
+
+    @property
+    def faces(self) -> int:
+        return sum(c is not None for c in self.crops)
+
+
+def _fill(crops: list[np.ndarray | None], size: int) -> np.ndarray:
+    """Frames without a face take the nearest earlier crop (the first found before it)."""
+    first = next((c for c in crops if c is not None), None)
+    last = first if first is not None else np.zeros((size, size, 3), np.uint8)
+    out = []
+    for c in crops:
+        if c is not None:
+            last = c
+        out.append(last)
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def _frames(path: Path) -> Iterator[media.Frame]:
+    yield from media.iter_frames(path)
+
+
+def evaluate_files(
+    video: Path, audio_path: Path, reference: Path | None = None, expert: AVExpert | None = None
+) -> EvalReport:
+    """Score ``video`` against ``audio_path`` (and ``reference``); InputError on bad input."""
+    wav = media.load_audio(audio_path)
+    info = media.probe_video(video)
+    if reference is not None:
+        media.probe_video(reference)
+    ex = expert if expert is not None else SyncNetExpert()
+    size = ex.window.crop_size
+    lower = face_mask(size).soft > 0.5
+    mel = audio.melspectrogram(audio.normalize_loudness(wav))
+
+    out_tr = _Track(size)
+    ref_tr = _Track(size) if reference is not None else None
+    times: list[float] = []
+    psnr: list[float] = []
+    ssim: list[float] = []
+    gen_on_ref: list[np.ndarray | None] = []  # the output cropped with the reference's landmarks
+    try:
+        ref_it = _frames(reference) if reference is not None else None
+        for fr in _frames(video):
+            ref_fr = next(ref_it, None) if ref_it is not None else None
+            if ref_it is not None and ref_fr is None:
+                break  # the reference is shorter: score the common part
+            times.append(fr.time)
+            out_tr.add(fr.image, fr.time)
+            if ref_tr is None or ref_fr is None:
+                continue
+            lm = ref_tr.add(ref_fr.image, ref_fr.time)
+            if lm is None or ref_fr.image.shape != fr.image.shape:
+                gen_on_ref.append(None)
+                continue
+            al = align.estimate(lm, size)
+            a, b = align.warp_to_crop(fr.image, al), align.warp_to_crop(ref_fr.image, al)
+            gen_on_ref.append(a)
+            psnr.append(metrics.psnr(a, b, lower))
+            ssim.append(metrics.ssim(a, b, lower))
+    finally:
+        out_tr.tracker.close()
+        if ref_tr is not None:
+            ref_tr.tracker.close()
+    n = len(times)
+    if n == 0:
+        raise InputError(str(video), "video stream holds no frames")
+    if out_tr.faces == 0:
+        raise InputError(str(video), "no face found in any frame")
+    if n < ex.window.frames:
+        raise InputError(str(video), f"too short: the expert needs at least {ex.window.frames} frames")
+    t = np.asarray(times)
+    emb = ex.embed_clip(_fill(out_tr.crops, size), mel, t)
+    s = lse(emb.video, emb.audio)
+    report: dict[str, object] = {
+        "video": str(video),
+        "audio": str(audio_path),
+        "reference": str(reference) if reference is not None else None,
+        "frames": n,
+        "faces": out_tr.faces,
+        "fps": float(info.fps),
+        "lse_d": s.lse_d,
+        "lse_c": s.lse_c,
+        "av_offset": s.offset,
+        "avs_u": avs_u(emb),
+    }
+    if ref_tr is not None and ref_tr.faces > 0:
+        m = len(ref_tr.crops)
+        ok = [i for i in range(m) if out_tr.lips[i] is not None and ref_tr.lips[i] is not None]
+        nan = math.nan
+        if ok:
+            lo = np.stack([out_tr.lips[i] for i in ok])  # type: ignore[misc]
+            lr = np.stack([ref_tr.lips[i] for i in ok])  # type: ignore[misc]
+            report["lmd"] = metrics.lmd(lo, lr)
+            go, gr = np.asarray(out_tr.gap)[ok], np.asarray(ref_tr.gap)[ok]
+            report["moc"] = metrics.pearson(go, gr) if len(ok) > 1 else nan
+        report["psnr"] = float(np.mean(psnr)) if psnr else nan
+        report["ssim"] = float(np.mean(ssim)) if ssim else nan
+        if m >= ex.window.frames:
+            ref_crops = _fill(ref_tr.crops, size)
+            gen_crops = _fill(gen_on_ref, size)
+            tm = t[:m]
+            e_gen = ex.embed_clip(gen_crops, mel, tm)
+            e_ref = ex.embed_clip(ref_crops, mel, tm)
+            report["avs_v"] = avs_v(e_gen, e_ref)
+            aw = ex.audio_windows(mel, tm[: m - ex.window.frames + 1])
+            report["avs_m"] = avs_m(
+                ex.embed_multimodal(ex.video_windows(gen_crops), aw),
+                ex.embed_multimodal(ex.video_windows(ref_crops), aw),
+            )
+    elif ref_tr is not None:
+        raise InputError(str(reference), "no face found in any frame")
+    logger.info("eval done", extra={"frames": n, "faces": out_tr.faces})
+    return EvalReport(**report)  # type: ignore[arg-type]
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def format_report(r: EvalReport) -> list[str]:
+    lines = [
+        f"{r.video}: {r.frames} frames at {r.fps:.2f} fps, face in {r.faces}",
+        f"LSE-C {_fmt(r.lse_c, '.3f')}  LSE-D {_fmt(r.lse_d, '.3f')}  AV offset {r.av_offset:+d} frames"
+        "  (expert embeddings are unit vectors: not on the published LSE scale)",
+        f"AVSu {_fmt(r.avs_u, '.3f')}",
+    ]
+    if r.reference is not None:
+        lines.append(
+            f"vs {r.reference}: PSNR {_fmt(r.psnr, '.2f')} dB  SSIM {_fmt(r.ssim, '.4f')}  "
+            f"LMD {_fmt(r.lmd, '.3f')}  MOC {_fmt(r.moc, '.3f')}  AVSv {_fmt(r.avs_v, '.3f')}  "
+            f"AVSm {_fmt(r.avs_m, '.3f')}"
+        )
+    return lines
+
+
+def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("eval", help="score a dubbed video: LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC")
+    p.add_argument("--video", required=True, type=Path, help="the video to score (e.g. rtdub dub's output)")
+    p.add_argument("--audio", required=True, type=Path, help="the speech it should be in sync with")
+    p.add_argument("--reference", type=Path, default=None, help="ground-truth video (same frames)")
+    p.add_argument("--expert", type=Path, default=None, help="lip-sync expert bundle (default engines/syncnet)")
+    p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    expert = SyncNetExpert(args.expert, threads=args.threads)
+    rep = evaluate_files(args.video, args.audio, args.reference, expert)
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        print("\n".join(format_report(rep)))
+    return 0
