@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--expert", action="append", required=True, help="NAME=BUNDLE_DIR (repeatable)")
     p.add_argument("--data", type=Path, default=Path("data2/train"))
     p.add_argument("--holdout", default="*feifeili*")
-    p.add_argument("--dev", type=Path, default=Path("data2/clips"))
+    p.add_argument("--dev", default="data2/clips", help="also these shards ('none': skip)")
+    p.add_argument("--max-frames", type=int, default=0, help="use only the first N frames of each clip")
     p.add_argument("--out", type=Path, default=Path("runs/sync_eval"))
     p.add_argument("--segment", type=int, default=100, help="frames per trial")
     p.add_argument("--max-delay", type=int, default=10)
@@ -141,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    clips = held_out_clips(args.data, args.holdout, args.dev)
+    clips = held_out_clips(args.data, args.holdout, None if args.dev == "none" else Path(args.dev))
+    if args.max_frames:
+        for c in clips:
+            c.crops, c.times = c.crops[: args.max_frames], c.times[: args.max_frames]
     logger.info("held-out clips %s", [c.name for c in clips])
     delays = range(-args.max_delay, args.max_delay + 1)
     fractions = np.round(np.arange(0, 0.1001, args.shift_step), 4)
