@@ -7,6 +7,9 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+# fixtures shared by the WebRTC test modules (loopback_only, server)
+pytest_plugins = ["tests.streamkit"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
 
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 
 import numpy as np
+import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from rtdub import samples
 from rtdub.backends.base import Backend, BackendConfig
 from rtdub.backends.onnx import OnnxBackend
+from rtdub.loopbench import read_stamp, stamp
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.pipeline import DubPipeline, PipelineConfig
-from rtdub.streaming import warm_up
+from rtdub.server import DubServer, ServeConfig
+from rtdub.streaming import StreamConfig, warm_up
 from rtdub.tracker import FaceTracker
+from rtdub.webrtc import restrict_host_addresses
 
 from .factories import FACE_CENTRE
 
@@ -56,20 +61,20 @@ def mouth_mask(frame_shape: tuple[int, ...], region: object, above: float = 0.5)
     return m
 
 
-BITS = 8
-CELL = 16
+@pytest.fixture()
+def loopback_only() -> Iterator[None]:
+    """ICE host candidates on 127.0.0.1 only (tests never leave the machine)."""
+    restrict_host_addresses(["127.0.0.1"])
+    yield
+    restrict_host_addresses(None)
 
 
-def stamp(image: np.ndarray, index: int) -> np.ndarray:
-    """Write ``index`` as BITS black/white 16×16 cells into the top-left corner."""
-    out = image.copy()
-    for b in range(BITS):
-        out[0:CELL, b * CELL : (b + 1) * CELL] = 255 if (index >> b) & 1 else 0
-    return out
-
-
-def read_stamp(image: np.ndarray) -> int:
-    return sum(1 << b for b in range(BITS) if image[3 : CELL - 3, b * CELL + 3 : (b + 1) * CELL - 3].mean() > 128)
+@pytest.fixture()
+async def server(loopback_only: None) -> AsyncIterator[DubServer]:
+    srv = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
+    await srv.start()
+    yield srv
+    await srv.aclose()
 
 
 class Receiver:
@@ -124,3 +129,16 @@ class Receiver:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+
+
+__all__ = [
+    "Receiver",
+    "bundle",
+    "loopback_only",
+    "make_pipeline",
+    "mouth_mask",
+    "portrait_frames",
+    "read_stamp",
+    "server",
+    "stamp",
+]

@@ -23,7 +23,6 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -38,7 +37,7 @@ from rtdub.mediatracks import FramesTrack, PcmTrack
 from rtdub.scheduler import Rendered
 from rtdub.server import DubServer, ServeConfig
 from rtdub.streaming import StreamConfig
-from rtdub.webrtc import delete_resource, ice_configuration, offer_to, restrict_host_addresses
+from rtdub.webrtc import delete_resource, ice_configuration, offer_to
 
 from .factories import speechlike
 from .interop_tools import JanusWhip, Unavailable, whip_client_env
@@ -54,18 +53,8 @@ def _need(*tools: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def loopback_only() -> Iterator[None]:
-    restrict_host_addresses(["127.0.0.1"])
-    yield
-    restrict_host_addresses(None)
-
-
-@pytest.fixture()
-async def server() -> AsyncIterator[DubServer]:
-    srv = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
-    await srv.start()
-    yield srv
-    await srv.aclose()
+def _loopback(loopback_only: None) -> None:
+    """Every test here keeps ICE on 127.0.0.1 (fixture in tests/streamkit.py)."""
 
 
 def write_y4m(path: Path, frames: list[np.ndarray] | tuple[np.ndarray, ...], fps: int = 25) -> Path:

@@ -61,9 +61,7 @@ def test_prepare_train_export_dub(tmp_path: Path) -> None:
 
     a2l, gen, bundle = tmp_path / "a2l", tmp_path / "gen", tmp_path / "bundle"
     common = ["--data", str(shards), "--dev", str(shards), "--threads", "1"]
-    assert (
-        train_a2l.main([*common, "--out", str(a2l), "--steps", "6", "--batch", "8", "--save-every", "3"]) == 0
-    )
+    assert train_a2l.main([*common, "--out", str(a2l), "--steps", "6", "--batch", "8", "--save-every", "3"]) == 0
     assert json.loads((a2l / "meta.json").read_text())["step"] == 6
     assert train_gen.main([*common, "--out", str(gen), "--steps", "2", "--batch", "2", "--base", "8"]) == 0
     # resuming continues from the checkpoint instead of starting over

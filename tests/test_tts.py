@@ -153,9 +153,7 @@ def test_frames_with_exact_core() -> None:
     # a: central 60% is 0.796-0.934 s → frames at 0.8, 0.9 s
     assert tts.frames_with(speech, tts.OPEN_VOWELS, 10).tolist() == [False] * 8 + [True] * 2
     # the whole phoneme when core=1
-    assert tts.frames_with(speech, tts.BILABIALS, 10, core=1.0).tolist() == (
-        [False] * 2 + [True] * 6 + [False] * 2
-    )
+    assert tts.frames_with(speech, tts.BILABIALS, 10, core=1.0).tolist() == ([False] * 2 + [True] * 6 + [False] * 2)
 
 
 def test_resampled_keeps_duration(papa: tts.Speech) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import datetime
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import av
@@ -26,25 +25,15 @@ from rtdub.mediatracks import FramesTrack, PcmTrack
 from rtdub.scheduler import Rendered
 from rtdub.server import DubServer, ServeConfig
 from rtdub.streaming import StreamConfig
-from rtdub.webrtc import delete_resource, ice_configuration, offer_to, restrict_host_addresses
+from rtdub.webrtc import delete_resource, ice_configuration, offer_to
 
 from .factories import speechlike
 from .streamkit import Receiver, bundle, make_pipeline, mouth_mask, portrait_frames, read_stamp, stamp
 
 
 @pytest.fixture(autouse=True)
-def loopback_only() -> Iterator[None]:
-    restrict_host_addresses(["127.0.0.1"])
-    yield
-    restrict_host_addresses(None)
-
-
-@pytest.fixture()
-async def server() -> AsyncIterator[DubServer]:
-    srv = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
-    await srv.start()
-    yield srv
-    await srv.aclose()
+def _loopback(loopback_only: None) -> None:
+    """Every test here keeps ICE on 127.0.0.1 (fixture in tests/streamkit.py)."""
 
 
 def _client(frames: list[np.ndarray], audio: np.ndarray | None) -> tuple[RTCPeerConnection, FramesTrack, Receiver]:
