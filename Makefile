@@ -21,7 +21,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
 
 # runtime + training + test tools
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev,train]'
+	$(BIN)/pip install -q -e '.[dev,train,fast]'
 	touch $@ $(RUNTIME_STAMP)
 
 venv: $(DEV_STAMP)

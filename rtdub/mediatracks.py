@@ -81,6 +81,50 @@ class FramesTrack(MediaStreamTrack):
         return frame
 
 
+class PacketsTrack(MediaStreamTrack):
+    """Encoded video packets (e.g. VP8 ``av.Packet``), paced at ``fps`` and looped, ``count``
+    of them in all (None: endless): aiortc's sender packetises them without encoding. The
+    first packet must be a key frame (so the loop restarts cleanly); key-frame requests from
+    the receiver cannot be honoured."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        packets: Sequence[bytes],
+        fps: float = 25.0,
+        count: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        if not packets:
+            raise ValueError("no packets")
+        self._packets = packets
+        self.count = count
+        self.fps = fps
+        self._pace = _Paced(clock)
+        self.index = 0
+        self.sent_at: dict[int, float] = {}  # pts -> clock time it was handed out (bounded below)
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        i = self.index
+        if self.count is not None and i >= self.count:
+            self.stop()
+            raise MediaStreamError
+        await self._pace.at(i / self.fps)
+        packet = av.Packet(self._packets[i % len(self._packets)])
+        packet.pts = int(round(i * VIDEO_CLOCK / self.fps))
+        packet.time_base = VIDEO_TIME_BASE
+        self.index += 1
+        self.sent_at[packet.pts] = self._pace._clock()
+        if len(self.sent_at) > 2000:
+            for k in list(self.sent_at)[:1000]:
+                del self.sent_at[k]
+        return packet
+
+
 class PcmTrack(MediaStreamTrack):
     """Mono float samples as 20 ms s16 audio frames."""
 

@@ -54,7 +54,11 @@ def _stream_config(args: argparse.Namespace) -> Any:
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop when it is installed, else on the default loop."""
+    """Run on uvloop when it is installed, else on the default loop; the video the
+    engine sends uses the realtime VP8 settings (rtdub.encoders)."""
+    from . import encoders
+
+    encoders.install()
     try:
         import uvloop
     except ImportError:

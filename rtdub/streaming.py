@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -191,6 +192,7 @@ class DubSession:
         self.probe: Callable[[av.VideoFrame, av.VideoFrame, Rendered], None] | None = None
         self._delay = 0.02  # s, output delay of the audio track (follows the video)
         self._video_delays: deque[float] = deque(maxlen=25)
+        self._delays_seen = 0  # output_frames when output_delay() last looked at the delays
         # release-to-hand-off time of every frame, for benchmarks (bounded)
         self._video_delays_all: deque[float] = deque(maxlen=20000)
         self._released: dict[int, float] = {}  # output frame id -> release time (at most 2 held)
@@ -383,9 +385,11 @@ class DubSession:
         return out
 
     def output_delay(self) -> float:
-        """The audio track's output delay: the median video delay, moved in 20 ms steps."""
-        if self._video_delays:
-            med = float(np.median(np.fromiter(self._video_delays, np.float64)))
+        """The audio track's output delay: the median video delay, moved in 20 ms steps
+        (re-evaluated only when a video frame has left since the last call)."""
+        if self._video_delays and self._delays_seen != self.output_frames:
+            self._delays_seen = self.output_frames
+            med = statistics.median(self._video_delays)
             if abs(med - self._delay) > AUDIO_PTIME:
                 self._delay = max(0.0, med)
                 self.output_delay_steps += 1

@@ -89,3 +89,41 @@ async def test_lookahead_uses_what_is_buffered_without_waiting() -> None:
         await sched.aclose()
         pipe.tracker.close()
     assert bundle().closed_units.shape == r.units.shape
+
+
+def test_with_region_changes_only_the_blended_pixels_and_keeps_timing() -> None:
+    import fractions
+
+    import av
+    import cv2
+
+    from rtdub.blend import PasteRegion
+    from rtdub.scheduler import with_region
+
+    rng = np.random.default_rng(3)
+    h, w = 120, 160
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
+    frame = av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    frame.pts, frame.time_base = 4711, fractions.Fraction(1, 90000)
+    decoded = frame.to_ndarray(format="rgb24")
+    x0, y0, bw, bh = 37, 51, 41, 29  # odd corner and size: the I420 box rounds outwards
+    yy, xx = np.mgrid[0:bh, 0:bw]
+    alpha = np.clip(1.2 - np.hypot((yy - bh / 2) / (bh / 2), (xx - bw / 2) / (bw / 2)), 0, 1).astype(np.float32)
+    image = decoded.copy()
+    image[y0 : y0 + bh, x0 : x0 + bw][alpha > 0] = (200, 30, 90)
+    region = PasteRegion(x0, y0, alpha)
+    out = with_region(frame, image, region)
+    assert (out.pts, out.time_base, out.format.name) == (4711, frame.time_base, "yuv420p")
+    got = out.to_ndarray(format="rgb24").astype(int)
+    blended = np.zeros((h, w), bool)
+    blended[y0 : y0 + bh, x0 : x0 + bw] = alpha > 0
+    # every pixel the paste did not touch keeps its exact input value
+    assert np.array_equal(got[~blended], decoded.astype(int)[~blended])
+    core = np.zeros((h, w), bool)
+    core[y0 : y0 + bh, x0 : x0 + bw] = alpha > 0.4  # away from the chroma of the edge blocks
+    assert np.abs(got[core] - np.array([200, 30, 90])).max() <= 6
+    assert frame.to_ndarray(format="rgb24").tobytes() == decoded.tobytes()  # the input is not modified
+    # nothing changed: the input frame itself; changed without a region: the whole image
+    assert with_region(frame, decoded, None, changed=False) is frame
+    full = with_region(frame, image, None, changed=True).to_ndarray(format="rgb24")
+    assert np.array_equal(full, image)
