@@ -1,6 +1,6 @@
 """``rtdub bench``: latency, throughput, lookahead trade-off and quality, with plots.
 
-    rtdub bench [--quick] [--out DIR] [--sections stage_latency,throughput,...]
+    rtdub bench [--quick] [--out DIR] [--expert DIR] [--sections stage_latency,throughput,...]
 
 Sections (each figure in the JSON names the function and the code path it comes from):
 
@@ -10,16 +10,23 @@ Sections (each figure in the JSON names the function and the code path it comes 
                    generated talking-head clip (H.264 in, H.264 out through media.VideoWriter)
     throughput     frames/s and multiple of real time of those runs, and (full mode) of a
                    shared clip dubbed with foreign speech
-    lookahead      for each lookahead: mouth-opening correlation on the clips
-                   (:func:`rtdub.evaluation.reconstruct`), the TTS lip-closure AUC on the
+    lookahead      for each lookahead: mouth-opening correlation and LSE-C/LSE-D/AV offset on
+                   the clips (:func:`rtdub.evaluation.reconstruct`), with the ground truth and
+                   the frozen mouth as LSE reference rows, the TTS lip-closure AUC on the
                    generated face (:func:`rtdub.evaluation.lip_closure`), the measured compute
                    and the latency the lookahead adds when the audio arrives just in time
-    quality        model vs true-units vs frozen mouth on a folder of clips (DESIGN §5)
+    quality        model vs true-units vs frozen mouth on a folder of clips (DESIGN §5), with
+                   LSE-C/LSE-D
     streaming      glass-to-glass over loopback WebRTC (reported as not available until the
                    streaming engine exposes a measurement hook)
 
-LSE-C/LSE-D need the project's lip-sync expert (issue 3), which does not exist yet: they are
-reported as ``null`` with the reason, never estimated.
+LSE-C, LSE-D and the AV offset come from the lip-sync expert bundle (``--expert DIR``, default
+``engines/syncnet``) through the functions of ``rtdub eval`` (:func:`rtdub.scoring.sync_scores`
+on :func:`rtdub.scoring.expert_crop` crops: each output frame aligned with its own landmarks,
+the clip's own audio, syncnet_python's formulas over ±15 frames). The bench renders in memory,
+so the frames are scored before any H.264 encoding. The expert's provenance and status come
+from its manifest (and the status paragraph of its README.md). Without a bundle, or without
+clips, the figures are ``null`` with the reason, never estimated.
 
 Outputs in ``--out``: ``bench.json`` (machine, config, every figure), ``bench_samples.json``
 (the per-frame samples behind the percentiles), ``bench.md`` (tables) and PNG plots. Generated
@@ -43,6 +50,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,10 +69,7 @@ PACKAGES = (
     "numpy", "onnxruntime", "mediapipe", "av", "aiortc", "opencv-python-headless",
     "scikit-image", "matplotlib", "tensorrt", "pycuda",
 )  # fmt: skip
-LSE_REASON = (
-    "needs the project's lip-sync expert (issue 3: AVSyncNet), which is not built yet; "
-    "no number is reported rather than an estimate"
-)
+OFFSET_SYNC_FRAMES = 1  # an AV offset within ±1 frame counts as "in sync"
 STREAMING_REASON = "streaming engine not built (no loopback measurement hook in rtdub.streaming)"
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 FPS = 25.0
@@ -88,6 +93,7 @@ class BenchConfig:
     backends: tuple[str, ...] = ALL_BACKENDS
     threads: int = 2
     model: Path | None = None
+    expert: Path | None = None  # lip-sync expert bundle; None: engines/syncnet (null LSE when absent)
     clips: Path = Path("../shared/media/clips")
     clip_frames: int | None = None  # cap per clip for lookahead/quality (None: whole clip)
     dub_audio: Path = Path("../shared/media/audio/french.wav")
@@ -206,6 +212,92 @@ def model_info(model: Path | None) -> dict[str, Any]:
     return {"root": str(b.root), "name": b.info.get("name"), "crop_size": b.crop_size, "sha256_16": files}
 
 
+def _sha16(path: Path) -> str | None:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None
+
+
+def _offset_accuracy_fields(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Every entry of the manifest that records an AV-offset accuracy (a key naming an offset
+    and an accuracy or a ±k rate), wherever an export put it."""
+    found: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            low = str(k).lower()
+            if "offset" in low and any(w in low for w in ("acc", "within", "correct")) and not isinstance(v, dict):
+                found[path] = v
+            else:
+                found |= _offset_accuracy_fields(v, path)
+    return found
+
+
+def _readme_status(root: Path) -> str | None:
+    """The paragraph of the bundle's README.md that starts with "Status" (markdown removed)."""
+    f = root / "README.md"
+    if not f.is_file():
+        return None
+    for para in f.read_text(errors="replace").split("\n\n"):
+        text = " ".join(para.split()).replace("**", "")
+        if text.lower().startswith("status"):
+            return text
+    return None
+
+
+def expert_provenance(root: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the expert bundle comes from and how good it is, from its own files only."""
+    info: dict[str, Any] = {
+        "root": str(root),
+        "sha256_16": {n: _sha16(root / n) for n in ("video.onnx", "audio.onnx", "manifest.json")},
+        "readme_status": _readme_status(root),
+    }
+    if manifest is None:
+        return info
+    tr = manifest.get("training") or {}
+    info |= {
+        "format": manifest.get("format"),
+        "window": {k: manifest.get(k) for k in ("frames", "crop_size", "mel_frames", "mel_start")},
+        "embed": manifest.get("embed"),
+        "training": {
+            k: tr.get(k) for k in ("step", "seconds", "augment", "train", "held_out", "held_out_scores") if k in tr
+        },
+        "offset_accuracy": _offset_accuracy_fields(manifest),
+    }
+    if info["offset_accuracy"]:
+        acc = ", ".join(f"{k} = {v}" for k, v in info["offset_accuracy"].items())
+        info["assessment"] = f"held-out AV-offset accuracy recorded in its manifest: {acc}"
+    else:
+        info["assessment"] = "its manifest records no held-out AV-offset accuracy" + (
+            f"; {root / 'README.md'} says: {info['readme_status']}"
+            if info["readme_status"]
+            else ", so its LSE figures are unvalidated"
+        )
+    return info
+
+
+def load_expert(cfg: BenchConfig) -> tuple[Any, dict[str, Any]]:
+    """The lip-sync expert of ``cfg`` and its provenance. An explicit ``cfg.expert`` that does
+    not load raises ModelError; a missing default bundle gives (None, reason)."""
+    from .exceptions import ModelError
+    from .sync import SyncNetExpert, default_expert_dir
+
+    root = cfg.expert if cfg.expert is not None else default_expert_dir()
+    try:
+        ex = SyncNetExpert(root, threads=cfg.threads)
+    except ModelError as exc:
+        if cfg.expert is not None:
+            raise
+        info = expert_provenance(root, None)
+        return None, info | {"status": "absent", "reason": f"no lip-sync expert: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - onnxruntime rejecting the files
+        if cfg.expert is not None:
+            raise ModelError(f"{root}: lip-sync expert does not load ({type(exc).__name__}: {exc})") from exc
+        info = expert_provenance(root, None)
+        return None, info | {"status": "absent", "reason": f"lip-sync expert does not load: {exc}"}
+    return ex, expert_provenance(root, ex.manifest) | {"status": "loaded", "reason": None}
+
+
 # ---------------------------------------------------------------------------------------------
 # generated media
 
@@ -275,6 +367,8 @@ class Context:
     samples: dict[str, Any] = field(default_factory=dict)  # per-frame data for bench_samples.json
     clip_results: dict[str, Any] = field(default_factory=dict)  # reconstruction cache
     latency_runs: list[dict[str, Any]] = field(default_factory=list)
+    expert: Any = None  # rtdub.sync.AVExpert, or None (LSE figures null with expert_info["reason"])
+    expert_info: dict[str, Any] = field(default_factory=dict)
     _clips_done: bool = False
     _backends: tuple[list[str], list[dict[str, str]]] | None = None
 
@@ -473,7 +567,7 @@ def _clip_renders(ctx: Context) -> dict[str, Any]:
     ctx._clips_done = True
     t0 = time.perf_counter()
     from .backends import BackendConfig, get_backend
-    from .evaluation import load_clip, reconstruct
+    from .evaluation import load_clip, reconstruct, truth_expert_crops
     from .model import load_bundle
 
     cfg = ctx.cfg
@@ -486,20 +580,28 @@ def _clip_renders(ctx: Context) -> dict[str, Any]:
         jobs += [(m, cfg.quality_lookahead_ms) for m in ("model", "true-units", "frozen")]
     if "lookahead" in cfg.sections:
         jobs += [("model", la) for la in cfg.lookaheads_ms if ("model", la) not in jobs]
+        if ("frozen", cfg.quality_lookahead_ms) not in jobs:  # the reference row of the lookahead
+            jobs.append(("frozen", cfg.quality_lookahead_ms))
     bundle = load_bundle(cfg.model)
     name = ctx.first_backend()
     backend = get_backend(name, bundle, BackendConfig(threads=cfg.threads))
     ctx.clip_results["backend"] = name
     renders: dict[str, dict[str, Any]] = ctx.clip_results["renders"]
+    truth: dict[str, dict[str, Any]] = ctx.clip_results.setdefault("truth", {})
+    ex = ctx.expert
+    crop_size = ex.window.crop_size if ex is not None else None
     try:
         for path in clips:
             ctx.progress(f"clips: decoding and tracking {path.name}")
             data = load_clip(path, bundle, cfg.clip_frames)
+            if ex is not None:
+                truth[path.name] = _sync(ex, truth_expert_crops(data, ex.window.crop_size), data)
             for mode, la in jobs:
                 ctx.progress(f"clips: {path.name} {mode} lookahead {la:g} ms")
-                r = reconstruct(data, mode, bundle, backend, la)
+                r = reconstruct(data, mode, bundle, backend, la, expert_crop_size=crop_size)
                 renders.setdefault(f"{mode}@{la:g}", {})[path.name] = {
                     "scores": r.scores,
+                    "sync": _sync(ex, r.expert_crops, data) if ex is not None else None,
                     "frame_ms": r.frame_ms.tolist(),
                     "size": list(data.size),
                     "fps": data.fps,
@@ -523,8 +625,68 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _lse() -> dict[str, Any]:
-    return {"LSE_C": None, "LSE_D": None, "LSE_reason": LSE_REASON}
+def _sync(expert: Any, crops: Sequence[np.ndarray | None], clip: Any) -> dict[str, Any]:
+    """LSE-C/LSE-D/AV offset/AVSu of one clip's frames (as ``rtdub eval`` scores a video),
+    or the reason there is none."""
+    from .scoring import sync_scores
+
+    try:
+        r = sync_scores(expert, crops, clip.mel.mel, clip.times)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"LSE_C": r.lse_c, "LSE_D": r.lse_d, "AV_offset": r.av_offset, "AVSu": r.avs_u, "faces": r.faces}
+
+
+def _lse(ctx: Context, per_clip: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Mean LSE-C/LSE-D over clips, the AV offset of each clip, and the reason when null."""
+    reason: str | None = None
+    if ctx.expert is None:
+        reason = str(ctx.expert_info.get("reason") or "no lip-sync expert loaded")
+    elif not per_clip:
+        reason = f"no clips with audio in {ctx.cfg.clips}"
+    ok = {k: v for k, v in per_clip.items() if v and "error" not in v}
+    if reason is None and not ok:
+        reason = "; ".join(f"{k}: {(v or {}).get('error')}" for k, v in per_clip.items())
+    offsets = {k: v["AV_offset"] for k, v in ok.items()}
+    return {
+        "LSE_C": _mean([v["LSE_C"] for v in ok.values()]) if ok else None,
+        "LSE_D": _mean([v["LSE_D"] for v in ok.values()]) if ok else None,
+        "LSE_C_per_clip": {k: _finite(v["LSE_C"]) for k, v in ok.items()},
+        "AV_offset_per_clip": offsets,
+        "in_sync_clips": sum(abs(o) <= OFFSET_SYNC_FRAMES for o in offsets.values()),
+        "LSE_clips": len(ok),
+        "LSE_reason": reason,
+    }
+
+
+def _sync_of(renders: dict[str, Any], key: str) -> dict[str, dict[str, Any] | None]:
+    return {c: r.get("sync") for c, r in renders.get(key, {}).items()}
+
+
+LSE_DEFINITIONS = {
+    "LSE_C": "lip-sync confidence (higher is better): median minus minimum over offsets -15..+15 frames "
+    "of the mean distance between the expert's video and audio embeddings (syncnet_python); mean over clips. "
+    "The expert's embeddings are unit vectors, so the values are not on the published LSE scale",
+    "LSE_D": "lip-sync distance (lower is better): that minimum; mean over clips",
+    "AV_offset": "the offset of the minimum, in frames (syncnet_python's sign; 0 = in sync); per clip",
+    "in_sync_clips": f"clips whose AV offset is within ±{OFFSET_SYNC_FRAMES} frame",
+    "sync_ground_truth": "the same measurement on the original clip with its own audio: what a perfect "
+    "dub would score, and a check of the expert itself",
+}
+
+
+def _clip_lse(ctx: Context, sync: dict[str, Any] | None) -> dict[str, Any]:
+    if sync is None or "error" in sync:
+        reason = (sync or {}).get("error") or ctx.expert_info.get("reason") or "no lip-sync expert loaded"
+        return {"LSE_C": None, "LSE_D": None, "AV_offset": None, "LSE_reason": reason}
+    return {"LSE_C": _finite(sync["LSE_C"]), "LSE_D": _finite(sync["LSE_D"]), "AV_offset": sync["AV_offset"]}
+
+
+def _held_out(ctx: Context, clips: Sequence[str]) -> dict[str, bool | None]:
+    """For each clip: held out from the expert's training (True), seen (False), unknown (None)."""
+    tr = ctx.expert_info.get("training") or {}
+    held, seen = set(tr.get("held_out") or ()), set(tr.get("train") or ())
+    return {c: True if Path(c).stem in held else False if Path(c).stem in seen else None for c in clips}
 
 
 def lookahead(ctx: Context) -> dict[str, Any]:
@@ -570,15 +732,16 @@ def lookahead(ctx: Context) -> dict[str, Any]:
                 "LMD": _mean([r["scores"]["LMD"] for r in per_clip.values()]),
                 "MOC_per_clip": {k: _finite(r["scores"]["MOC"]) for k, r in per_clip.items()},
                 "lip_closure_auc": _finite(c.auc),
-                **_lse(),
+                **_lse(ctx, _sync_of(renders, f"model@{la:g}")),
                 "audio_wait_ms": wait,
                 "compute_ms": cp,
                 "added_latency_audio_just_in_time_ms": wait + p50,
                 "added_latency_audio_buffered_ms": p50,
             }
         )
-    frozen_moc = _mean([r["scores"]["MOC"] for r in renders.get(f"frozen@{cfg.quality_lookahead_ms:g}", {}).values()])
-    true_moc = _mean([r["scores"]["MOC"] for r in renders.get(f"true-units@{cfg.quality_lookahead_ms:g}", {}).values()])
+    qla = f"{cfg.quality_lookahead_ms:g}"
+    frozen_moc = _mean([r["scores"]["MOC"] for r in renders.get(f"frozen@{qla}", {}).values()])
+    true_moc = _mean([r["scores"]["MOC"] for r in renders.get(f"true-units@{qla}", {}).values()])
     return {
         "status": "ok",
         "backend": backend_name,
@@ -587,7 +750,11 @@ def lookahead(ctx: Context) -> dict[str, Any]:
             "lip_closure_auc_frozen": _finite(frozen.auc),
             "MOC_frozen": frozen_moc,
             "MOC_true_units": true_moc,
+            "sync_ground_truth": _lse(ctx, clips.get("truth", {})),
+            "sync_frozen": _lse(ctx, _sync_of(renders, f"frozen@{qla}")),
+            "sync_frozen_lookahead_ms": cfg.quality_lookahead_ms,
         },
+        "expert_held_out_clips": _held_out(ctx, clips.get("clips", [])),
         "closure_frames": {"total": n, "open_vowel": frozen.frames_open, "bilabial": frozen.frames_bilabial},
         "clips": clips.get("clips", []),
         "clips_note": None if clips.get("clips") else f"MOC skipped: no clips with audio in {cfg.clips}",
@@ -607,9 +774,10 @@ def lookahead(ctx: Context) -> dict[str, Any]:
             "glass-to-glass measurement)",
             "added_latency_audio_buffered_ms": "compute p50: the dubbed audio is already buffered ahead "
             "(e.g. TTS chunks), so the lookahead costs nothing (DESIGN §3)",
+            **LSE_DEFINITIONS,
         },
-        "source": "rtdub.bench.lookahead -> rtdub.evaluation.reconstruct (MOC, LMD) and "
-        "rtdub.evaluation.lip_closure (AUC, compute)",
+        "source": "rtdub.bench.lookahead -> rtdub.evaluation.reconstruct (MOC, LMD, output crops), "
+        "rtdub.scoring.sync_scores (LSE) and rtdub.evaluation.lip_closure (AUC, compute)",
     }
 
 
@@ -635,9 +803,11 @@ def quality(ctx: Context) -> dict[str, Any]:
                 **{k: _finite(r["scores"][k]) for k in SCORES},
                 "frames_scored": r["scores"]["frames"],
                 "frames": r["scores"]["tracked_out_of"],
-                **_lse(),
+                **_clip_lse(ctx, r.get("sync")),
             }
-        mean[mode] = {k: _mean([r["scores"][k] for r in rs.values()]) for k in SCORES} | _lse()
+        mean[mode] = {k: _mean([r["scores"][k] for r in rs.values()]) for k in SCORES} | _lse(
+            ctx, _sync_of(clips["renders"], f"{mode}@{la}")
+        )
     return {
         "status": "ok",
         "backend": clips.get("backend"),
@@ -648,7 +818,10 @@ def quality(ctx: Context) -> dict[str, Any]:
         "clip_renders_note": clips.get("wall_note"),
         "per_clip": per_clip,
         "mean": mean,
+        "ground_truth_sync": _lse(ctx, clips.get("truth", {})),
+        "expert_held_out_clips": _held_out(ctx, clips["clips"]),
         "definitions": {
+            **LSE_DEFINITIONS,
             "LMD": "lip landmark distance, % of inter-ocular distance (lower is better)",
             "MOC": "mouth-opening correlation with the input",
             "PSNR/SSIM": "lower face of the aligned crop",
@@ -656,7 +829,8 @@ def quality(ctx: Context) -> dict[str, Any]:
             "modes": "model: audio-driven; true-units: the clip's own lip units (ceiling of the audio "
             "stage); frozen: the identity reference pasted back (baseline)",
         },
-        "source": "rtdub.bench.quality -> rtdub.evaluation.reconstruct (same protocol as training/evaluate.py)",
+        "source": "rtdub.bench.quality -> rtdub.evaluation.reconstruct (same protocol as training/evaluate.py); "
+        "LSE: rtdub.scoring.sync_scores on the output crops (as rtdub eval)",
     }
 
 
@@ -766,6 +940,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"wall time {_f(report.get('wall_s'), 1)} s; {report['created']}",
     ]
     lines += [f"- note: {n}" for n in report.get("notes", [])]
+    lines += _expert_md(report.get("expert"))
     sl = sec.get("stage_latency")
     if sl and sl.get("runs"):
         runs = sl["runs"]
@@ -803,19 +978,21 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [""] + [f"- {n}" for n in tp["notes"]] if tp.get("notes") else []
     la = sec.get("lookahead")
     if la and la.get("status") == "ok":
+        nulls = _Nulls()
         lines += [
             "",
             "## Lookahead trade-off",
             "",
-            "| lookahead ms | MOC ↑ | LMD ↓ | lip-closure AUC ↑ | LSE-C | audio wait ms | compute p50 / p95 ms "
-            "| added latency, audio just in time | added latency, audio buffered |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| lookahead ms | MOC ↑ | LMD ↓ | lip-closure AUC ↑ | LSE-C ↑ | LSE-D ↓ | audio wait ms "
+            "| compute p50 / p95 ms | added latency, audio just in time | added latency, audio buffered |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in la["rows"]:
             c = r["compute_ms"]
             lines.append(
                 f"| {r['lookahead_ms']:g} | {_f(r['MOC'], 3)} | {_f(r['LMD'])} | {_f(r['lip_closure_auc'], 3)} | "
-                f"null¹ | {_f(r['audio_wait_ms'], 1)} | {_f(c['p50'])} / {_f(c['p95'])} | "
+                f"{nulls.cell(r, 'LSE_C')} | {nulls.cell(r, 'LSE_D')} | {_f(r['audio_wait_ms'], 1)} | "
+                f"{_f(c['p50'])} / {_f(c['p95'])} | "
                 f"{_f(r['added_latency_audio_just_in_time_ms'], 1)} | {_f(r['added_latency_audio_buffered_ms'], 1)} |"
             )
         b = la["baselines"]
@@ -825,10 +1002,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"frozen-mouth lip-closure AUC {_f(b['lip_closure_auc_frozen'], 3)}.",
             "- latency columns are derived (audio wait + measured compute p50), not glass-to-glass",
             f"- source: {la['source']}",
-            f"- ¹ LSE-C: {LSE_REASON}",
         ]
         if la.get("clips_note"):
             lines.append(f"- {la['clips_note']}")
+        lines += _sync_md(la, nulls)
     elif la:
         lines += ["", "## Lookahead trade-off", "", f"{la.get('status')}: {la.get('reason') or la.get('error')}"]
     q = sec.get("quality")
@@ -840,17 +1017,37 @@ def markdown(report: dict[str, Any]) -> str:
                 + (f" (first {q['clip_frames']} frames each)" if q.get("clip_frames") else "")
                 + f". Source: {q['source']}.",
                 "",
-                "| clip | mode | LMD ↓ | MOC ↑ | PSNR ↑ | SSIM ↑ | sharpness | LSE-C | LSE-D |",
-                "|---|---|---|---|---|---|---|---|---|",
+                "| clip | mode | LMD ↓ | MOC ↑ | PSNR ↑ | SSIM ↑ | sharpness | LSE-C ↑ | LSE-D ↓ | AV offset |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
+            nulls = _Nulls()
             rows = [(c, mode, r) for c, modes in q["per_clip"].items() for mode, r in modes.items()]
             rows += [("**mean**", mode, r) for mode, r in q["mean"].items()]
             for c, mode, r in rows:
+                off = r.get("AV_offset")
+                off_s = (
+                    f"{off:+d}"
+                    if isinstance(off, int)
+                    else f"{r.get('in_sync_clips', 0)}/{r.get('LSE_clips', 0)} in sync"
+                )
                 lines.append(
                     f"| {c} | {mode} | {_f(r['LMD'])} | {_f(r['MOC'], 3)} | {_f(r['PSNR'])} | {_f(r['SSIM'], 3)} | "
-                    f"{_f(r['sharpness'], 3)} | null¹ | null¹ |"
+                    f"{_f(r['sharpness'], 3)} | {nulls.cell(r, 'LSE_C')} | {nulls.cell(r, 'LSE_D')} | "
+                    f"{off_s if r.get('LSE_C') is not None else '—'} |"
                 )
-            lines += ["", f"¹ {LSE_REASON}."]
+            g = q.get("ground_truth_sync") or {}
+            lines += [""]
+            if g.get("LSE_C") is not None:
+                lines.append(
+                    f"- ground truth (each clip with its own audio): LSE-C {_f(g['LSE_C'], 3)}, "
+                    f"LSE-D {_f(g['LSE_D'], 3)}, "
+                    f"{g['in_sync_clips']}/{g['LSE_clips']} clips with an AV offset within ±{OFFSET_SYNC_FRAMES} frame"
+                )
+            lines += [
+                f"- AV offset: frames, syncnet_python's sign (0 = in sync); mean rows: clips within "
+                f"±{OFFSET_SYNC_FRAMES} frame",
+                *nulls.notes(),
+            ]
         else:
             lines.append(f"{q.get('status')}: {q.get('reason') or q.get('error')}")
     st = sec.get("streaming")
@@ -864,6 +1061,97 @@ def markdown(report: dict[str, Any]) -> str:
     if errors:
         lines += ["", "## Errors", ""] + [f"- {k}: {sec[k].get('error')}" for k in errors]
     return "\n".join(lines) + "\n"
+
+
+class _Nulls:
+    """Table cells for figures that may be null: the value, or "null" with a footnote mark
+    whose note gives the reason recorded in the JSON."""
+
+    MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def cell(self, row: dict[str, Any], key: str, digits: int = 3) -> str:
+        v = row.get(key)
+        if v is not None:
+            return _f(v, digits)
+        reason = str(row.get("LSE_reason") or "not measured")
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        i = self.reasons.index(reason)
+        return "null" + (self.MARKS[i] if i < len(self.MARKS) else f"({i + 1})")
+
+    def notes(self) -> list[str]:
+        return [
+            f"- null{self.MARKS[i] if i < len(self.MARKS) else f'({i + 1})'}: {r}" for i, r in enumerate(self.reasons)
+        ]
+
+
+def _expert_md(ex: dict[str, Any] | None) -> list[str]:
+    if not ex:
+        return []
+    if ex.get("status") != "loaded":
+        return [f"- lip-sync expert: none loaded from `{ex.get('root')}` ({ex.get('reason')}): LSE figures are null"]
+    tr = ex.get("training") or {}
+    sha = ex.get("sha256_16") or {}
+    desc = (
+        f"- lip-sync expert: `{ex['root']}` ({ex.get('format')}; sha256 video {sha.get('video.onnx')}, "
+        f"audio {sha.get('audio.onnx')})"
+    )
+    if tr:
+        mins = tr.get("seconds")
+        desc += (
+            f"; trained {tr.get('step')} steps"
+            + (f" in {mins / 60:.0f} min" if isinstance(mins, (int, float)) else "")
+            + f", augmentation {'on' if tr.get('augment') else 'off'}"
+        )
+        if tr.get("held_out"):
+            desc += f"; held out from its training: {', '.join(tr['held_out'])}"
+        hs = tr.get("held_out_scores")
+        if isinstance(hs, dict) and hs:
+            desc += (
+                "; held-out pair scores at the end of training (in-sync vs shifted pairs, acc chance 0.5): "
+                + ", ".join(f"{k} {_f(v, 3)}" for k, v in hs.items())
+            )
+    return [desc, f"- lip-sync expert status: {ex.get('assessment')}"]
+
+
+def _sync_md(la: dict[str, Any], nulls: _Nulls) -> list[str]:
+    """The lookahead's LSE rows next to the reference rows (ground truth, frozen mouth)."""
+    b = la["baselines"]
+    clips = la.get("clips") or []
+    rows: list[tuple[str, dict[str, Any]]] = [(f"model, lookahead {r['lookahead_ms']:g} ms", r) for r in la["rows"]]
+    if "sync_ground_truth" in b:
+        rows.append(("**ground truth** (each clip with its own audio)", b["sync_ground_truth"]))
+    if "sync_frozen" in b:
+        rows.append((f"**frozen mouth** (lookahead {b.get('sync_frozen_lookahead_ms', 0):g} ms)", b["sync_frozen"]))
+    lines = [
+        "",
+        "### Lip sync against the expert (LSE over ±15 frames, as `rtdub eval`)",
+        "",
+        f"| render | LSE-C ↑ | LSE-D ↓ | AV offset per clip ({' / '.join(clips) or 'no clips'}) "
+        f"| clips within ±{OFFSET_SYNC_FRAMES} frame |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        offs = r.get("AV_offset_per_clip") or {}
+        off_s = " / ".join(f"{offs[c]:+d}" if c in offs else "—" for c in clips) if offs else "—"
+        in_sync = f"{r['in_sync_clips']}/{r['LSE_clips']}" if r.get("LSE_clips") else "—"
+        lines.append(f"| {name} | {nulls.cell(r, 'LSE_C')} | {nulls.cell(r, 'LSE_D')} | {off_s} | {in_sync} |")
+    held = la.get("expert_held_out_clips") or {}
+    lines += [""]
+    if held:
+        groups = {"held out from the expert's training": True, "seen in its training": False, "not listed": None}
+        parts = [f"{k}: {', '.join(c for c, v in held.items() if v is val)}" for k, val in groups.items()]
+        lines.append("- clips " + "; ".join(p for p in parts if not p.endswith(": ")))
+    lines += [
+        "- AV offset: frames, syncnet_python's sign (0 = in sync); LSE scored on the rendered frames before "
+        "encoding, each aligned with its own landmarks; LSE values are on the expert's unit-vector scale, "
+        "not the published one",
+        *nulls.notes(),
+    ]
+    return lines
 
 
 def _streaming_md(st: dict[str, Any]) -> list[str]:
@@ -947,8 +1235,8 @@ def plots(report: dict[str, Any], samples: dict[str, Any], out: Path) -> list[Pa
     if la.get("status") == "ok" and la.get("rows"):
         rows_ = la["rows"]
         las = [r["lookahead_ms"] for r in rows_]
-        fig = Figure(figsize=(10, 4), layout="constrained")
-        a1 = fig.add_subplot(1, 2, 1)
+        fig = Figure(figsize=(14, 4), layout="constrained")
+        a1 = fig.add_subplot(1, 3, 1)
         for key, label, colour in (
             ("MOC", "MOC (clips)", "tab:blue"),
             ("lip_closure_auc", "lip-closure AUC", "tab:green"),
@@ -965,9 +1253,25 @@ def plots(report: dict[str, Any], samples: dict[str, Any], out: Path) -> list[Pa
                 a1.axhline(b[key], color=colour, linestyle="--", linewidth=1, label=label)
         a1.set_xlabel("lookahead (ms)")
         a1.set_ylabel("sync (higher is better)")
-        a1.set_title("sync vs lookahead (LSE-C: n/a, no expert yet)", fontsize=9)
+        a1.set_title("mouth opening vs lookahead", fontsize=9)
         a1.legend(fontsize=7)
-        a2 = fig.add_subplot(1, 2, 2)
+        a3 = fig.add_subplot(1, 3, 2)
+        lse_c = [r.get("LSE_C") for r in rows_]
+        if any(y is not None for y in lse_c):
+            a3.plot(las, [np.nan if y is None else y for y in lse_c], "o-", color="tab:purple", label="LSE-C model")
+            for key, label, ls in (("sync_ground_truth", "ground truth", "--"), ("sync_frozen", "frozen mouth", ":")):
+                ref = (b.get(key) or {}).get("LSE_C")
+                if ref is not None:
+                    a3.axhline(ref, color="k", linestyle=ls, linewidth=1, label=f"LSE-C {label}")
+            a3.set_title("LSE-C vs lookahead (expert: see bench.md)", fontsize=9)
+            a3.legend(fontsize=7)
+        else:
+            reason = next((r.get("LSE_reason") for r in rows_ if r.get("LSE_reason")), "not measured")
+            a3.text(0.5, 0.5, "LSE-C: null\n" + textwrap.fill(str(reason), 40), ha="center", va="center", fontsize=8)
+            a3.set_title("LSE-C vs lookahead", fontsize=9)
+        a3.set_xlabel("lookahead (ms)")
+        a3.set_ylabel("LSE-C (higher is better)")
+        a2 = fig.add_subplot(1, 3, 3)
         a2.plot(las, [r["added_latency_audio_just_in_time_ms"] for r in rows_], "o-", label="added, audio just in time")
         a2.plot(las, [r["added_latency_audio_buffered_ms"] for r in rows_], "s-", label="added, audio buffered")
         a2.plot(las, [r["compute_ms"]["p95"] or 0.0 for r in rows_], "^:", label="compute p95")
@@ -1020,6 +1324,8 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None, command: str |
         raise ValueError(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     say = progress or (lambda msg: logger.info(msg))
     t0 = time.perf_counter()
+    # the expert first: an explicit --expert that does not load fails before anything is written
+    expert, expert_meta = load_expert(cfg) if {"lookahead", "quality"} & set(cfg.sections) else (None, {})
     cfg.out.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     notes = list(cfg.notes)
@@ -1039,8 +1345,10 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None, command: str |
         "notes": notes,
         "sections": {},
     }
+    if expert_meta:
+        report["expert"] = expert_meta
     with tempfile.TemporaryDirectory(prefix="rtdub-bench-") as tmp:
-        ctx = Context(cfg, Path(tmp), say)
+        ctx = Context(cfg, Path(tmp), say, expert=expert, expert_info=expert_meta)
         for name in SECTIONS:
             if name not in cfg.sections:
                 continue
@@ -1100,6 +1408,10 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--backends", type=_csv, default=None, help="comma list (default: onnx,tensorrt when present)")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--model", type=Path, default=None, help="model bundle (default engines/default)")
+    p.add_argument(
+        "--expert", type=Path, default=None,
+        help="lip-sync expert bundle for LSE-C/LSE-D (default engines/syncnet; null figures when absent)",
+    )  # fmt: skip
     p.add_argument("--clips", type=Path, default=Path("../shared/media/clips"), help="folder of talking-head clips")
     p.add_argument("--clip-frames", type=int, default=None, help="use at most this many frames per clip")
     p.add_argument("--dub-audio", type=Path, default=Path("../shared/media/audio/french.wav"))
@@ -1115,6 +1427,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         "out": args.out,
         "threads": args.threads,
         "model": args.model,
+        "expert": args.expert,
         "clips": args.clips,
         "dub_audio": args.dub_audio,
     }

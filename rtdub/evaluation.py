@@ -36,6 +36,7 @@ from .blend import face_mask
 from .lipunits import LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from .model import ModelBundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
+from .scoring import expert_crop
 from .tracker import FaceTracker
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ class Rendered:
     scores: dict[str, float]
     frame_ms: np.ndarray  # (N,) sum of the pipeline stages per frame
     stage_ms: dict[str, np.ndarray]  # per stage, over the frames that ran it
+    # the output frames as the lip-sync expert sees them (rtdub.scoring.expert_crop, aligned
+    # with the output's own landmarks, None where no face was found); empty unless asked for
+    expert_crops: tuple[np.ndarray | None, ...] = ()
 
 
 def _pipeline_ms(times: dict[str, float], acc: dict[str, list[float]]) -> float:
@@ -143,8 +147,17 @@ def _pipeline_ms(times: dict[str, float], acc: dict[str, list[float]]) -> float:
     return float(sum(times.values()))
 
 
-def reconstruct(clip: ClipData, mode: str, bundle: ModelBundle, backend: Backend, lookahead_ms: float) -> Rendered:
-    """Dub ``clip`` with its own audio in ``mode`` (one of :data:`MODES`) and score it."""
+def reconstruct(
+    clip: ClipData,
+    mode: str,
+    bundle: ModelBundle,
+    backend: Backend,
+    lookahead_ms: float,
+    expert_crop_size: int | None = None,
+) -> Rendered:
+    """Dub ``clip`` with its own audio in ``mode`` (one of :data:`MODES`) and score it.
+    With ``expert_crop_size``, also keep the output's crops for a lip-sync expert (the crops
+    ``rtdub eval`` takes of a video), to be scored with :func:`rtdub.scoring.sync_scores`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     be: Backend = FrozenBackend(backend) if mode == "frozen" else backend
@@ -158,6 +171,7 @@ def reconstruct(clip: ClipData, mode: str, bundle: ModelBundle, backend: Backend
     sh: list[float] = []
     frame_ms = np.zeros(n)
     acc: dict[str, list[float]] = {}
+    crops: list[np.ndarray | None] = []
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
         pipe = DubPipeline(bundle, be, render_tracker, PipelineConfig(lookahead_ms=lookahead_ms))
         for i, (f, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
@@ -166,6 +180,8 @@ def reconstruct(clip: ClipData, mode: str, bundle: ModelBundle, backend: Backend
             res = pipe.process(img, float(t), clip.mel, units=u)
             frame_ms[i] = _pipeline_ms(res.times, acc)
             o = score_tracker.track(img, float(t))
+            if expert_crop_size is not None:
+                crops.append(None if o is None else expert_crop(img, o.landmarks, expert_crop_size))
             lm = clip.truth.landmarks[i]
             if o is None or lm is None:
                 continue
@@ -187,7 +203,16 @@ def reconstruct(clip: ClipData, mode: str, bundle: ModelBundle, backend: Backend
         "frames": int(ok.sum()),
         "tracked_out_of": n,
     }
-    return Rendered(scores, frame_ms, {k: np.asarray(v) for k, v in acc.items() if k in STAGES})
+    stage_ms = {k: np.asarray(v) for k, v in acc.items() if k in STAGES}
+    return Rendered(scores, frame_ms, stage_ms, expert_crops=tuple(crops))
+
+
+def truth_expert_crops(clip: ClipData, size: int) -> tuple[np.ndarray | None, ...]:
+    """The clip's own frames as the lip-sync expert sees them (the ground-truth reference)."""
+    return tuple(
+        None if lm is None else expert_crop(f, lm, size)
+        for f, lm in zip(clip.frames, clip.truth.landmarks, strict=True)
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,7 +76,7 @@ class _Track:
             self.gap.append(math.nan)
             return None
         c = to_canonical(o.landmarks)
-        self.crops.append(align.warp_to_crop(image, align.estimate(o.landmarks, self.size)))
+        self.crops.append(expert_crop(image, o.landmarks, self.size))
         self.lips.append(lip_points(c))
         self.gap.append(inner_gap(c))
         return np.asarray(o.landmarks)
@@ -86,7 +86,38 @@ class _Track:
         return sum(c is not None for c in self.crops)
 
 
-def _fill(crops: list[np.ndarray | None], size: int) -> np.ndarray:
+def expert_crop(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The crop the expert sees of a frame: aligned with the frame's own landmarks."""
+    return align.warp_to_crop(image, align.estimate(landmarks, size))
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """The expert's view of one clip: LSE over ±15 offsets and AVSu."""
+
+    lse_d: float
+    lse_c: float
+    av_offset: int
+    avs_u: float
+    frames: int
+    faces: int
+
+
+def sync_scores(expert: AVExpert, crops: Sequence[np.ndarray | None], mel: np.ndarray, times: np.ndarray) -> SyncResult:
+    """LSE-D, LSE-C, AV offset and AVSu of per-frame expert crops (None: no face; such
+    frames take the nearest earlier crop) against ``mel`` (the whole signal, rtdub.audio
+    scale) at the frame ``times``. ValueError without a face or with too few frames."""
+    faces = sum(c is not None for c in crops)
+    if faces == 0:
+        raise ValueError("no face found in any frame")
+    if len(crops) < expert.window.frames:
+        raise ValueError(f"too short: the expert needs at least {expert.window.frames} frames")
+    emb = expert.embed_clip(_fill(crops, expert.window.crop_size), mel, np.asarray(times, np.float64))
+    s = lse(emb.video, emb.audio)
+    return SyncResult(s.lse_d, s.lse_c, s.offset, avs_u(emb), len(crops), faces)
+
+
+def _fill(crops: Sequence[np.ndarray | None], size: int) -> np.ndarray:
     """Frames without a face take the nearest earlier crop (the first found before it)."""
     first = next((c for c in crops if c is not None), None)
     last = first if first is not None else np.zeros((size, size, 3), np.uint8)
@@ -147,24 +178,22 @@ def evaluate_files(
     n = len(times)
     if n == 0:
         raise InputError(str(video), "video stream holds no frames")
-    if out_tr.faces == 0:
-        raise InputError(str(video), "no face found in any frame")
-    if n < ex.window.frames:
-        raise InputError(str(video), f"too short: the expert needs at least {ex.window.frames} frames")
     t = np.asarray(times)
-    emb = ex.embed_clip(_fill(out_tr.crops, size), mel, t)
-    s = lse(emb.video, emb.audio)
+    try:
+        s = sync_scores(ex, out_tr.crops, mel, t)
+    except ValueError as exc:
+        raise InputError(str(video), str(exc)) from None
     report: dict[str, object] = {
         "video": str(video),
         "audio": str(audio_path),
         "reference": str(reference) if reference is not None else None,
         "frames": n,
-        "faces": out_tr.faces,
+        "faces": s.faces,
         "fps": float(info.fps),
         "lse_d": s.lse_d,
         "lse_c": s.lse_c,
-        "av_offset": s.offset,
-        "avs_u": avs_u(emb),
+        "av_offset": s.av_offset,
+        "avs_u": s.avs_u,
     }
     if ref_tr is not None and ref_tr.faces > 0:
         m = len(ref_tr.crops)

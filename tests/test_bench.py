@@ -1,6 +1,7 @@
 """``rtdub bench`` machinery on a tiny configuration: the JSON schema, ordered percentiles,
 the markdown table and valid PNGs; the quality section is skipped cleanly without clips; the
-LSE figures are null with a reason, never a number. No timing thresholds."""
+LSE figures are null with a reason when they cannot be measured, and measured (the same
+numbers as ``rtdub eval``) when an expert and a clip are there. No timing thresholds."""
 
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def test_lookahead_rows_latency_and_null_lse(tiny: bench.BenchOutput) -> None:
     rows = sec["rows"]
     assert [r["lookahead_ms"] for r in rows] == [0.0, 120.0]
     for r in rows:
-        assert r["LSE_C"] is None and r["LSE_D"] is None and "expert" in r["LSE_reason"]
+        assert r["LSE_C"] is None and r["LSE_D"] is None and r["LSE_reason"]
+        assert r["AV_offset_per_clip"] == {} and r["LSE_clips"] == 0
         assert r["MOC"] is None  # no clips
         assert r["lip_closure_auc"] is None or 0.0 <= r["lip_closure_auc"] <= 1.0
         assert_ordered(r["compute_ms"])
@@ -188,7 +190,9 @@ def test_cli_parses_bench_options(tmp_path: Path) -> None:
     )
     cfg = bench.config_from_args(args)
     assert cfg.quick and cfg.out == tmp_path and cfg.resolutions == ((320, 240),)
-    assert cfg.sections == ("quality", "streaming") and cfg.frames < 500
+    assert cfg.sections == ("quality", "streaming") and cfg.frames < 500 and cfg.expert is None
+    cfg = bench.config_from_args(build_parser().parse_args(["bench", "--expert", str(tmp_path)]))
+    assert cfg.expert == tmp_path
     full = bench.config_from_args(build_parser().parse_args(["bench"]))
     assert not full.quick and full.frames >= 500 and (640, 480) in full.resolutions and (1280, 720) in full.resolutions
     assert full.lookaheads_ms == (0.0, 40.0, 80.0, 120.0)
@@ -215,3 +219,136 @@ def test_protocol_scores_a_frozen_mouth_below_the_model_ceiling(talking_clip: Pa
     for s in scores.values():
         assert s["frames"] == s["tracked_out_of"] == len(clip.frames)
         assert 0 <= s["LMD"] < 20 and 0 < s["SSIM"] <= 1 and s["PSNR"] > 10
+
+
+# --- LSE with a lip-sync expert ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_expert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised lip-sync expert, exported through engines/export_sync.py (its
+    manifest has no training record and its folder no README: an unvalidated expert)."""
+    torch = pytest.importorskip("torch")
+    from engines.export_sync import export_bundle
+    from training.syncnet import SyncConfig, SyncNet
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("syncnet")
+    export_bundle(SyncNet(SyncConfig(width=8, embed=32)).eval(), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def with_clip(
+    tmp_path_factory: pytest.TempPathFactory, talking_clip: Path, random_expert: Path
+) -> tuple[bench.BenchOutput, Path]:
+    out = tmp_path_factory.mktemp("bench_lse")
+    clips = out / "clips"
+    clips.mkdir()
+    (clips / talking_clip.name).symlink_to(talking_clip)
+    cfg = bench.BenchConfig(
+        out=out / "report",
+        resolutions=((320, 240),),
+        threads=1,
+        expert=random_expert,
+        clips=clips,
+        lookaheads_ms=(0.0, 100.0),  # 100 ms is also the quality render: one render fewer
+        closure_text="Bob may buy a big map.",
+        sections=("lookahead", "quality"),
+    )
+    return bench.run_bench(cfg, command="pytest bench with a clip"), clips / talking_clip.name
+
+
+def assert_lse(r: Mapping[str, object]) -> None:
+    for k in ("LSE_C", "LSE_D"):
+        v = r[k]
+        assert isinstance(v, float) and np.isfinite(v), (k, r)
+    assert 0.0 <= r["LSE_C"] <= 2.0 and 0.0 <= r["LSE_D"] <= 2.1  # type: ignore[operator]
+    assert r.get("LSE_reason") is None
+
+
+def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Path]) -> None:
+    res, clip = with_clip
+    assert res.ok, {k: v.get("error") for k, v in res.report["sections"].items()}
+    la = res.report["sections"]["lookahead"]
+    assert [r["lookahead_ms"] for r in la["rows"]] == [0.0, 100.0]
+    for r in [*la["rows"], la["baselines"]["sync_ground_truth"], la["baselines"]["sync_frozen"]]:
+        assert_lse(r)
+        assert r["LSE_clips"] == 1 and set(r["AV_offset_per_clip"]) == {clip.name}
+        off = r["AV_offset_per_clip"][clip.name]
+        assert isinstance(off, int) and -15 <= off <= 15
+    q = res.report["sections"]["quality"]
+    assert set(q["per_clip"][clip.name]) == {"model", "true-units", "frozen"}
+    for mode in ("model", "true-units", "frozen"):
+        assert_lse(q["per_clip"][clip.name][mode])
+        assert_lse(q["mean"][mode])
+    # one clip: the mean is that clip, and the lookahead row at 100 ms is the quality render
+    assert q["mean"]["model"]["LSE_C"] == pytest.approx(q["per_clip"][clip.name]["model"]["LSE_C"])
+    assert la["rows"][1]["LSE_C"] == pytest.approx(q["mean"]["model"]["LSE_C"])
+    assert q["ground_truth_sync"] == la["baselines"]["sync_ground_truth"]
+
+
+def test_ground_truth_row_is_what_rtdub_eval_measures(
+    with_clip: tuple[bench.BenchOutput, Path], random_expert: Path
+) -> None:
+    """Same crops, windows and formulas as ``rtdub eval``: the clip scored against its own audio."""
+    from rtdub.scoring import evaluate_files
+    from rtdub.sync import SyncNetExpert
+
+    res, clip = with_clip
+    ev = evaluate_files(clip, clip, None, SyncNetExpert(random_expert, threads=1))
+    gt = res.report["sections"]["lookahead"]["baselines"]["sync_ground_truth"]
+    assert gt["LSE_C"] == pytest.approx(ev.lse_c, abs=1e-6)
+    assert gt["LSE_D"] == pytest.approx(ev.lse_d, abs=1e-6)
+    assert gt["AV_offset_per_clip"][clip.name] == ev.av_offset
+
+
+def test_expert_provenance_in_json_and_markdown(with_clip: tuple[bench.BenchOutput, Path], random_expert: Path) -> None:
+    res, clip = with_clip
+    ex = json.loads(res.json_path.read_text())["expert"]
+    assert ex["status"] == "loaded" and ex["root"] == str(random_expert)
+    assert ex["sha256_16"]["video.onnx"] and ex["offset_accuracy"] == {} and ex["readme_status"] is None
+    assert "no held-out AV-offset accuracy" in ex["assessment"] and "unvalidated" in ex["assessment"]
+    md = res.markdown_path.read_text()
+    assert f"- lip-sync expert: `{random_expert}`" in md and "lip-sync expert status:" in md
+    assert "### Lip sync against the expert" in md and "**ground truth**" in md and "**frozen mouth**" in md
+    assert "null" not in md.split("## Lookahead trade-off")[1]  # every LSE cell is a number
+    assert bench.markdown(json.loads(res.json_path.read_text())) == md
+    assert {p.name for p in res.plots} == {"lookahead.png"}
+
+
+def test_provenance_reports_a_recorded_offset_accuracy_and_the_readme_status(
+    tmp_path: Path, random_expert: Path
+) -> None:
+    man = json.loads((random_expert / "manifest.json").read_text())
+    man["training"] = {"step": 9000, "held_out": ["speaker_a"], "held_out_offset_within_1": 0.93}
+    (tmp_path / "README.md").write_text("# expert\n\n**Status: trained for a day.**\nIt works.\n\n## More\n")
+    info = bench.expert_provenance(tmp_path, man)
+    assert info["offset_accuracy"] == {"training.held_out_offset_within_1": 0.93}
+    assert "0.93" in info["assessment"]
+    assert info["readme_status"] == "Status: trained for a day. It works."
+    del man["training"]["held_out_offset_within_1"]
+    info = bench.expert_provenance(tmp_path, man)
+    assert "no held-out AV-offset accuracy" in info["assessment"] and "trained for a day" in info["assessment"]
+
+
+def test_missing_default_expert_gives_null_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtdub.sync
+
+    monkeypatch.setattr(rtdub.sync, "default_expert_dir", lambda: tmp_path)
+    cfg = bench.BenchConfig(out=tmp_path / "out")
+    ex, info = bench.load_expert(cfg)
+    assert ex is None and info["status"] == "absent" and "manifest.json" in info["reason"]
+    ctx = bench.Context(cfg, tmp_path, lambda m: None, expert=None, expert_info=info)
+    row = bench._lse(ctx, {"a.mp4": None})
+    assert row["LSE_C"] is None and row["LSE_D"] is None and "no lip-sync expert" in row["LSE_reason"]
+    assert "none loaded" in "\n".join(bench._expert_md(info))
+
+
+def test_cli_bad_expert_is_a_one_line_error(tmp_path: Path) -> None:
+    from .test_cli import assert_one_line_error, run_cli
+
+    out = tmp_path / "out"
+    res = run_cli("bench", "--sections", "quality", "--expert", str(tmp_path), "--out", str(out))
+    assert_one_line_error(res, tmp_path, "manifest.json")
+    assert not out.exists()
