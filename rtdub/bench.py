@@ -613,6 +613,8 @@ def _clip_renders(ctx: Context) -> dict[str, Any]:
     ctx.clip_results["wall_note"] = (
         "the clip renders of lookahead and quality run once, in whichever section comes first"
     )
+    syncs = [*truth.values(), *(r["sync"] for rs in renders.values() for r in rs.values() if r["sync"])]
+    ctx.clip_results["sync_wall_s"] = float(sum(v["wall_s"] for v in syncs)) if ex is not None else None
     return ctx.clip_results
 
 
@@ -630,11 +632,19 @@ def _sync(expert: Any, crops: Sequence[np.ndarray | None], clip: Any) -> dict[st
     or the reason there is none."""
     from .scoring import sync_scores
 
+    t0 = time.perf_counter()
     try:
         r = sync_scores(expert, crops, clip.mel.mel, clip.times)
     except ValueError as exc:
-        return {"error": str(exc)}
-    return {"LSE_C": r.lse_c, "LSE_D": r.lse_d, "AV_offset": r.av_offset, "AVSu": r.avs_u, "faces": r.faces}
+        return {"error": str(exc), "wall_s": time.perf_counter() - t0}
+    return {
+        "LSE_C": r.lse_c,
+        "LSE_D": r.lse_d,
+        "AV_offset": r.av_offset,
+        "AVSu": r.avs_u,
+        "faces": r.faces,
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def _lse(ctx: Context, per_clip: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
@@ -672,6 +682,8 @@ LSE_DEFINITIONS = {
     "in_sync_clips": f"clips whose AV offset is within ±{OFFSET_SYNC_FRAMES} frame",
     "sync_ground_truth": "the same measurement on the original clip with its own audio: what a perfect "
     "dub would score, and a check of the expert itself",
+    "lse_scoring_wall_s": "wall time of the expert's embeddings and the LSE formulas over every clip render "
+    "and the ground truth (part of clip_renders_wall_s)",
 }
 
 
@@ -761,6 +773,7 @@ def lookahead(ctx: Context) -> dict[str, Any]:
         "clip_frames": cfg.clip_frames,
         "clip_renders_wall_s": clips.get("wall_s"),
         "clip_renders_note": clips.get("wall_note"),
+        "lse_scoring_wall_s": clips.get("sync_wall_s"),
         "definitions": {
             "MOC": "mean over clips of the Pearson correlation of the inner-lip gap, output vs input "
             "(reconstruction: each clip dubbed with its own audio)",
@@ -816,6 +829,7 @@ def quality(ctx: Context) -> dict[str, Any]:
         "clip_frames": cfg.clip_frames,
         "clip_renders_wall_s": clips.get("wall_s"),
         "clip_renders_note": clips.get("wall_note"),
+        "lse_scoring_wall_s": clips.get("sync_wall_s"),
         "per_clip": per_clip,
         "mean": mean,
         "ground_truth_sync": _lse(ctx, clips.get("truth", {})),

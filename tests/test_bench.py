@@ -286,6 +286,7 @@ def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Pat
     assert q["mean"]["model"]["LSE_C"] == pytest.approx(q["per_clip"][clip.name]["model"]["LSE_C"])
     assert la["rows"][1]["LSE_C"] == pytest.approx(q["mean"]["model"]["LSE_C"])
     assert q["ground_truth_sync"] == la["baselines"]["sync_ground_truth"]
+    assert la["lse_scoring_wall_s"] > 0 and la["lse_scoring_wall_s"] == q["lse_scoring_wall_s"]
 
 
 def test_ground_truth_row_is_what_rtdub_eval_measures(
