@@ -4,7 +4,9 @@
 
 Writes video.onnx (frames (B, 15, S/2, S) -> embedding (B, E)), audio.onnx
 (mel (B, 16, 80) -> embedding (B, E)) and manifest.json (window sizes, training record,
-parity), checks both with the ONNX checker and compares them with torch on random inputs
+parity; with ``--heldout RESULTS --heldout-expert NAME`` also the held-out offset and
+crop-shift results that training/eval_sync.py measured for that expert, as ``heldout``, so
+that ``rtdub bench`` can quote them), checks both with the ONNX checker and compares them with torch on random inputs
 (max abs error must stay under ``PARITY_TOL``). rtdub/sync.py loads the bundle with
 onnxruntime only. Files are written under temporary names and renamed.
 """
@@ -106,17 +108,46 @@ def export_bundle(model: SyncNet, out: Path, extra: dict[str, Any] | None = None
     return manifest
 
 
+def heldout_record(results: Path, expert: str | None) -> dict[str, Any]:
+    """The held-out measurement of one expert from eval_sync's results.json: offset
+    detection (fraction within ±1 frame, exact, per clip) and the crop-shift rows."""
+    res = json.loads(results.read_text())
+    if expert is None:
+        if len(res) != 1:
+            raise ValueError(f"several experts ({', '.join(res)}): give --heldout-expert")
+        expert = next(iter(res))
+    if expert not in res:
+        raise ValueError(f"no expert {expert!r} (have {', '.join(res)})")
+    r = res[expert]
+    return {
+        "protocol": r.get("protocol", {}),
+        "offsets": r["offsets"],
+        "per_clip_within_1": r["per_clip_within_1"],
+        "shift": r["shift"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="export the lip-sync expert to an ONNX bundle")
     p.add_argument("--run", type=Path, required=True, help="training run directory")
     p.add_argument("--out", type=Path, default=Path("engines/syncnet"))
+    p.add_argument("--heldout", type=Path, help="results.json of training/eval_sync.py")
+    p.add_argument("--heldout-expert", help="which expert of --heldout this run is")
     args = p.parse_args(argv)
     if not (args.run / "meta.json").is_file():
         print(f"export_sync: error: {args.run}: no checkpoint", file=sys.stderr)
         return 2
+    extra: dict[str, Any] = {}
+    if args.heldout is not None:
+        try:
+            extra["heldout"] = heldout_record(args.heldout, args.heldout_expert)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"export_sync: error: {args.heldout}: {exc}", file=sys.stderr)
+            return 2
     model, meta = load_run(args.run)
-    training = {k: meta.get(k) for k in ("step", "seconds", "augment", "train", "held_out", "held_out_scores")}
-    man = export_bundle(model, args.out, {"training": training})
+    keys = ("step", "seconds", "augment", "appearance", "voice", "lip_weight", "lr", "weight_decay", "train")
+    training = {k: meta.get(k) for k in (*keys, "held_out", "held_out_scores", "held_out_offsets") if k in meta}
+    man = export_bundle(model, args.out, {"training": training, **extra})
     worst = max(man["parity_max_abs"].values())
     print(f"torch vs onnxruntime max abs error {worst:.2e} (tolerance {PARITY_TOL:.0e})")
     return 0 if worst <= PARITY_TOL else 1

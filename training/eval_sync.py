@@ -11,6 +11,7 @@
    width (temple to temple, landmarks 234-454: 1.5 inter-ocular units, 65 px at S = 96) and
    the in-sync score (AVSu, mean cosine of in-sync pairs), LSE-C and the offset accuracy
    are recomputed. A plot (PNG) and a JSON go to ``--out``.
+3. ``offsets.png``: the fraction of trials within ±1 frame (and exact) per audio delay.
 
 Experts are ONNX bundles (engines/export_sync.py), run through the torch-free runtime.
 """
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 
 from rtdub import align
-from rtdub.sync import AVExpert, SyncNetExpert, lse, mean_cosine
+from rtdub.sync import VSHIFT, AVExpert, SyncNetExpert, lse, mean_cosine
 
 from .data import Clip, load_dir
 
@@ -124,6 +125,37 @@ def plot(results: dict[str, dict[str, object]], path: Path) -> None:
     fig.suptitle("lip-sync expert under crop shifts (held-out clips)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_offsets(trials: dict[str, list[dict[str, object]]], path: Path) -> None:
+    """Offset accuracy (within ±1 frame, exact) per audio delay, one line per expert."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, rows in trials.items():
+        delays = sorted({int(t["delay"]) for t in rows})  # type: ignore[call-overload]
+        err = {d: [abs(int(t["offset"]) - int(t["truth"])) for t in rows if t["delay"] == d] for d in delays}  # type: ignore[call-overload]
+        (line,) = ax.plot(delays, [np.mean(np.array(err[d]) <= 1) for d in delays], "o-", label=f"{name}: ±1 frame")
+        ax.plot(
+            delays,
+            [np.mean(np.array(err[d]) == 0) for d in delays],
+            "x--",
+            color=line.get_color(),
+            label=f"{name}: exact",
+        )
+    ax.set_xlabel("audio delay, frames")
+    ax.set_ylabel("fraction of trials")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("AV offset found by the expert (held-out clips)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     delays = range(-args.max_delay, args.max_delay + 1)
     fractions = np.round(np.arange(0, 0.1001, args.shift_step), 4)
     results: dict[str, dict[str, object]] = {}
+    all_trials: dict[str, list[dict[str, object]]] = {}
+    protocol = {
+        "clips": [c.name for c in clips],
+        "segment": args.segment,
+        "delays": [-args.max_delay, args.max_delay],
+        "vshift": VSHIFT,
+        "valid_only": args.valid_only,
+        "max_frames": args.max_frames,
+    }
     for spec in args.expert:
         name, _, bundle = spec.partition("=")
         ex = SyncNetExpert(Path(bundle), threads=args.threads)
@@ -174,11 +215,19 @@ def main(argv: list[str] | None = None) -> int:
             )
             for c in clips
         }
-        results[name] = {"bundle": bundle, "offsets": offsets, "per_clip_within_1": per_clip, "shift": shift_rows}
+        results[name] = {
+            "bundle": bundle,
+            "protocol": protocol,
+            "offsets": offsets,
+            "per_clip_within_1": per_clip,
+            "shift": shift_rows,
+        }
+        all_trials[name] = main_trials
         logger.info("%s offsets %s per clip %s", name, offsets, per_clip)
         (args.out / f"{name}_trials.json").write_text(json.dumps(main_trials))
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, args.out / "shift_robustness.png")
+    plot_offsets(all_trials, args.out / "offsets.png")
     for name, res in results.items():
         o = res["offsets"]
         assert isinstance(o, dict)
@@ -191,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             f"in-sync score drop at 10% shift {drop:.1%}, LSE-C {rows[0]['lse_c_in_sync']:.3f} -> "
             f"{rows[-1]['lse_c_in_sync']:.3f}, offset acc {rows[0]['within_1']:.1%} -> {rows[-1]['within_1']:.1%}"
         )
-    print(f"wrote {args.out / 'results.json'} and {args.out / 'shift_robustness.png'}")
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'shift_robustness.png'} and {args.out / 'offsets.png'}")
     return 0
 
 

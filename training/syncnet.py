@@ -27,6 +27,11 @@ class SyncConfig:
     embed: int = 256
     width: int = 24  # channels of the first conv; doubled at each stride-2 stage (capped)
     eps: float = 1e-6  # P_sync floor
+    # inside the video graph (the ONNX input stays (B, 3·frames, S/2, S) RGB in [0, 1]):
+    gray: bool = False  # luma only: colour carries identity, not sync
+    downsample: int = 1  # average-pool the input by this factor (1 or 2): less identity detail
+    standardize: bool = False  # zero mean, unit variance per window: brightness/contrast-free
+    lip_targets: int = 0  # >0: a linear head on the video features predicts lip geometry
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,13 +54,21 @@ class _Res(nn.Module):
         return F.relu(self.conv(x) + x)
 
 
+LUMA = (0.299, 0.587, 0.114)
+
+
 class VideoEncoder(nn.Module):
     def __init__(self, cfg: SyncConfig) -> None:
         super().__init__()
+        if cfg.downsample not in (1, 2):
+            raise ValueError(f"downsample must be 1 or 2, not {cfg.downsample}")
+        self.cfg = cfg
         w = cfg.width
         c = [w, 2 * w, 4 * w, 6 * w]
+        cin = (1 if cfg.gray else 3) * cfg.frames
+        # the first conv halves the resolution, unless the input was already pooled by 2
         self.net = nn.Sequential(
-            _conv(3 * cfg.frames, c[0], 5, 2, 2),  # 48×96 -> 24×48
+            _conv(cin, c[0], 5, 2 // cfg.downsample, 2),  # 48×96 -> 24×48
             _conv(c[0], c[1], 3, (1, 2), 1),  # 24×24
             _Res(c[1]),
             _conv(c[1], c[2], 3, 2, 1),  # 12
@@ -67,9 +80,28 @@ class VideoEncoder(nn.Module):
             nn.ReLU(),
         )
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The in-graph input transform (identity with the default config)."""
+        c = self.cfg
+        if c.gray:
+            b, _, h, w = x.shape
+            rgb = x.view(b, c.frames, 3, h, w)
+            x = rgb[:, :, 0] * LUMA[0] + rgb[:, :, 1] * LUMA[1] + rgb[:, :, 2] * LUMA[2]
+        if c.downsample > 1:
+            x = F.avg_pool2d(x, c.downsample)
+        if c.standardize:
+            mu = x.mean(dim=(1, 2, 3), keepdim=True)
+            sd = (x - mu).pow(2).mean(dim=(1, 2, 3), keepdim=True).add(1e-4).sqrt()
+            x = (x - mu) / sd
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 15, S/2, S) in [0, 1] -> (B, E) unnormalised, non-negative."""
+        return self.net(self.prepare(x)).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 15, S/2, S) in [0, 1] -> (B, E) L2-normalised, non-negative."""
-        return F.normalize(self.net(x).flatten(1), dim=1, eps=1e-8)
+        return F.normalize(self.features(x), dim=1, eps=1e-8)
 
 
 class AudioEncoder(nn.Module):
@@ -101,6 +133,8 @@ class SyncNet(nn.Module):
         self.cfg = cfg
         self.video = VideoEncoder(cfg)
         self.audio = AudioEncoder(cfg)
+        # training-only auxiliary head (not exported): lip geometry from the video features
+        self.lip_head = nn.Linear(cfg.embed, cfg.lip_targets) if cfg.lip_targets > 0 else None
 
     def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """P_sync (B,) = max(cos(video, audio), ε)."""

@@ -1,0 +1,151 @@
+"""Training side of the lip-sync expert: the identity-destroying augmentations
+(training/sync_augment.py), the held-out offset probe (training/sync_probe.py) and the
+in-graph input options of training/syncnet.py (exported with parity)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+import torch  # noqa: E402
+
+from rtdub import audio  # noqa: E402
+from rtdub.sync import SyncNetExpert, video_input  # noqa: E402
+from training.data import Clip  # noqa: E402
+from training.sync_augment import (  # noqa: E402
+    MOUTH_BOX,
+    Appearance,
+    Look,
+    Sound,
+    Voice,
+    apply_appearance,
+    apply_voice,
+    draw_appearance,
+    draw_voice,
+    lip_targets,
+)
+from training.sync_probe import offset_probe  # noqa: E402
+from training.syncnet import SyncConfig, SyncNet  # noqa: E402
+
+
+def test_appearance_changes_colour_but_never_the_mouth_box_or_upper_half() -> None:
+    rng = np.random.default_rng(0)
+    win = rng.integers(0, 256, (5, 96, 96, 3), dtype=np.uint8)
+    a = Appearance(erase_p=1.0)
+    x0, y0, x1, y1 = (int(round(f * 96)) for f in MOUTH_BOX)
+    changed = 0
+    for _ in range(20):
+        out = apply_appearance(win, Look(), rng, a)
+        assert out.dtype == np.uint8 and out.shape == win.shape
+        np.testing.assert_array_equal(out[:, y0:y1, x0:x1], win[:, y0:y1, x0:x1])
+        np.testing.assert_array_equal(out[:, :48], win[:, :48])
+        changed += int((out != win).any())
+    assert changed == 20  # something outside the mouth was erased every time
+    gray = apply_appearance(win, Look(gray=True), rng, Appearance(erase_p=0))
+    assert (gray[:, 48:, :, 0] == gray[:, 48:, :, 1]).all() and (gray[:, 48:, :, 1] == gray[:, 48:, :, 2]).all()
+    p = draw_appearance(rng, Appearance())
+    assert apply_appearance(win, p, rng, Appearance()).shape == win.shape
+
+
+def test_voice_shift_gain_and_range() -> None:
+    rng = np.random.default_rng(0)
+    mel = rng.uniform(-3, 3, (16, audio.N_MELS)).astype(np.float32)
+    v = Voice(noise=0.0)
+    out = apply_voice(mel, Sound(gain=0.5, shift=2), rng, v)
+    np.testing.assert_allclose(out[:, 2:], np.clip(mel[:, :-2] + 0.5, -4, 4), atol=1e-6)
+    np.testing.assert_allclose(out[:, 0], np.clip(mel[:, 0] + 0.5, -4, 4), atol=1e-6)
+    floored = apply_voice(mel, Sound(floor=-1.0), rng, v)
+    assert floored.min() >= -1.0
+    for _ in range(10):
+        o = apply_voice(mel, draw_voice(rng, Voice()), rng, Voice())
+        assert o.shape == mel.shape and np.abs(o).max() <= audio.MAX_ABS
+
+
+def _clip(crops: np.ndarray, mel: np.ndarray, fps: float, lips: np.ndarray | None = None) -> Clip:
+    n = len(crops)
+    return Clip(
+        name="synthetic",
+        crops=crops,
+        lips=lips if lips is not None else np.zeros((n, 40, 2), np.float32),
+        times=np.arange(n) / fps,
+        valid=np.ones(n, bool),
+        mel=mel,
+        wav=np.zeros(1, np.float32),
+        fps=fps,
+    )
+
+
+def test_lip_targets_are_per_clip_z_scores_and_flip_invariant() -> None:
+    rng = np.random.default_rng(0)
+    lips = rng.normal(0, 0.1, (50, 40, 2)).astype(np.float32) + np.array([0.0, 0.8], np.float32)
+    t = lip_targets(_clip(np.zeros((50, 4, 4, 3), np.uint8), np.zeros((1, 80)), 25, lips))
+    assert t.shape == (50, 3)
+    np.testing.assert_allclose(t.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(t.std(0), 1, atol=1e-4)
+    flipped = lips * np.array([-1.0, 1.0], np.float32)
+    np.testing.assert_allclose(lip_targets(_clip(np.zeros((50, 4, 4, 3), np.uint8), np.zeros((1, 80)), 25, flipped)), t)
+
+
+class _Angle(torch.nn.Module):
+    """A value in [0, 1] -> the unit vector (cos, sin) of value·π/2."""
+
+    def embed(self, value: torch.Tensor) -> torch.Tensor:
+        th = value.clamp(0, 1) * (np.pi / 2)
+        return torch.stack([torch.cos(th), torch.sin(th)], dim=1)
+
+
+class _FakeVideo(_Angle):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # brightness of the window's first frame
+        return self.embed(x[:, 0:3].mean(dim=(1, 2, 3)))
+
+
+class _FakeAudio(_Angle):
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:  # level of the window's first mel frame
+        return self.embed((mel[:, 0].mean(dim=1) + 4) / 8)
+
+
+class _FakeExpert(torch.nn.Module):
+    """A perfect expert for clips whose frame brightness is written into their mel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = SyncConfig()
+        self.video = _FakeVideo()
+        self.audio = _FakeAudio()
+
+
+def test_offset_probe_finds_every_delay_with_a_perfect_expert() -> None:
+    fps, n = 20.0, 230  # 4 mel frames per video frame
+    rng = np.random.default_rng(3)
+    level = rng.uniform(0.1, 0.9, n)
+    crops = np.broadcast_to((level * 255).astype(np.uint8)[:, None, None, None], (n, 96, 96, 3)).copy()
+    mel = np.repeat((np.round(level * 255) / 255 * 8 - 4)[:, None], 4, axis=0) * np.ones((1, audio.N_MELS))
+    res = offset_probe(_FakeExpert(), [_clip(crops, mel.astype(np.float32), fps)])  # type: ignore[arg-type]
+    assert res["trials"] == 2 * 21  # two 100-frame segments (226 windows), 21 delays
+    assert res["exact"] == 1.0 and res["within_1"] == 1.0
+
+
+@pytest.mark.parametrize("opts", [{"gray": True, "downsample": 2, "standardize": True}, {"downsample": 2}])
+def test_in_graph_input_options_export_with_parity(tmp_path: Path, opts: dict[str, object]) -> None:
+    from engines.export_sync import PARITY_TOL, export_bundle
+
+    torch.manual_seed(0)
+    model = SyncNet(SyncConfig(width=8, embed=32, lip_targets=15, **opts))  # type: ignore[arg-type]
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 15, 48, 96), torch.rand(16, 16, 80) * 8 - 4)
+    model.eval()
+    man = export_bundle(model, tmp_path)
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["downsample"] == 2
+    assert max(man["parity_max_abs"].values()) <= PARITY_TOL
+    ex = SyncNetExpert(tmp_path, threads=1)
+    windows = np.random.default_rng(1).integers(0, 256, (4, 5, 96, 96, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = model.video(torch.from_numpy(video_input(windows))).numpy()
+    np.testing.assert_allclose(ex.embed_video(windows), ref, atol=PARITY_TOL)
