@@ -2,6 +2,9 @@
 
 AudioToLip: a mel window that ends ``lookahead`` seconds after the frame -> lip-motion units.
     The lookahead is an input, so one model serves every configured lookahead.
+ContextA2L (``arch="cals"``): the same interface with a context-aware encoder over a long
+    window (CALS: about 1.2 s of past audio), pretrainable by masked prediction. With
+    ``future`` > 0 it is a teacher that also sees that much audio after the frame.
 LipToFace: the causal five-frame generator. Masked pose crop of frame t, an identity
     reference crop and the units of frames t-4..t -> the face crop of frame t. It warps the
     reference's own pixels with a predicted flow field and mixes in synthesised pixels where
@@ -11,6 +14,7 @@ LipToFace: the causal five-frame generator. Masked pose crop of frame t, an iden
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,9 +29,33 @@ class A2LConfig:
     units: int = 9
     width: int = 128
     max_lookahead: float = 0.12  # seconds, the range the model was trained on
+    arch: str = "conv"  # "conv": AudioToLip; "cals": ContextA2L
+    layers: int = 4  # cals: residual dilated conv blocks
+    attn_layers: int = 1  # cals: self-attention layers over the window
+    future: float = 0.0  # cals teacher: fixed seconds of audio after the frame (replaces lookahead)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def replace(self, **kw: object) -> A2LConfig:
+        return dataclasses.replace(self, **kw)  # type: ignore[arg-type]
+
+    @staticmethod
+    def for_arch(arch: str) -> A2LConfig:
+        """Defaults per architecture: conv (the runtime default), cals (causal, 1.3 s window:
+        at least 1.18 s of past audio at every lookahead), teacher (1.6 s window centred on
+        the frame: 0.6 s of future audio, wider)."""
+        if arch == "conv":
+            return A2LConfig()
+        if arch == "cals":
+            return A2LConfig(arch="cals", window=104, width=96)
+        if arch == "teacher":
+            return A2LConfig(arch="cals", window=128, width=128, attn_layers=2, future=0.6)
+        raise ValueError(f"unknown audio-to-lip architecture {arch!r}")
+
+    def input_lookahead(self, lookahead: float) -> float:
+        """Where the mel window ends after the frame: the lookahead, or a teacher's fixed future."""
+        return self.future if self.future > 0 else lookahead
 
 
 class AudioToLip(nn.Module):
@@ -52,6 +80,109 @@ class AudioToLip(nn.Module):
         h = self.conv(mel.transpose(1, 2))
         h = torch.cat([h.flatten(1), lookahead / self.cfg.max_lookahead], dim=1)
         return self.head(h)
+
+
+class _TemporalBlock(nn.Module):
+    """Pre-norm residual block: dilated conv (kernel 3) over time, GELU, pointwise."""
+
+    def __init__(self, c: int, dilation: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c)
+        self.conv = nn.Conv1d(c, c, 3, dilation=dilation, padding=dilation)
+        self.pw = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.norm(x).transpose(1, 2)).transpose(1, 2)
+        return x + self.pw(F.gelu(h))
+
+
+class _AttnBlock(nn.Module):
+    """Pre-norm multi-head self-attention over the window plus a feed-forward layer."""
+
+    def __init__(self, c: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(c)
+        self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+        self.norm2 = nn.LayerNorm(c)
+        self.ff = nn.Sequential(nn.Linear(c, 2 * c), nn.GELU(), nn.Linear(2 * c, c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        a = torch.softmax((q @ k.transpose(-1, -2)) * (c // h) ** -0.5, dim=-1)
+        x = x + self.proj((a @ v).transpose(1, 2).reshape(b, t, c))
+        return x + self.ff(self.norm2(x))
+
+
+class ContextA2L(nn.Module):
+    """Context-aware audio-to-lip (CALS): mel window -> 50 ms steps (4 mel frames each) ->
+    dilated temporal convs -> self-attention over the whole window -> the step at the frame
+    (the last one for a causal model, whose window ends ``lookahead`` after the frame) plus
+    the lookahead -> units. The window holds only past audio and the lookahead, so the model
+    is causal in the stream; with ``future`` > 0 (a teacher) it also sees that much future.
+
+    ``masked_loss`` is the self-supervised pretraining: spans of steps are replaced by a
+    learned mask vector and the clean log-mel of each masked step is predicted (L1)."""
+
+    STEP = 4  # mel frames per step
+
+    def __init__(self, cfg: A2LConfig) -> None:
+        super().__init__()
+        if cfg.window % self.STEP:
+            raise ValueError(f"window {cfg.window} must be a multiple of {self.STEP}")
+        self.cfg = cfg
+        c = cfg.width
+        steps = cfg.window // self.STEP
+        self.embed = nn.Conv1d(cfg.n_mels, c, self.STEP, stride=self.STEP)
+        self.pos = nn.Parameter(torch.zeros(1, steps, c))
+        self.mask_emb = nn.Parameter(torch.zeros(c))
+        self.blocks = nn.ModuleList([_TemporalBlock(c, 2**i) for i in range(cfg.layers)])
+        self.attn = nn.ModuleList([_AttnBlock(c) for _ in range(cfg.attn_layers)])
+        self.norm = nn.LayerNorm(c)
+        self.out_index = steps - 1 - int(round(cfg.future * 80 / self.STEP))
+        self.head = nn.Sequential(nn.Linear(c + 1, 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, cfg.units))
+        self.mlm = nn.Linear(c, cfg.n_mels * self.STEP)
+
+    def features(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """mel (B, W, 80) -> (B, W/4, C); ``mask`` (B, W/4) bool replaces steps by the mask vector."""
+        x = self.embed(mel.transpose(1, 2)).transpose(1, 2)
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_emb.to(x.dtype), x)
+        x = x + self.pos
+        for blk in self.blocks:
+            x = blk(x)
+        for att in self.attn:
+            x = att(x)
+        return self.norm(x)
+
+    def forward(self, mel: torch.Tensor, lookahead: torch.Tensor) -> torch.Tensor:
+        """mel (B, W, 80), lookahead (B, 1) seconds -> units (B, U)."""
+        h = self.features(mel)[:, self.out_index]
+        return self.head(torch.cat([h, lookahead / self.cfg.max_lookahead], dim=1))
+
+    def masked_loss(self, mel: torch.Tensor, gen: torch.Generator, prob: float, span: int = 3) -> torch.Tensor:
+        b, w, m = mel.shape
+        t = w // self.STEP
+        starts = torch.rand(b, t, generator=gen) < prob
+        mask = starts.clone()
+        for k in range(1, span):
+            mask[:, k:] |= starts[:, :-k]
+        if not mask.any():
+            mask[:, -1] = True
+        pred = self.mlm(self.features(mel, mask))
+        target = mel.reshape(b, t, self.STEP * m)
+        return (pred - target).abs().mean(-1)[mask].mean()
+
+
+def build_a2l(cfg: A2LConfig) -> nn.Module:
+    if cfg.arch == "conv":
+        return AudioToLip(cfg)
+    if cfg.arch == "cals":
+        return ContextA2L(cfg)
+    raise ValueError(f"unknown audio-to-lip architecture {cfg.arch!r}")
 
 
 @dataclass(frozen=True)
@@ -96,9 +227,7 @@ class LipToFace(nn.Module):
         c = cfg.base
         chans = [c, 2 * c, 4 * c, 8 * c]
         # every encoder level halves the resolution: S/2, S/4, S/8, S/16
-        self.enc = nn.ModuleList(
-            [_block(6, chans[0], 2)] + [_block(chans[i - 1], chans[i], 2) for i in range(1, 4)]
-        )
+        self.enc = nn.ModuleList([_block(6, chans[0], 2)] + [_block(chans[i - 1], chans[i], 2) for i in range(1, 4)])
         emb = 128
         self.units_mlp = nn.Sequential(
             nn.Linear(cfg.units * cfg.context, 256),
@@ -123,6 +252,21 @@ class LipToFace(nn.Module):
 
         Flow, mixing weight and synthesised colour are predicted at S/2 and upsampled; the
         reference is warped at full resolution, so its texture stays sharp."""
+        return self.compose(ref, self.fields(pose, ref, units))
+
+    def compose(self, ref: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
+        """alpha * warp(ref, flow) + (1 - alpha) * rgb, from :meth:`fields`."""
+        flow, alpha, rgb = fields[:, 0:2], fields[:, 2:3], fields[:, 3:6]
+        grid = self.grid + flow.permute(0, 2, 3, 1)
+        warped = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return alpha * warped + (1 - alpha) * rgb
+
+    def fields(self, pose: torch.Tensor, ref: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """(B, 6, S, S): flow (x, y; grid units of ``grid_sample(align_corners=True)``), mixing
+        weight alpha in [0, 1] (1 = the warped reference), synthesised colour in [0, 1].
+
+        The flow is resolution-independent: the runtime can apply these fields to a
+        higher-resolution crop of the reference (rtdub/hires.py)."""
         e = self.units_mlp(units.flatten(1))
         skips = []
         h = torch.cat([pose, ref], dim=1)
@@ -136,9 +280,7 @@ class LipToFace(nn.Module):
         flow = torch.tanh(out[:, 0:2]) * self.cfg.max_flow
         alpha = torch.sigmoid(out[:, 2:3] + 2.0)  # starts near "copy the reference"
         rgb = torch.sigmoid(out[:, 3:6])
-        grid = self.grid + flow.permute(0, 2, 3, 1)
-        warped = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        return alpha * warped + (1 - alpha) * rgb
+        return torch.cat([flow, alpha, rgb], dim=1)
 
 
 def count_params(m: nn.Module) -> int:

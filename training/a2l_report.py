@@ -1,0 +1,222 @@
+"""Run audio-to-lip configurations over several seeds and tabulate the held-out results.
+
+    python -m training.a2l_report --configs baseline,tts --seeds 0,1,2 --out runs/a2l_report
+
+Every (config, seed) run is ``python -m training.train_a2l`` (after the config's own
+preparation steps, e.g. pretraining) in ``OUT/<config>/s<seed>``; runs that already have an
+``eval.json`` are not repeated, so an interrupted report resumes. The table gives, per
+config, the mean ± std over seeds of the held-out inner-gap correlation at each lookahead
+and of the loudness-envelope baseline on the same frames, for all held-out clips and per
+group (``dev``: unseen speakers; ``holdout``: the held-out training identity).
+Writes ``OUT/report.json`` and ``OUT/report.md``. Every step runs as a child process with
+``nice -n 19`` and one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("training.a2l_report")
+LOOKAHEAD_KEYS = ("gap_corr@0ms", "gap_corr@40ms", "gap_corr@80ms", "gap_corr@120ms")
+GROUPS = ("mean", "dev", "holdout")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A preparation command (module + args) and the file whose existence means it is done.
+    ``{root}``, ``{seed}`` and ``{run}`` in args and ``done`` are substituted."""
+
+    module: str
+    args: tuple[str, ...]
+    done: str
+
+
+@dataclass(frozen=True)
+class Config:
+    description: str
+    train: tuple[str, ...] = ()  # extra train_a2l arguments
+    prepare: tuple[Step, ...] = field(default_factory=tuple)
+
+
+TTS_DIR = "data2/tts"
+TTS_DATA = Step("training.tts_data", ("--out", TTS_DIR, "--minutes", "30"), TTS_DIR + "/tts_0014.npz")
+PRE_PHONES = Step(
+    "training.pretrain_a2l",
+    ("--task", "phones", "--tts", TTS_DIR, "--out", "{root}/pre_phones", "--steps", "800"),
+    "{root}/pre_phones/pretrain.json",
+)
+PRE_CALS = Step(
+    "training.pretrain_a2l",
+    ("--task", "masked", "--arch", "cals", "--tts", TTS_DIR, "--data", "data2/train", "--out", "{root}/pre_cals",
+     "--steps", "800", "--batch", "64"),
+    "{root}/pre_cals/pretrain.json",
+)  # fmt: skip
+TEACHER = Step(
+    "training.train_a2l",
+    ("--data", "data2/train", "--dev", "data2/clips", "--arch", "teacher", "--out", "{root}/teacher/s0",
+     "--steps", "1000", "--batch", "64", "--threads", "1", "--seed", "0"),
+    "{root}/teacher/s0/eval.json",
+)  # fmt: skip
+
+# Pretraining runs (TTS generation, encoder pretraining, the teacher) are shared by the seeds
+# of a config: the seed spread is that of the fine-tuning.
+CONFIGS: dict[str, Config] = {
+    "baseline": Config("AudioToLip (0.43 M, 300 ms window), real train audio only: the committed default's recipe"),
+    "tts": Config(
+        "AudioToLip, encoder pretrained on 30 min of augmented espeak speech (10 languages) to classify the "
+        "visual phoneme class and the phoneme of each frame, then trained on the real data",
+        ("--init", "{root}/pre_phones"),
+        (TTS_DATA, PRE_PHONES),
+    ),
+    "cals_scratch": Config("CALS encoder (1.3 s causal window, 0.32 M), no pretraining", ("--arch", "cals")),
+    "cals": Config(
+        "CALS encoder pretrained by masked prediction on all training audio (real train clips incl. generated, "
+        "TTS), then trained on the real data",
+        ("--arch", "cals", "--init", "{root}/pre_cals"),
+        (TTS_DATA, PRE_CALS),
+    ),
+    "teacher": Config(
+        "teacher: CALS encoder, bidirectional 1.6 s window (0.6 s of future audio), 0.65 M; not causal",
+        ("--arch", "teacher", "--steps", "1000"),
+    ),
+    "student": Config(
+        "AudioToLip student (0.43 M, causal) trained on ground truth + the teacher's outputs on the real, "
+        "generated and 20 min of TTS audio",
+        ("--teacher", "{root}/teacher/s0", "--kd-tts", TTS_DIR),
+        (TTS_DATA, TEACHER),
+    ),
+}
+
+
+def _sub(s: str, root: Path, seed: int, run: Path) -> str:
+    return s.format(root=root, seed=seed, run=run)
+
+
+def _run(module: str, args: list[str], log: Path) -> None:
+    cmd = ["nice", "-n", "19", sys.executable, "-m", module, *args]
+    logger.info("%s > %s", " ".join(cmd), log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(log, "a") as f:
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{module} failed (exit {r.returncode}), see {log}")
+    logger.info("done in %.0f s", time.time() - t0)
+
+
+def run_config(name: str, cfg: Config, seed: int, root: Path, common: list[str]) -> Path:
+    run = root / name / f"s{seed}"
+    for st in cfg.prepare:
+        if not Path(_sub(st.done, root, seed, run)).exists():
+            _run(st.module, [_sub(a, root, seed, run) for a in st.args], root / name / f"prepare_s{seed}.log")
+    if not (run / "eval.json").exists():
+        args = [*common, "--seed", str(seed), "--threads", "1", "--out", str(run)]
+        args += [_sub(a, root, seed, run) for a in cfg.train]
+        _run("training.train_a2l", args, run.with_suffix(".log"))
+    return run
+
+
+def _stat(vals: list[float]) -> dict[str, float]:
+    a = np.asarray(vals, np.float64)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+
+
+def aggregate(root: Path, names: list[str], seeds: list[int]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name in names:
+        evs = []
+        for s in seeds:
+            p = root / name / f"s{s}" / "eval.json"
+            if p.exists():
+                evs.append(json.loads(p.read_text()))
+        if not evs:
+            continue
+        row: dict[str, object] = {"seeds": [e.get("seed") for e in evs], "description": CONFIGS[name].description}
+        for g in GROUPS:
+            for k in (*LOOKAHEAD_KEYS, "envelope_corr"):
+                key = f"{g}_{k}"
+                if all(key in e for e in evs):
+                    row[key] = _stat([float(e[key]) for e in evs])
+        extra = [e["extra"] for e in evs if "extra" in e]
+        if extra:
+            row["extra"] = extra
+        out[name] = row
+    return out
+
+
+def _fmt(st: object) -> str:
+    if not isinstance(st, dict):
+        return "–"
+    return f"{st['mean']:.3f} ± {st['std']:.3f}"
+
+
+def markdown(rep: dict[str, object]) -> str:
+    lines = []
+    for g, title in (
+        ("mean", "all held-out clips (speaker_a..d + held-out identity)"),
+        ("dev", "unseen speakers (speaker_a..d)"),
+        ("holdout", "held-out training identity"),
+    ):
+        lines += [
+            f"### {title}: inner-gap correlation, mean ± std over seeds",
+            "",
+            "| config | seeds | 0 ms | 40 ms | 80 ms | 120 ms | envelope |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, row in rep.items():
+            assert isinstance(row, dict)
+            cells = [_fmt(row.get(f"{g}_{k}")) for k in (*LOOKAHEAD_KEYS, "envelope_corr")]
+            lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Configs:")
+    lines += [f"- **{n}**: {r['description']}" for n, r in rep.items() if isinstance(r, dict)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="audio-to-lip configs x seeds -> report table")
+    p.add_argument("--configs", default="baseline", help=f"comma-separated, from {sorted(CONFIGS)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--out", type=Path, default=Path("runs/a2l_report"))
+    p.add_argument("--data", default="data2/train")
+    p.add_argument("--dev", default="data2/clips")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--aggregate-only", action="store_true", help="only tabulate the runs that exist")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        print(f"error: unknown config(s) {unknown}; known: {sorted(CONFIGS)}", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    common = ["--data", args.data, "--dev", args.dev, "--steps", str(args.steps), "--batch", str(args.batch)]
+    if not args.aggregate_only:
+        for name in names:
+            for s in seeds:
+                run_config(name, CONFIGS[name], s, args.out, common)
+    rep = aggregate(args.out, names, seeds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(rep, indent=1))
+    md = markdown(rep)
+    (args.out / "report.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
