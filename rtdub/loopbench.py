@@ -173,7 +173,12 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     clock = time.monotonic
     offer = await loop.run_in_executor(None, conn.recv)
-    stream = StreamConfig(budget_ms=args.budget_ms, dub_delay_ms=args.dub_delay_ms, threads=args.threads)
+    stream = StreamConfig(
+        budget_ms=args.budget_ms,
+        dub_delay_ms=args.dub_delay_ms,
+        threads=args.threads,
+        track_ahead=not args.no_track_ahead,
+    )
     factory = default_pipeline_factory(stream)
     passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
     dubbed = DubSession(stream, factory, name="dubbed")
@@ -255,6 +260,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
             },
             "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "cpu_cores": round(cpu / wall, 2) if wall > 0 else None,
+            "track_ahead": stats.get("track_ahead"),
         }
     )
 
@@ -368,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--live-encode", action="store_true", help="the client encodes live with aiortc's default VP8 settings"
     )
+    p.add_argument("--no-track-ahead", action="store_true", help="track in the render thread (for comparison)")
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -41,6 +41,7 @@ from .dubsources import ClipSource, DubAudioSource
 from .pipeline import DubPipeline, PipelineConfig
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig
+from .trackahead import AheadTracker
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class StreamConfig:
     audio_buffer_s: float = 10.0  # dubbed audio held (the newest seconds)
     backend: str = "onnx"
     threads: int = 1  # inference threads per stream
+    track_ahead: bool = True  # track each frame on arrival, on its own thread (rtdub.trackahead)
     model: Path | None = None
 
     @property
@@ -77,7 +79,10 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
 
     def build() -> DubPipeline:
         backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
-        pipe = DubPipeline(bundle, backend, FaceTracker(), PipelineConfig(lookahead_ms=config.lookahead_ms))
+        tracker = AheadTracker(FaceTracker()) if config.track_ahead else FaceTracker()
+        pipe = DubPipeline(
+            bundle, backend, cast(FaceTracker, tracker), PipelineConfig(lookahead_ms=config.lookahead_ms)
+        )
         warm_up(pipe)
         return pipe
 
@@ -93,6 +98,14 @@ def warm_up(pipe: DubPipeline) -> None:
     pipe.backend.generate(x, x, np.zeros((1, b.context, b.n_units), np.float32))
     pipe.tracker.track(np.zeros((240, 320, 3), np.uint8), 0.0)
     pipe.reset()
+
+
+def _rgb(frame: av.VideoFrame) -> Callable[[], np.ndarray]:
+    """The frame as RGB, converted by OpenCV from its I420 planes: PyAV's converter is cached
+    on the frame and not thread-safe, and the render worker converts the same frame."""
+    import cv2
+
+    return lambda: cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
 
 
 class DubbedVideoTrack(MediaStreamTrack):
@@ -295,6 +308,9 @@ class DubSession:
                     await self._start_dub(at=t)
                 self.input_frames += 1
                 self.ring.push(t, frame, arrival)
+                ahead = self._ahead()
+                if ahead is not None and frame.format.name == "yuv420p" and frame.width % 2 == frame.height % 2 == 0:
+                    ahead.submit(_rgb(frame), t + self.config.delay)
                 self._wake.set()
         except (MediaStreamError, asyncio.CancelledError):
             pass
@@ -303,6 +319,13 @@ class DubSession:
         finally:
             self._input_ended = True
             self._wake.set()
+
+    def _ahead(self) -> AheadTracker | None:
+        """The pipeline's ahead tracker, when frames are rendered at all (budget > 0)."""
+        if self.config.budget_ms <= 0 or self.pipeline is None:
+            return None
+        tracker = self.pipeline.tracker
+        return tracker if isinstance(tracker, AheadTracker) else None
 
     async def _render_next(self) -> tuple[av.VideoFrame, float, Rendered]:
         """Wait for the next due frame (newest first, older due ones are stale) and render it."""
@@ -434,5 +457,6 @@ class DubSession:
                 "restarts": self.timeline.restarts,
                 "output_skips": self.audio.skips,
             },
+            "track_ahead": ahead.stats() if (ahead := self._ahead()) is not None else None,
             "clock": {"video_reanchors": self.video_clock.reanchors, "video_corrections": self.video_clock.corrections},
         }
