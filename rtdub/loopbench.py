@@ -239,6 +239,9 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
     await passthrough.aclose()
     off = np.array([o for t, o in offsets if t > 2.0] or [0.0])
     tenth = max(1, len(off) // 10)
+    minutes: dict[int, list[float]] = {}
+    for when, o in offsets:
+        minutes.setdefault(int(when // 60), []).append(o)
     conn.send(
         {
             "engine_delay_ms": engine_delay,  # release (arrival + dub delay) to hand-off to the encoder
@@ -251,6 +254,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
                 "first_tenth_median": round(float(np.median(off[:tenth])), 1),
                 "last_tenth_median": round(float(np.median(off[-tenth:])), 1),
                 "audio_output_delay_steps": stats["audio_output_delay_steps"],
+                "per_minute_median": [round(float(np.median(v)), 1) for _, v in sorted(minutes.items())],
             },
             "rss_mb": {
                 "start": round(rss[0][1], 1) if rss else None,
@@ -342,6 +346,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     lp, ld = sinks["passthrough"].latency, sinks["dubbed"].latency
     both = sorted(set(lp) & set(ld))
     added = [ld[i] - lp[i] for i in both]
+    per_minute: dict[str, list[int]] = {}
+    for name, sink in sinks.items():
+        counts = np.bincount([int((t - t0) // 60) for t in sink.times if t >= t0], minlength=1)
+        per_minute[name] = [int(c) for c in counts]
     warm = [t for t in sinks["dubbed"].times if t - t0 > 2.0]
     warm_p = [t for t in sinks["passthrough"].times if t - t0 > 2.0]
     return {
@@ -351,7 +359,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "dubbed": round((len(warm) - 1) / (warm[-1] - warm[0]), 2) if len(warm) > 1 else 0.0,
             "passthrough": round((len(warm_p) - 1) / (warm_p[-1] - warm_p[0]), 2) if len(warm_p) > 1 else 0.0,
         },
-        "frames_sent": len(video.sent_at),
+        "frames_sent": video.index,
+        "frames_received_per_minute": per_minute,
         "glass_to_glass_ms": {"passthrough": _pcts(list(lp.values())), "dubbed": _pcts(list(ld.values()))},
         "added_latency_ms": _pcts(added),
         **engine_stats,
