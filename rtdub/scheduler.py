@@ -37,9 +37,12 @@ import av
 import cv2
 import numpy as np
 
+from .align import RIGID_IDX
 from .blend import PasteRegion
 from .dubaudio import DubAudioTimeline, MelSnapshot
 from .pipeline import STAGES, DubPipeline
+from .trackahead import AheadTracker
+from .tracker import FaceObservation
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class SchedulerConfig:
     margin_ms: float = 5.0  # kept free before the deadline (encode, event-loop hand-off)
     alpha: float = 0.3  # weight of a new measurement in a mode's cost estimate
     relax: float = 0.98  # per frame, estimates of modes that did not run decay by this factor
+    # speculative alignment (with an AheadTracker): render with landmarks extrapolated from the
+    # last two tracked frames while this frame is tracked in parallel, then check them
+    speculate: bool = True
+    speculate_tolerance: float = 0.015  # mean alignment-point error, in face sizes, kept
+    speculate_max_gap_s: float = 0.1  # only extrapolate over gaps up to this
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ class SchedulerStats:
     faces: int = 0
     silent: int = 0
     timings: Timings = field(default_factory=Timings)
+    speculation: dict[str, int] = field(default_factory=lambda: {"kept": 0, "redone": 0, "lost": 0})
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -115,6 +124,7 @@ class SchedulerStats:
             "modes": dict(self.by_mode),
             "faces": self.faces,
             "silent": self.silent,
+            "speculation": dict(self.speculation),
             "stages_ms": self.timings.percentiles(),
         }
 
@@ -178,6 +188,7 @@ class FrameScheduler:
         self._est = {m: 0.0 for m in (Mode.FULL, Mode.REUSE_LANDMARKS, Mode.SKIP_GENERATOR)}
         self._have_landmarks = False
         self._have_face = False
+        self._history: deque[tuple[float, FaceObservation]] = deque(maxlen=2)  # tracked frames
         self._size: tuple[int, int] | None = None
         self._closed = False
 
@@ -252,28 +263,94 @@ class FrameScheduler:
         if self._size is not None and size != self._size:
             logger.info("resolution changed; tracking restarts", extra={"from": self._size, "to": size})
             self.pipeline.reset()
+            self._history.clear()
             self._have_landmarks = self._have_face = False
             mode = Mode.FULL
         self._size = size
         times: dict[str, float] = {"convert": (time.perf_counter() - t0) * 1000}
         units, silent = self.pipeline.audio.units_at(snap, t, times, lookahead=la)
-        res = self.pipeline.process(
-            image,
-            t,
-            units=units,
-            reuse_landmarks=mode >= Mode.REUSE_LANDMARKS and self._have_landmarks,
-            skip_generator=mode >= Mode.SKIP_GENERATOR and self._have_face,
-        )
-        times.update(res.times)
-        self._have_landmarks = res.face
-        self._have_face = self._have_face or res.face
+        predicted = self._predict(t) if mode == Mode.FULL else None
+        if predicted is not None:
+            image, face, region = self._speculate(image, t, units, predicted, times)
+        else:
+            res = self.pipeline.process(
+                image,
+                t,
+                units=units,
+                reuse_landmarks=mode >= Mode.REUSE_LANDMARKS and self._have_landmarks,
+                skip_generator=mode >= Mode.SKIP_GENERATOR and self._have_face,
+            )
+            times.update(res.times)
+            face, region = res.face, res.region
+            self._remember(t, self.pipeline._last_obs if mode == Mode.FULL else None)
+        self._have_landmarks = face
+        self._have_face = self._have_face or face
         if is_av:
             t1 = time.perf_counter()
-            out = with_region(frame, image, res.region, changed=res.face)
+            out = with_region(frame, image, region, changed=face)
             times["convert"] += (time.perf_counter() - t1) * 1000
         else:
             out = image
-        return out, res.face, silent, times, units, res.region
+        return out, face, silent, times, units, region
+
+    # --- speculative alignment ----------------------------------------------------------
+
+    def _remember(self, t: float, obs: FaceObservation | None) -> None:
+        """Record the tracked landmarks of the frame at ``t`` (None: no face, or not tracked)."""
+        if obs is None:
+            self._history.clear()
+        else:
+            self._history.append((t, obs))
+
+    def _predict(self, t: float) -> FaceObservation | None:
+        """The landmarks at ``t`` extrapolated from the last two tracked frames (constant
+        velocity), when tracking runs ahead on its own thread and both are recent."""
+        if not self.config.speculate or not isinstance(self.pipeline.tracker, AheadTracker):
+            return None
+        if len(self._history) < 2:
+            return None
+        (t1, o1), (t2, o2) = self._history
+        gap = self.config.speculate_max_gap_s
+        if not (0 < t2 - t1 <= gap and 0 < t - t2 <= gap):
+            return None
+        pts = o2.landmarks + (o2.landmarks - o1.landmarks) * ((t - t2) / (t2 - t1))
+        return FaceObservation(pts, pts, o2.face_size, o2.via_roi)
+
+    def _speculate(
+        self, image: np.ndarray, t: float, units: np.ndarray, predicted: FaceObservation, times: dict[str, float]
+    ) -> tuple[np.ndarray, bool, PasteRegion | None]:
+        """Render with the predicted landmarks while the ahead tracker tracks this frame on
+        its own thread; then check the prediction against the tracked landmarks. Within
+        ``speculate_tolerance`` (mean error of the alignment points, in face sizes) the render
+        stands; beyond it the frame is rendered again with the tracked landmarks; with no
+        face the input frame is returned unchanged."""
+        pipe = self.pipeline
+        original = image.copy()
+        pipe._last_obs = predicted  # the pipeline's reuse_landmarks path renders with these
+        res = pipe.process(image, t, units=units, reuse_landmarks=True)
+        times.update(res.times)
+        tw = time.perf_counter()
+        actual = pipe.tracker.track(original, t)  # computed ahead: usually ready or nearly
+        times["track"] = (time.perf_counter() - tw) * 1000
+        self._remember(t, actual)
+        st = self.stats.speculation
+        if actual is None:  # the face is gone: never paste a mouth where there is no face
+            st["lost"] += 1
+            pipe._last_obs = None
+            return original, False, None
+        err = float(np.abs(actual.landmarks[RIGID_IDX] - predicted.landmarks[RIGID_IDX]).mean()) / actual.face_size
+        if err <= self.config.speculate_tolerance:
+            st["kept"] += 1
+            pipe._last_obs = actual
+            return image, res.face, res.region
+        st["redone"] += 1
+        pipe._units.pop()  # the render below pushes this frame's units again
+        pipe._last_obs = actual
+        image = original
+        res = pipe.process(image, t, units=units, reuse_landmarks=True)
+        for k, v in res.times.items():
+            times[k] = times.get(k, 0.0) + v
+        return image, res.face, res.region
 
     async def aclose(self) -> None:
         """Wait for the frame in flight (if any), then release the worker thread."""

@@ -127,3 +127,69 @@ def test_with_region_changes_only_the_blended_pixels_and_keeps_timing() -> None:
     assert with_region(frame, decoded, None, changed=False) is frame
     full = with_region(frame, image, None, changed=True).to_ndarray(format="rgb24")
     assert np.array_equal(full, image)
+
+
+def _ahead_pipeline() -> object:
+    from rtdub.pipeline import DubPipeline, PipelineConfig
+    from rtdub.streaming import warm_up
+    from rtdub.trackahead import AheadTracker
+    from rtdub.tracker import FaceTracker
+
+    pipe = DubPipeline(bundle(), onnx_backend(), AheadTracker(FaceTracker()), PipelineConfig())  # type: ignore[arg-type]
+    warm_up(pipe)
+    return pipe
+
+
+async def _run_speculative(
+    timeline: DubAudioTimeline, frames: list[np.ndarray], speculate: bool = True
+) -> tuple[list, FrameScheduler]:
+    pipe = _ahead_pipeline()
+    config = SchedulerConfig(budget_ms=10_000, speculate=speculate)
+    sched = FrameScheduler(pipe, timeline, config)  # type: ignore[arg-type]
+    out = []
+    try:
+        for i, f in enumerate(frames):
+            pipe.tracker.submit(f.copy(), i / 25)  # type: ignore[attr-defined]  # as the session does on arrival
+            out.append(await sched.render(f.copy(), i / 25, time.monotonic() + 10))
+    finally:
+        await sched.aclose()
+        pipe.tracker.close()  # type: ignore[attr-defined]
+    return out, sched
+
+
+async def test_speculative_alignment_keeps_good_predictions_and_changes_only_the_face(
+    timeline: DubAudioTimeline,
+) -> None:
+    from .streamkit import mouth_mask
+
+    frames = [f.copy() for f in portrait_frames()[:12]]
+    results, sched = await _run_speculative(timeline, frames)
+    spec = sched.stats.speculation
+    assert spec["kept"] >= 8 and spec["lost"] == 0  # the first two frames are tracked inline
+    for src, r in zip(frames, results, strict=True):
+        assert r.face and r.region is not None
+        changed = np.any(src != r.frame, axis=-1)
+        assert not (changed & ~mouth_mask(src.shape, r.region, 0.0)).any()
+
+
+async def test_speculation_passes_through_when_the_face_is_gone_and_redoes_after_a_jump(
+    timeline: DubAudioTimeline,
+) -> None:
+    frames = [f.copy() for f in portrait_frames()[:8]]
+    blank = np.full_like(frames[0], 90)
+    shifted = np.roll(frames[7], 60, axis=1)  # the head jumps 60 px: far outside the tolerance
+    seq = frames[:5] + [blank] + frames[5:7] + [frames[7], shifted, np.roll(frames[0], 60, axis=1)]
+    results, sched = await _run_speculative(timeline, seq)
+    spec = sched.stats.speculation
+    # frame 5 has no face: the prediction from frames 3-4 is rendered, then discarded
+    assert spec["lost"] == 1
+    assert not results[5].face and results[5].region is None
+    assert np.array_equal(results[5].frame, blank)
+    # the jump (frame 9) is rendered again with the tracked landmarks: the same paste as
+    # without speculation
+    assert spec["redone"] >= 1
+    plain, sched0 = await _run_speculative(timeline, seq, speculate=False)
+    assert sched0.stats.speculation == {"kept": 0, "redone": 0, "lost": 0}
+    a, b = results[9].region, plain[9].region
+    assert a is not None and b is not None
+    assert (a.x0, a.y0) == (b.x0, b.y0) and np.array_equal(a.alpha, b.alpha)
