@@ -178,6 +178,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
         dub_delay_ms=args.dub_delay_ms,
         threads=args.threads,
         track_ahead=not args.no_track_ahead,
+        speculate=not args.no_speculate,
     )
     factory = default_pipeline_factory(stream)
     passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "--live-encode", action="store_true", help="the client encodes live with aiortc's default VP8 settings"
     )
     p.add_argument("--no-track-ahead", action="store_true", help="track in the render thread (for comparison)")
+    p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

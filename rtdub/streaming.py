@@ -59,6 +59,7 @@ class StreamConfig:
     backend: str = "onnx"
     threads: int = 1  # inference threads per stream
     track_ahead: bool = True  # track each frame on arrival, on its own thread (rtdub.trackahead)
+    speculate: bool = True  # with track_ahead: render with predicted landmarks, check after (scheduler)
     model: Path | None = None
 
     @property
@@ -247,7 +248,9 @@ class DubSession:
         self._started = True
         loop = asyncio.get_running_loop()
         self.pipeline = await loop.run_in_executor(None, self._factory)
-        sc = SchedulerConfig(budget_ms=self.config.budget_ms, lookahead_ms=self.config.lookahead_ms)
+        sc = SchedulerConfig(
+            budget_ms=self.config.budget_ms, lookahead_ms=self.config.lookahead_ms, speculate=self.config.speculate
+        )
         self.scheduler = FrameScheduler(self.pipeline, self.timeline, sc, self.clock)
         if self.dub is not None and not (isinstance(self.dub, ClipSource) and self.dub.start_time is None):
             await self._start_dub()
