@@ -909,8 +909,9 @@ def streaming(ctx: Context) -> dict[str, Any]:
             "wall_s": wall,
             "cpu_s": cpu_s,
             "cpu_cores_used": cpu_s / wall if wall > 0 else None,
-            "note": "CPU of the whole child process: engine, both sessions, and the loopback client's "
-            "encoder and decoder; wall includes start-up and model loading",
+            "note": "CPU of the loopbench processes: the client (pre-encoded sender, both decoders) and the "
+            "engine (both sessions); wall includes start-up, pre-encoding and model loading; the engine's "
+            "own share is result.cpu_cores",
         },
         "source": f"rtdub.bench.streaming -> python -m {STREAMING_MODULE} --seconds {cfg.streaming_seconds:g} "
         "(the streaming engine's own loopback measurement)",
@@ -1182,7 +1183,13 @@ def _streaming_md(st: dict[str, Any]) -> list[str]:
                 f"| {name} | {_f(p.get('p50'), 1)} | {_f(p.get('p95'), 1)} | {_f(p.get('p99'), 1)} | {_f(p.get('n'))} |"
             )
     shown = ("glass_to_glass_ms", "added_latency_ms")
-    facts = [f"{k}: {json.dumps(v)}" for k, v in r.items() if k not in shown]
+    facts = []
+    for k, v in r.items():
+        if k in shown:
+            continue
+        if isinstance(v, dict) and "series" in v:  # per-second samples: in the JSON only
+            v = {kk: vv for kk, vv in v.items() if kk != "series"}
+        facts.append(f"{k}: {json.dumps(v)}")
     proc = st.get("process") or {}
     if proc.get("cpu_cores_used") is not None:
         facts.append(f"CPU: {proc['cpu_cores_used']:.2f} cores on average over {proc['wall_s']:.1f} s ({proc['note']})")
