@@ -25,6 +25,16 @@ class _Paced:
         self._clock = clock
         self._t0: float | None = None
 
+    def stamp(self, i: int, fps: float, sent_at: dict[int, float]) -> tuple[int, fractions.Fraction]:
+        """pts and time base of video frame ``i``; records its hand-off time in ``sent_at``
+        (bounded: the oldest half is dropped past 2000 entries)."""
+        pts = int(round(i * VIDEO_CLOCK / fps))
+        sent_at[pts] = self._clock()
+        if len(sent_at) > 2000:
+            for k in list(sent_at)[:1000]:
+                del sent_at[k]
+        return pts, VIDEO_TIME_BASE
+
     async def at(self, offset: float) -> None:
         if self._t0 is None:
             self._t0 = self._clock()
@@ -71,13 +81,8 @@ class FramesTrack(MediaStreamTrack):
             raise MediaStreamError
         await self._pace.at(i / self.fps)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = int(round(i * VIDEO_CLOCK / self.fps))
-        frame.time_base = VIDEO_TIME_BASE
+        frame.pts, frame.time_base = self._pace.stamp(i, self.fps, self.sent_at)
         self.index += 1
-        self.sent_at[frame.pts] = self._pace._clock()
-        if len(self.sent_at) > 2000:
-            for k in list(self.sent_at)[:1000]:
-                del self.sent_at[k]
         return frame
 
 
@@ -115,13 +120,8 @@ class PacketsTrack(MediaStreamTrack):
             raise MediaStreamError
         await self._pace.at(i / self.fps)
         packet = av.Packet(self._packets[i % len(self._packets)])
-        packet.pts = int(round(i * VIDEO_CLOCK / self.fps))
-        packet.time_base = VIDEO_TIME_BASE
+        packet.pts, packet.time_base = self._pace.stamp(i, self.fps, self.sent_at)
         self.index += 1
-        self.sent_at[packet.pts] = self._pace._clock()
-        if len(self.sent_at) > 2000:
-            for k in list(self.sent_at)[:1000]:
-                del self.sent_at[k]
         return packet
 
 
