@@ -125,6 +125,46 @@ def run_config(name: str, cfg: Config, seed: int, root: Path, common: list[str])
     return run
 
 
+def onnx_speed(run: Path, repeats: int = 300) -> dict[str, float]:
+    """Export a run to ONNX (batch 1) and time one frame in onnxruntime with one thread."""
+    import onnxruntime as ort
+    import torch
+
+    from .models import A2LConfig
+    from .train_a2l import load_run
+
+    model = load_run(run)
+    cfg = A2LConfig(**json.loads((run / "meta.json").read_text())["config"])
+    mel = torch.rand(1, cfg.window, cfg.n_mels) * 8 - 4
+    la = torch.full((1, 1), 0.08)
+    path = run / "speed.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (mel, la), str(path), input_names=["mel", "lookahead"], output_names=["units"],
+            opset_version=17, do_constant_folding=True, dynamo=False,
+        )  # fmt: skip
+        ref = model(mel, la).numpy()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feed = {"mel": mel.numpy(), "lookahead": la.numpy()}
+    out = sess.run(None, feed)[0]
+    for _ in range(20):
+        sess.run(None, feed)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        ts.append((time.perf_counter() - t0) * 1000)
+    return {
+        "ms_per_frame_p50": float(np.median(ts)),
+        "ms_per_frame_p90": float(np.percentile(ts, 90)),
+        "max_abs_diff_vs_torch": float(np.abs(out - ref).max()),
+        "params": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
 def _stat(vals: list[float]) -> dict[str, float]:
     a = np.asarray(vals, np.float64)
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
@@ -146,9 +186,9 @@ def aggregate(root: Path, names: list[str], seeds: list[int]) -> dict[str, objec
                 key = f"{g}_{k}"
                 if all(key in e for e in evs):
                     row[key] = _stat([float(e[key]) for e in evs])
-        extra = [e["extra"] for e in evs if "extra" in e]
-        if extra:
-            row["extra"] = extra
+        speed = root / name / "s0" / "speed.json"
+        if speed.exists():
+            row["speed"] = json.loads(speed.read_text())
         out[name] = row
     return out
 
@@ -177,6 +217,19 @@ def markdown(rep: dict[str, object]) -> str:
             cells = [_fmt(row.get(f"{g}_{k}")) for k in (*LOOKAHEAD_KEYS, "envelope_corr")]
             lines.append(f"| {name} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
         lines.append("")
+    speeds = {n: r["speed"] for n, r in rep.items() if isinstance(r, dict) and "speed" in r}
+    if speeds:
+        lines += [
+            "### size and speed (seed 0 run, ONNX, batch 1, onnxruntime, 1 thread)",
+            "",
+            "| config | params | ms/frame p50 | p90 |",
+            "|---|---|---|---|",
+        ]
+        for n, sp in speeds.items():
+            lines.append(
+                f"| {n} | {sp['params'] / 1e6:.2f} M | {sp['ms_per_frame_p50']:.2f} | {sp['ms_per_frame_p90']:.2f} |"
+            )
+        lines.append("")
     lines.append("Configs:")
     lines += [f"- **{n}**: {r['description']}" for n, r in rep.items() if isinstance(r, dict)]
     return "\n".join(lines) + "\n"
@@ -192,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--aggregate-only", action="store_true", help="only tabulate the runs that exist")
+    p.add_argument("--speed", action="store_true", help="time each config's seed-0 run in onnxruntime")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = [n for n in args.configs.split(",") if n]
@@ -209,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             for s in seeds:
                 run_config(name, CONFIGS[name], s, args.out, common)
+    if args.speed:
+        for name in names:
+            run = args.out / name / "s0"
+            if (run / "eval.json").exists() and not (run / "speed.json").exists():
+                (run / "speed.json").write_text(json.dumps(onnx_speed(run), indent=1))
     rep = aggregate(args.out, names, seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(rep, indent=1))

@@ -401,15 +401,15 @@ def load_shards(path: Path) -> list[TtsShard]:
             continue
         z = np.load(p)
         wav = z["wav"].astype(np.float32) / 32767
-        out.append(
-            TtsShard(
-                p.stem,
-                wav,
-                audio.melspectrogram(audio.normalize_loudness(wav)),
-                z["phone"].astype(np.int64),
-                [str(s) for s in z["symbols"]],
-            )
-        )
+        cache = p.with_suffix(".mel.npy")  # the log-mel, computed once per shard
+        if cache.exists() and cache.stat().st_mtime >= p.stat().st_mtime:
+            mel = np.load(cache)
+        else:
+            mel = audio.melspectrogram(audio.normalize_loudness(wav))
+            tmp = p.with_suffix(".mel.part.npy")
+            np.save(tmp, mel)
+            tmp.replace(cache)
+        out.append(TtsShard(p.stem, wav, mel, z["phone"].astype(np.int64), [str(s) for s in z["symbols"]]))
     if not out:
         raise FileNotFoundError(f"{path}: no TTS shards (run python -m training.tts_data)")
     return out
