@@ -57,13 +57,13 @@ PRE_PHONES = Step(
 PRE_CALS = Step(
     "training.pretrain_a2l",
     ("--task", "masked", "--arch", "cals", "--tts", TTS_DIR, "--data", "data2/train", "--out", "{root}/pre_cals",
-     "--steps", "800", "--batch", "64"),
+     "--steps", "600", "--batch", "64"),
     "{root}/pre_cals/pretrain.json",
 )  # fmt: skip
 TEACHER = Step(
     "training.train_a2l",
     ("--data", "data2/train", "--dev", "data2/clips", "--arch", "teacher", "--out", "{root}/teacher/s0",
-     "--steps", "1000", "--batch", "64", "--threads", "1", "--seed", "0"),
+     "--steps", "600", "--batch", "64", "--threads", "1", "--seed", "0"),
     "{root}/teacher/s0/eval.json",
 )  # fmt: skip
 
@@ -77,7 +77,7 @@ CONFIGS: dict[str, Config] = {
         ("--init", "{root}/pre_phones"),
         (TTS_DATA, PRE_PHONES),
     ),
-    "cals_scratch": Config("CALS encoder (1.3 s causal window, 0.32 M), no pretraining", ("--arch", "cals")),
+    "cals_scratch": Config("CALS encoder (1.3 s causal window, 0.16 M), no pretraining", ("--arch", "cals")),
     "cals": Config(
         "CALS encoder pretrained by masked prediction on all training audio (real train clips incl. generated, "
         "TTS), then trained on the real data",
@@ -85,8 +85,11 @@ CONFIGS: dict[str, Config] = {
         (TTS_DATA, PRE_CALS),
     ),
     "teacher": Config(
-        "teacher: CALS encoder, bidirectional 1.6 s window (0.6 s of future audio), 0.65 M; not causal",
-        ("--arch", "teacher", "--steps", "1000"),
+        "teacher: CALS encoder, width 96, bidirectional 1.2 s window (0.5 s of future audio), 0.32 M; not causal",
+        (
+            "--arch",
+            "teacher",
+        ),
     ),
     "student": Config(
         "AudioToLip student (0.43 M, causal) trained on ground truth + the teacher's outputs on the real, "

@@ -43,14 +43,14 @@ class A2LConfig:
     @staticmethod
     def for_arch(arch: str) -> A2LConfig:
         """Defaults per architecture: conv (the runtime default), cals (causal, 1.3 s window:
-        at least 1.18 s of past audio at every lookahead), teacher (1.6 s window centred on
-        the frame: 0.6 s of future audio, wider)."""
+        at least 1.18 s of past audio at every lookahead), teacher (1.2 s window: 0.7 s before
+        the frame, 0.5 s after it; wider)."""
         if arch == "conv":
             return A2LConfig()
         if arch == "cals":
-            return A2LConfig(arch="cals", window=104, width=96)
+            return A2LConfig(arch="cals", window=104, width=64)
         if arch == "teacher":
-            return A2LConfig(arch="cals", window=128, width=128, attn_layers=2, future=0.6)
+            return A2LConfig(arch="cals", window=96, width=96, future=0.5)
         raise ValueError(f"unknown audio-to-lip architecture {arch!r}")
 
     def input_lookahead(self, lookahead: float) -> float:

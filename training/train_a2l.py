@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     while step < args.steps:
         model.train()
-        ci = rng.choice(len(clips), size=args.batch, p=weights)
+        # a student spends half of each batch on teacher targets: the same compute per step
+        ci = rng.choice(len(clips), size=args.batch // 2 if kd else args.batch, p=weights)
         mels, targets, las = [], [], []
         for k in np.unique(ci):
             c = clips[k]
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         pred = model(mel, la_t)
         loss = (((pred - target) ** 2) * unit_w).mean()
         if kd:
-            kmel, kla, ktarget = distill_batch(kd, rng, args.batch, cfg)
+            kmel, kla, ktarget = distill_batch(kd, rng, args.batch - args.batch // 2, cfg)
             kpred = model(kmel + 0.05 * torch.randn_like(kmel), kla)
             loss = loss + args.kd_weight * (((kpred - ktarget) ** 2) * unit_w).mean()
         opt.zero_grad()
