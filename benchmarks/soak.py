@@ -11,7 +11,7 @@ dub file looped as the dubbed audio, and summarises what it reports:
   minute minus the median of minute 2 (after warm-up), and the peak;
 - A/V offset: the engine's offset between the dubbed video and the dubbed audio it sends
   (video delay minus audio output delay), median per minute; drift = the largest minus the
-  smallest per-minute median after the first minute;
+  smallest per-minute median over the whole minutes of streaming after the first (warm-up);
 - fps of the dubbed and passthrough streams per minute, as the client received them.
 
 Writes ``soak.json`` and ``soak.md`` in ``--out`` (atomically). Targets (issue 4): growth
@@ -45,10 +45,13 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     base = float(np.median(second)) if second.size else float(rss[0])
     growth = float(np.median(last)) - base
     per_min = [float(v) for v in result["av_offset_ms"]["per_minute_median"]]
-    settled = per_min[1:] if len(per_min) > 2 else per_min
+    # whole minutes of streaming only: minute k covers [60k, 60k + 60) s; the stream ends at
+    # ``seconds``, and the samples after it (the teardown) are not part of the run
+    whole = int(float(result.get("seconds", 60 * len(per_min))) // 60)
+    settled = per_min[1:whole] if whole > 2 else per_min[:whole]
     drift = (max(settled) - min(settled)) if settled else float("nan")
     fps = {k: [round(c / 60.0, 2) for c in v] for k, v in result["frames_received_per_minute"].items()}
-    full = {k: v[1:-1] if len(v) > 2 else v for k, v in fps.items()}  # whole minutes only
+    full = {k: v[1:whole] if whole > 2 else v[:whole] for k, v in fps.items()}  # the warm-up minute left out
     return {
         "memory_mb": {
             "minute_2_median": round(base, 1),
@@ -60,6 +63,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         },
         "av_offset_ms": {
             "per_minute_median": per_min,
+            "whole_minutes_used": f"2..{whole}" if whole > 2 else f"1..{whole}",
             "drift_after_first_minute": round(drift, 1),
             "target_drift_below": FRAME_MS,
             "met": bool(drift < FRAME_MS),
@@ -83,7 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| RSS growth, last minute vs minute 2 (MB) | {m['growth']:.1f} | < 50 {'✓' if m['met'] else '✗'} |",
         f"| RSS peak (MB) | {m['peak']:.1f} | |",
-        f"| A/V offset drift, per-minute medians after minute 1 (ms) | {a['drift_after_first_minute']:.1f} | "
+        f"| A/V offset drift, per-minute medians of whole minutes {a['whole_minutes_used']} (ms) | {a['drift_after_first_minute']:.1f} | "
         f"< 40 {'✓' if a['met'] else '✗'} |",
         f"| dubbed fps, lowest whole minute | {s['fps_min_over_whole_minutes'].get('dubbed')} | |",
         f"| passthrough fps, lowest whole minute | {s['fps_min_over_whole_minutes'].get('passthrough')} | |",
@@ -104,6 +108,7 @@ def _atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

@@ -13,6 +13,7 @@ from benchmarks import soak
 def _result(minutes: int, leak_mb_per_min: float, offsets: list[float]) -> dict[str, object]:
     series = [[float(t), 450.0 + leak_mb_per_min * t / 60] for t in range(1, minutes * 60 + 1)]
     return {
+        "seconds": minutes * 60,
         "rss_mb": {"series": series},
         "av_offset_ms": {"per_minute_median": offsets},
         "frames_received_per_minute": {"dubbed": [1200] + [1440] * (minutes - 1) + [20], "passthrough": [1500] * 3},
@@ -23,12 +24,13 @@ def _result(minutes: int, leak_mb_per_min: float, offsets: list[float]) -> dict[
 
 
 def test_summary_flags_growth_and_drift() -> None:
-    ok = soak.summarise(_result(10, 0.5, [90.0, 3.0, -5.0, 10.0]))
-    assert ok["memory_mb"]["growth"] == pytest.approx(0.5 * 8, abs=0.05)  # minute 2 median (t=90 s) to last (t=570 s)
+    ok = soak.summarise(_result(4, 0.5, [90.0, 3.0, -5.0, 10.0, -70.0]))
+    assert ok["memory_mb"]["growth"] == pytest.approx(0.5 * 2, abs=0.05)  # minute 2 median (t=90 s) to last (t=210 s)
     assert ok["memory_mb"]["met"] and ok["av_offset_ms"]["met"]
-    assert ok["av_offset_ms"]["drift_after_first_minute"] == 15.0  # the warm-up minute is left out
+    # the warm-up minute and the teardown after the last whole minute are left out
+    assert ok["av_offset_ms"]["drift_after_first_minute"] == 15.0
     assert ok["fps_min_over_whole_minutes"]["dubbed"] == 24.0  # partial first/last minutes left out
-    bad = soak.summarise(_result(10, 8.0, [0.0, 0.0, 30.0, -20.0]))
+    bad = soak.summarise(_result(10, 8.0, [0.0, 0.0, 30.0, -20.0] + [0.0] * 6))
     assert bad["memory_mb"]["growth"] > 50 and not bad["memory_mb"]["met"]
     assert bad["av_offset_ms"]["drift_after_first_minute"] == 50.0 and not bad["av_offset_ms"]["met"]
 
