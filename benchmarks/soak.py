@@ -87,7 +87,8 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| RSS growth, last minute vs minute 2 (MB) | {m['growth']:.1f} | < 50 {'✓' if m['met'] else '✗'} |",
         f"| RSS peak (MB) | {m['peak']:.1f} | |",
-        f"| A/V offset drift, per-minute medians of whole minutes {a['whole_minutes_used']} (ms) | {a['drift_after_first_minute']:.1f} | "
+        f"| A/V offset drift, per-minute medians of whole minutes {a['whole_minutes_used']} (ms) | "
+        f"{a['drift_after_first_minute']:.1f} | "
         f"< 40 {'✓' if a['met'] else '✗'} |",
         f"| dubbed fps, lowest whole minute | {s['fps_min_over_whole_minutes'].get('dubbed')} | |",
         f"| passthrough fps, lowest whole minute | {s['fps_min_over_whole_minutes'].get('passthrough')} | |",
