@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 
 from rtdub import audio  # noqa: E402
-from rtdub.sync import SyncNetExpert, video_input  # noqa: E402
+from rtdub.sync import AVExpert, ExpertWindow, SyncNetExpert, video_input  # noqa: E402
 from training.data import Clip  # noqa: E402
 from training.sync_augment import (  # noqa: E402
     MOUTH_BOX,
@@ -149,3 +149,39 @@ def test_in_graph_input_options_export_with_parity(tmp_path: Path, opts: dict[st
     with torch.no_grad():
         ref = model.video(torch.from_numpy(video_input(windows))).numpy()
     np.testing.assert_allclose(ex.embed_video(windows), ref, atol=PARITY_TOL)
+
+
+class _BrightnessExpert(AVExpert):
+    """Torch-free twin of _FakeExpert for training/eval_sync.py."""
+
+    window = ExpertWindow(frames=5, crop_size=96, mel_frames=16, mel_start=0.0)
+
+    @staticmethod
+    def _angle(value: np.ndarray) -> np.ndarray:
+        th = np.clip(value, 0, 1) * (np.pi / 2)
+        return np.stack([np.cos(th), np.sin(th)], axis=1).astype(np.float32)
+
+    def embed_video(self, frames: np.ndarray) -> np.ndarray:
+        return self._angle(frames[:, 0].reshape(len(frames), -1).mean(1) / 255.0)
+
+    def embed_audio(self, mels: np.ndarray) -> np.ndarray:
+        return self._angle((mels[:, 0].mean(1) + 4) / 8)
+
+
+def test_eval_sync_trials_find_every_delay_and_reuse_audio() -> None:
+    from training.eval_sync import offset_trials, summarise
+
+    fps, n = 20.0, 230
+    level = np.random.default_rng(4).uniform(0.1, 0.9, n)
+    crops = np.broadcast_to((level * 255).astype(np.uint8)[:, None, None, None], (n, 96, 96, 3)).copy()
+    mel = np.repeat((np.round(level * 255) / 255 * 8 - 4)[:, None], 4, axis=0) * np.ones((1, audio.N_MELS))
+    clip = _clip(crops, mel.astype(np.float32), fps)
+    cache: dict[tuple[str, int], np.ndarray] = {}
+    trials = offset_trials(_BrightnessExpert(), clip, crops, range(-10, 11), 100, False, cache)
+    assert len(cache) == 21 and len(trials) == 42
+    s = summarise(trials)
+    assert s["exact"] == 1.0 and s["within_1"] == 1.0
+    flat = crops.copy()
+    flat[:] = 128  # no video signal: the cached audio is reused, the offsets are no longer found
+    s2 = summarise(offset_trials(_BrightnessExpert(), clip, flat, range(-10, 11), 100, False, cache))
+    assert len(cache) == 21 and s2["exact"] < 0.5

@@ -5,8 +5,9 @@ held-out clip is cut into ``segment``-frame segments; for each audio delay d in
 −max_delay…+max_delay frames the AV offset is found with rtdub.sync.lse (syncnet_python's
 formulas: argmin of the mean distance over the segment, zero-padded, ±15 offsets) and
 compared with −d. Unlike training/eval_sync.py (the reference measurement, through the
-exported ONNX bundle) the audio embeddings are computed once per clip on a uniform time
-grid and shifted by whole frames, so a delay costs no extra forward pass.
+exported ONNX bundle) the audio embeddings of a constant-frame-rate clip are computed once
+on its time grid and shifted by whole frames, so a delay costs no extra forward pass; a
+variable-frame-rate clip (frame intervals off by more than 1 ms) gets one pass per delay.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ def clip_offsets(
         return []
     win = np.stack([clip.crops[i : i + f] for i in range(n)])
     v = torch.cat([model.video(torch.from_numpy(video_input(win[s : s + batch]))) for s in range(0, n, batch)])
-    grid = float(clip.times[0]) + np.arange(-max_delay, n + max_delay) / clip.fps
     la = cfg.mel_frames / audio.MEL_FPS
-    mels = np.stack([audio.mel_window(clip.mel, float(t), la, cfg.mel_frames) for t in grid]).astype(np.float32)
-    a = torch.cat([model.audio(torch.from_numpy(mels[s : s + batch])) for s in range(0, len(mels), batch)])
-    vn, an = v.numpy(), a.numpy()
+
+    def embed_audio(times: np.ndarray) -> np.ndarray:
+        mels = np.stack([audio.mel_window(clip.mel, float(t), la, cfg.mel_frames) for t in times]).astype(np.float32)
+        return torch.cat(
+            [model.audio(torch.from_numpy(mels[s : s + batch])) for s in range(0, len(mels), batch)]
+        ).numpy()
+
+    times = np.asarray(clip.times[:n], np.float64)
+    uniform = n < 2 or float(np.max(np.abs(np.diff(times) - 1 / clip.fps))) < 1e-3
+    grid = embed_audio(float(times[0]) + np.arange(-max_delay, n + max_delay) / clip.fps) if uniform else None
+    vn = v.numpy()
     out = []
     for d in range(-max_delay, max_delay + 1):
-        ad = an[max_delay - d : max_delay - d + n]  # audio of frame i read at t_i − d/fps
+        # the audio of frame i read at t_i − d/fps (the audio track delayed by d frames)
+        ad = grid[max_delay - d : max_delay - d + n] if grid is not None else embed_audio(times - d / clip.fps)
         for s0 in range(0, max(1, n - segment + 1), segment):
             sl = slice(s0, min(n, s0 + segment))
             out.append((-d, lse(vn[sl], ad[sl]).offset))
