@@ -4,7 +4,8 @@
 
 Targets are per-speaker z-scored lip-motion units; the lookahead of every sample is drawn
 from [0, max_lookahead], so one model serves every configured lookahead. Checkpoints are
-saved every ``--save-every`` steps and a run resumes from its last checkpoint.
+saved every ``--save-every`` steps and a run resumes from its last checkpoint. Runs unchanged
+under ``torchrun`` (training/distributed.py; ``--batch`` is per process).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from safetensors.torch import load_file
 from rtdub import audio
 from rtdub.lipunits import LipBasis
 
-from .common import load_checkpoint, pearson, save_checkpoint, setup
+from . import distributed
+from .common import load_checkpoint, pearson, save_checkpoint
 from .data import Clip, attach_units, closed_units, fit_basis, load_dir, mel_windows
 from .models import A2LConfig, build_a2l
 
@@ -206,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the teacher targets")
     p.add_argument("--kd-tts", type=Path, help="distil also on these TTS shards (training.tts_data)")
     p.add_argument("--kd-tts-minutes", type=float, default=20.0, help="at most this much TTS audio")
+    distributed.add_arguments(p)
     args = p.parse_args(argv)
-    rng = setup(args.seed, args.threads)
+    return distributed.run(_train, args)
+
+
+def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
+    rng = ddp.setup(args.seed, args.threads)
     smoothing = tuple(float(x) for x in args.smoothing.split(","))
 
     every = load_dir(args.data)
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.steps, last_epoch=step - 1 if step else -1
     )
+    net = ddp.wrap(model)
 
     weights = np.array([c.valid.sum() for c in clips], np.float64)
     weights /= weights.sum()
@@ -258,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         mel = mel + 0.05 * torch.randn_like(mel)
         target = torch.from_numpy(np.concatenate(targets))
         la_t = torch.from_numpy(np.concatenate(las).astype(np.float32))[:, None]
-        pred = model(mel, la_t)
+        pred = net(mel, la_t)
         loss = (((pred - target) ** 2) * unit_w).mean()
         if kd:
             kmel, kla, ktarget = distill_batch(kd, rng, args.batch - args.batch // 2, cfg)
-            kpred = model(kmel + 0.05 * torch.randn_like(kmel), kla)
+            kpred = net(kmel + 0.05 * torch.randn_like(kmel), kla)
             loss = loss + args.kd_weight * (((kpred - ktarget) ** 2) * unit_w).mean()
         opt.zero_grad()
         loss.backward()
@@ -271,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         if step % 100 == 0:
             logger.info("step %d loss %.4f (%.1fs)", step, loss.item(), time.time() - t0)
-        if step % args.save_every == 0 or step == args.steps:
+        if ddp.is_main and (step % args.save_every == 0 or step == args.steps):
             ev = evaluate(model, dev, smoothing, groups)
             logger.info("step %d dev %s", step, {k: v for k, v in ev.items() if k.startswith("mean")})
             save_checkpoint(args.out, model, opt, {"step": step, "config": cfg.to_dict(), "dev": ev})
+    ddp.finish(model)
+    if not ddp.is_main:
+        return 0
     # what export needs beside the weights
     extra = {
         "basis_mean": basis.mean.tolist(),

@@ -6,6 +6,7 @@ For a target frame t the generator sees the crop of t with its lower face hidden
 reference crop of the same clip at least one second away (identity; DESIGN §5), and the true
 lip-motion units of frames t-4..t. It must reproduce the crop of t. Losses: L1 weighted
 towards the mouth, plus an L1 on image gradients inside the mouth mask (keeps edges sharp).
+Runs unchanged under ``torchrun`` (training/distributed.py; ``--batch`` is per process).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 
 from rtdub.blend import face_mask
 
-from .common import load_checkpoint, save_checkpoint, setup
+from . import distributed
+from .common import load_checkpoint, save_checkpoint
 from .data import Clip, attach_units, context_units, fit_basis, load_dir, reference_index
 from .models import GenConfig, LipToFace
 
@@ -124,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=250)
+    distributed.add_arguments(p)
     args = p.parse_args(argv)
-    rng = setup(args.seed, args.threads)
+    return distributed.run(_train, args)
+
+
+def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
+    rng = ddp.setup(args.seed, args.threads)
 
     clips = load_dir(args.data)
     dev = [c for c in load_dir(args.dev) if c.has_audio]
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     meta = load_checkpoint(args.out, model, opt)
     step = int(meta["step"]) if meta else 0
+    net = ddp.wrap(model)
     weights = np.array([c.valid.sum() for c in clips], np.float64)
     weights /= weights.sum()
     soft = torch.from_numpy(face_mask(cfg.size).soft.copy())[None, None]
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         pose, ref, units, tgt = make_batch(clips, weights, args.batch, cfg, rng)
-        out = model(pose, ref, units)
+        out = net(pose, ref, units)
         l1 = ((out - tgt).abs() * wmap).mean()
         lg = grad_l1(out, tgt, soft)
         loss = l1 + 2.0 * lg
@@ -161,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
             logger.info(
                 "step %d l1 %.4f grad %.4f lr %.2e (%.0fs)", step, l1.item(), lg.item(), lr, time.time() - t0
             )
-        stop = args.max_minutes > 0 and time.time() - t0 > args.max_minutes * 60
-        if step % args.save_every == 0 or step == args.steps or stop:
+        stop = args.max_minutes > 0 and ddp.any(time.time() - t0 > args.max_minutes * 60)
+        if ddp.is_main and (step % args.save_every == 0 or step == args.steps or stop):
             ev = evaluate(model, dev, cfg)
             logger.info("step %d dev %s", step, ev)
             save_checkpoint(args.out, model, opt, {"step": step, "config": cfg.to_dict(), "dev": ev})
         if stop:
             break
+    ddp.finish(model)
     return 0
 
 

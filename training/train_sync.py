@@ -16,7 +16,8 @@ Match"): with the BCE alone the loss sat at ln 2 for the first 250 steps (6 minu
 ``--augment`` adds AVSyncNet's augmentation: one random similarity (shift, rotation, scale)
 per sample, applied to the whole 96 px crop before the lower half is cut, so the expert's
 score does not depend on small misalignments of the crop. Checkpoints (safetensors) every
-``--save-every`` steps; a run resumes from its last checkpoint.
+``--save-every`` steps; a run resumes from its last checkpoint. Runs unchanged under
+``torchrun`` (training/distributed.py; ``--batch`` is per process).
 """
 
 from __future__ import annotations
@@ -32,15 +33,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from rtdub import audio
 from rtdub.sync import video_input
 
-from .common import load_checkpoint, save_checkpoint, setup
+from . import distributed
+from .common import load_checkpoint, save_checkpoint
 from .data import Clip, load_dir
 from .syncnet import SyncConfig, SyncNet, count_params, sync_loss
 
 logger = logging.getLogger("training.sync")
+
+
+class Embeddings(nn.Module):
+    """Both encoders in one forward, so that DistributedDataParallel sees the training step."""
+
+    def __init__(self, model: SyncNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.video(frames), self.model.audio(mel)
 
 
 @dataclass(frozen=True)
@@ -211,8 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=200)
+    distributed.add_arguments(p)
     args = p.parse_args(argv)
-    rng = setup(args.seed, args.threads)
+    return distributed.run(_train, args)
+
+
+def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
+    rng = ddp.setup(args.seed, args.threads)
 
     every = load_dir(args.data)
     train = [c for c in every if c.has_audio and not fnmatch.fnmatch(c.name, args.holdout)]
@@ -226,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_checkpoint(args.out, model, opt)
     step = int(meta["step"]) if meta else 0
     elapsed = float(meta.get("seconds", 0.0)) if meta else 0.0
+    embeddings = Embeddings(model)
+    net = ddp.wrap(embeddings)
     starts = [window_starts(c, cfg.frames) for c in train]
     weights = np.array([len(s) for s in starts], np.float64)
     weights /= weights.sum()
@@ -260,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         runs = max(1, args.batch // args.run_length)
         v, m = sample_runs(train, starts, weights, runs, args.run_length, cfg, rng, aug)
-        bce, ce = dense_losses(model.video(v), model.audio(m), runs, cfg.eps, args.tau)
+        ve, ae = net(v, m)
+        bce, ce = dense_losses(ve, ae, runs, cfg.eps, args.tau)
         loss = bce + args.ce_weight * ce
         opt.zero_grad()
         loss.backward()
@@ -269,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         losses.append(bce.item())
         if step % 50 == 0:
             logger.info("step %d bce %.4f ce %.3f (%.0fs)", step, np.mean(losses[-50:]), ce.item(), time.time() - t0)
-        out_of_time = args.minutes > 0 and time.time() - t0 > args.minutes * 60
-        if step % args.save_every == 0 or step == args.steps or out_of_time:
+        out_of_time = args.minutes > 0 and ddp.any(time.time() - t0 > args.minutes * 60)
+        if ddp.is_main and (step % args.save_every == 0 or step == args.steps or out_of_time):
             checkpoint()
         if out_of_time:
             logger.info("time budget reached at step %d", step)
             break
+    ddp.finish(embeddings)
     return 0
 
 
