@@ -7,6 +7,11 @@ Writes a2l.onnx and generator.onnx with a dynamic batch axis (plus, with --fixed
 generator_b{N}.onnx with the batch fixed, for TensorRT profiles), runs the ONNX checker,
 compares every export with torch on random inputs, and writes manifest.json. Files are
 written under temporary names and renamed, so a failed export leaves the old bundle intact.
+
+The generator has two outputs: ``face`` (B, 3, S, S), and ``fields`` (B, 6, S, S): the flow,
+mixing weight and synthesised colour that make the face (``LipToFace.fields``). The runtime
+applies the fields to a higher-resolution crop of the reference (rtdub/hires.py); bundles
+exported before, with ``face`` alone, still load and render at S.
 """
 
 from __future__ import annotations
@@ -20,12 +25,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
 from rtdub.model import FORMAT, geometry
 from training.common import load_checkpoint
 from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace
 
 OPSET = 17
+# the generator's second output, channel by channel (rtdub/hires.py reads it)
+FIELDS_LAYOUT = {
+    "channels": ["flow_x", "flow_y", "alpha", "red", "green", "blue"],
+    "flow": "grid units of grid_sample(align_corners=True): 2 = the crop's width",
+    "face": "alpha * warp(reference, flow) + (1 - alpha) * colour",
+}
 
 
 def load_a2l(run: Path) -> AudioToLip:
@@ -60,20 +72,48 @@ def example_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> tuple[t
     )
 
 
+class GeneratorWithFields(nn.Module):
+    """The generator as exported: its face and the fields it was composed from."""
+
+    def __init__(self, gen: LipToFace) -> None:
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, pose: torch.Tensor, ref: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fields = self.gen.fields(pose, ref, units)
+        return self.gen.compose(ref, fields), fields
+
+
 NAMES = {
     AudioToLip: (["mel", "lookahead"], ["units"]),
-    LipToFace: (["pose", "reference", "units"], ["face"]),
+    LipToFace: (["pose", "reference", "units"], ["face", "fields"]),
 }
 
 
+def _exported(model: torch.nn.Module) -> torch.nn.Module:
+    if not isinstance(model, LipToFace):
+        return model
+    # in the wrapped model's mode: torch.onnx.export restores the wrapper's mode afterwards,
+    # and a wrapper left in training mode would put the generator's batch norms in it too
+    return GeneratorWithFields(model).train(model.training)
+
+
+def _outputs(model: torch.nn.Module, x: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    with torch.no_grad():
+        y = _exported(model)(*x)
+    return [t.numpy() for t in (y if isinstance(y, tuple) else (y,))]
+
+
 def export_onnx(model: torch.nn.Module, path: Path, batch: int | None) -> None:
-    """Export with a dynamic batch axis (batch None) or a fixed one; atomic; checker-verified."""
+    """Export with a dynamic batch axis (batch None) or a fixed one; atomic; checker-verified.
+
+    A generator is exported with both outputs, ``face`` then ``fields``."""
     ins, outs = NAMES[type(model)]
     dyn = None if batch is not None else {n: {0: "batch"} for n in ins + outs}
     tmp = path.with_name(path.name + ".part")
     with torch.no_grad():
         torch.onnx.export(
-            model,
+            _exported(model),
             example_inputs(model, batch or 2),
             str(tmp),
             input_names=ins,
@@ -87,17 +127,52 @@ def export_onnx(model: torch.nn.Module, path: Path, batch: int | None) -> None:
     os.replace(tmp, path)
 
 
-def parity(model: torch.nn.Module, path: Path, batch: int) -> float:
-    """Max abs difference between torch and onnxruntime on random inputs."""
+def parity_outputs(model: torch.nn.Module, path: Path, batch: int) -> dict[str, float]:
+    """Max abs difference between torch and onnxruntime on random inputs, per output."""
     import onnxruntime as ort
 
-    ins, _ = NAMES[type(model)]
+    ins, outs = NAMES[type(model)]
     x = example_inputs(model, batch, seed=1)
-    with torch.no_grad():
-        ref = model(*x).numpy()
+    ref = _outputs(model, x)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {n: t.numpy() for n, t in zip(ins, x, strict=True)})[0]
-    return float(np.max(np.abs(ref - got)))
+    got = sess.run(outs, {n: t.numpy() for n, t in zip(ins, x, strict=True)})
+    return {n: float(np.max(np.abs(r - g))) for n, r, g in zip(outs, ref, got, strict=True)}
+
+
+def parity(model: torch.nn.Module, path: Path, batch: int) -> float:
+    """Max abs difference of the first output (units, or the face) on random inputs."""
+    return next(iter(parity_outputs(model, path, batch).values()))
+
+
+def _initializer_hashes(model: onnx.ModelProto) -> set[str]:
+    import hashlib
+
+    from onnx import numpy_helper
+
+    return {
+        hashlib.sha256(np.ascontiguousarray(numpy_helper.to_array(t)).tobytes()).hexdigest()
+        for t in model.graph.initializer
+    }
+
+
+def compare_generators(gen: LipToFace, previous: bytes, path: Path, batch: int = 5) -> dict[str, object]:
+    """How a re-export relates to the generator it replaces: whether every weight tensor of the
+    previous file is in the new one unchanged, and the max abs difference of their faces on
+    random inputs."""
+    import onnxruntime as ort
+
+    old_model, new_model = onnx.load_from_string(previous), onnx.load(str(path))
+    x = example_inputs(gen, batch, seed=2)
+    feeds = {n: t.numpy() for n, t in zip(NAMES[LipToFace][0], x, strict=True)}
+    so = ort.SessionOptions()
+    faces = [
+        ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(["face"], feeds)[0]
+        for m in (old_model, new_model)
+    ]
+    return {
+        "weights_identical": _initializer_hashes(old_model) <= _initializer_hashes(new_model),
+        "face_max_abs_vs_previous": float(np.max(np.abs(faces[0] - faces[1]))),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         print("export: error: the two stages disagree on the number of units", file=sys.stderr)
         return 2
     report = {}
+    prev = args.out / "generator.onnx"
+    previous = prev.read_bytes() if prev.is_file() else None
     export_onnx(a2l, args.out / "a2l.onnx", None)
     export_onnx(gen, args.out / "generator.onnx", None)
     report["a2l"] = parity(a2l, args.out / "a2l.onnx", 4)
-    report["generator"] = parity(gen, args.out / "generator.onnx", 5)
+    gp = parity_outputs(gen, args.out / "generator.onnx", 5)
+    report["generator"], report["generator_fields"] = gp["face"], gp["fields"]
     for b in args.fixed_batch:
         f = args.out / f"generator_b{b}.onnx"
         export_onnx(gen, f, b)
@@ -133,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             "max_lookahead": a2l.cfg.max_lookahead,
             "config": a2l.cfg.to_dict(),
         },
-        "generator": {"file": "generator.onnx", "context": gen.cfg.context, "config": gen.cfg.to_dict()},
+        "generator": {
+            "file": "generator.onnx",
+            "context": gen.cfg.context,
+            "config": gen.cfg.to_dict(),
+            "outputs": NAMES[LipToFace][1],
+            "fields": FIELDS_LAYOUT,
+        },
         "units": {
             "basis_mean": units["basis_mean"],
             "basis_components": units["basis_components"],
@@ -143,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "geometry": geometry(),
         "opset": OPSET,
         "parity_max_abs": report,
+        **({"previous_generator": compare_generators(gen, previous, prev)} if previous is not None else {}),
         "training": {
             "a2l": json.loads((args.a2l / "meta.json").read_text()).get("dev"),
             "generator": json.loads((args.generator / "meta.json").read_text()).get("dev"),

@@ -118,10 +118,14 @@ def paste_box(width: int, height: int, al: Alignment, mask: FaceMask) -> tuple[i
     return x0, y0, x1, y1
 
 
-def paste(frame: np.ndarray, crop: np.ndarray, al: Alignment, mask: FaceMask) -> PasteRegion | None:
+def paste(
+    frame: np.ndarray, crop: np.ndarray, al: Alignment, mask: FaceMask, interpolation: int = cv2.INTER_LINEAR
+) -> PasteRegion | None:
     """Blend ``crop`` (S, S, 3, uint8 or float in 0..255) into ``frame`` in place.
 
-    Returns the touched region, or None when the mask falls outside the frame."""
+    ``interpolation`` resamples the crop (the mask is always bilinear); the CUDA kernel
+    matches the bilinear default. Returns the touched region, or None when the mask falls
+    outside the frame."""
     h, w = frame.shape[:2]
     box = paste_box(w, h, al, mask)
     if box is None:
@@ -131,9 +135,7 @@ def paste(frame: np.ndarray, crop: np.ndarray, al: Alignment, mask: FaceMask) ->
     m[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     alpha = cv2.warpAffine(mask.soft, m, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
-    gen = cv2.warpAffine(
-        np.asarray(crop, np.float32), m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    gen = cv2.warpAffine(np.asarray(crop, np.float32), m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     roi = frame[y0:y1, x0:x1]
     touched = alpha > 0
     a = alpha[touched][:, None]

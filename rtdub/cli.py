@@ -26,6 +26,13 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument(
+        "--render-size",
+        type=int,
+        default=0,
+        help="side in px of the re-rendered face crop: 0 (default) follows the face's size in the frame, "
+        "the model's crop size (96) turns high-resolution compositing off",
+    )
     p.add_argument("--compare", type=Path, default=None, help="also write input|output side by side")
     p.add_argument("--check-locality", action="store_true", help="verify that only masked pixels change")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -39,6 +46,8 @@ def cmd_dub(args: argparse.Namespace) -> int:
 
     if args.lookahead_ms < 0:
         raise InputError("--lookahead-ms", "must be >= 0")
+    if args.render_size < 0:
+        raise InputError("--render-size", "must be 0 (automatic) or a size in pixels")
     opts = DubOptions(
         video=args.video,
         audio=args.audio,
@@ -46,6 +55,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
         model=args.model,
         backend=args.backend,
         lookahead_ms=args.lookahead_ms,
+        render_size=args.render_size,
         threads=args.threads,
         compare=args.compare,
         check_locality=args.check_locality,

@@ -21,6 +21,7 @@ import numpy as np
 from . import audio, media
 from .backends import BackendConfig, get_backend
 from .exceptions import InputError
+from .hires import RenderSizeConfig
 from .model import load_bundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
 from .tracker import FaceTracker
@@ -36,6 +37,7 @@ class DubOptions:
     model: Path | None = None
     backend: str = "onnx"
     lookahead_ms: float = 100.0
+    render_size: int = 0  # hi-res face crop (rtdub/hires.py): 0 follows the face, the crop size turns it off
     threads: int = 2
     compare: Path | None = None  # also write input | output side by side here
     check_locality: bool = False  # verify that only masked pixels changed (costs a copy)
@@ -155,6 +157,8 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     rate = media.audio_sample_rate(opts.audio)
     mux_audio = media.load_audio(opts.audio, sample_rate=rate, mono=False)
     bundle = load_bundle(opts.model)
+    if opts.render_size != 0 and opts.render_size < bundle.crop_size:
+        raise InputError("--render-size", f"must be 0 (automatic) or at least the model's crop size {bundle.crop_size}")
     backend = get_backend(opts.backend, bundle, BackendConfig(threads=opts.threads))
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(wav16)))
     duration = wav16.size / audio.SAMPLE_RATE
@@ -174,7 +178,8 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             cmp_writer = (
                 media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
             )
-            pipe = DubPipeline(bundle, backend, tracker, PipelineConfig(lookahead_ms=opts.lookahead_ms))
+            config = PipelineConfig(lookahead_ms=opts.lookahead_ms, render=RenderSizeConfig(size=opts.render_size))
+            pipe = DubPipeline(bundle, backend, tracker, config)
             try:
                 for i in range(n_out):
                     t = i / fps

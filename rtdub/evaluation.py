@@ -33,6 +33,7 @@ import numpy as np
 from . import align, audio, media, metrics, tts
 from .backends.base import Backend
 from .blend import face_mask
+from .hires import RenderSizeConfig
 from .lipunits import LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from .model import ModelBundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
@@ -62,6 +63,19 @@ class FrozenBackend(Backend):
 
     def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
         return reference.copy()
+
+    @property
+    def has_fields(self) -> bool:
+        return True
+
+    def generate_fields(
+        self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The reference, and fields that say so (no flow, alpha 1): at a render size above
+        the crop size the frozen baseline pastes the hi-res reference, like the model."""
+        fields = np.zeros((reference.shape[0], 6, *reference.shape[2:]), np.float32)
+        fields[:, 2] = 1.0
+        return reference.copy(), fields
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,8 @@ class Rendered:
     scores: dict[str, float]
     frame_ms: np.ndarray  # (N,) sum of the pipeline stages per frame
     stage_ms: dict[str, np.ndarray]  # per stage, over the frames that ran it
+    composite_ms: np.ndarray | None = None  # (N,) hi-res compositing, part of "generator"
+    render_size: np.ndarray | None = None  # (N,) side of the pasted crop, 0 without a face
     # the output frames as the lip-sync expert sees them (rtdub.scoring.expert_crop, aligned
     # with the output's own landmarks, None where no face was found); empty unless asked for
     expert_crops: tuple[np.ndarray | None, ...] = ()
@@ -154,8 +170,10 @@ def reconstruct(
     backend: Backend,
     lookahead_ms: float,
     expert_crop_size: int | None = None,
+    render: RenderSizeConfig | None = None,
 ) -> Rendered:
     """Dub ``clip`` with its own audio in ``mode`` (one of :data:`MODES`) and score it.
+    ``render`` sets the render size (rtdub/hires.py; the pipeline's default when None).
     With ``expert_crop_size``, also keep the output's crops for a lip-sync expert (the crops
     ``rtdub eval`` takes of a video), to be scored with :func:`rtdub.scoring.sync_scores`."""
     if mode not in MODES:
@@ -170,15 +188,18 @@ def reconstruct(
     ss: list[float] = []
     sh: list[float] = []
     frame_ms = np.zeros(n)
+    comp_ms = np.zeros(n)
+    sizes = np.zeros(n, np.int64)
     acc: dict[str, list[float]] = {}
     crops: list[np.ndarray | None] = []
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, PipelineConfig(lookahead_ms=lookahead_ms))
+        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render))
         for i, (f, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
             img = f.copy()
             u = clip.true_units[i] if mode == "true-units" else None
             res = pipe.process(img, float(t), clip.mel, units=u)
             frame_ms[i] = _pipeline_ms(res.times, acc)
+            comp_ms[i], sizes[i] = res.composite_ms, res.render_size
             o = score_tracker.track(img, float(t))
             if expert_crop_size is not None:
                 crops.append(None if o is None else expert_crop(img, o.landmarks, expert_crop_size))
@@ -204,7 +225,15 @@ def reconstruct(
         "tracked_out_of": n,
     }
     stage_ms = {k: np.asarray(v) for k, v in acc.items() if k in STAGES}
-    return Rendered(scores, frame_ms, stage_ms, expert_crops=tuple(crops))
+    return Rendered(
+        scores, frame_ms, stage_ms, expert_crops=tuple(crops), composite_ms=comp_ms, render_size=sizes
+    )
+
+
+def _config(lookahead_ms: float, render: RenderSizeConfig | None) -> PipelineConfig:
+    if render is None:
+        return PipelineConfig(lookahead_ms=lookahead_ms)
+    return PipelineConfig(lookahead_ms=lookahead_ms, render=render)
 
 
 def truth_expert_crops(clip: ClipData, size: int) -> tuple[np.ndarray | None, ...]:
@@ -237,6 +266,7 @@ def lip_closure(
     backend: Backend,
     lookahead_ms: float,
     frozen: bool = False,
+    render: RenderSizeConfig | None = None,
 ) -> LipClosure:
     """Dub ``frames`` (one per ``1/fps``, at least as long as the speech) with ``speech`` and
     return the AUC of the inner-lip gap on open-vowel frames against /p b m/ frames."""
@@ -250,7 +280,7 @@ def lip_closure(
     be: Backend = FrozenBackend(backend) if frozen else backend
     it = iter(frames)
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, PipelineConfig(lookahead_ms=lookahead_ms))
+        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render))
         for i in range(n):
             t = i / fps
             try:

@@ -5,6 +5,8 @@ Layout of a bundle directory (``engines/default`` is the one shipped):
     manifest.json    format, crop size, unit basis, closed-mouth units, window sizes
     a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
     generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
+                     and, in bundles exported since the hi-res compositing, fields (B, 6, S, S):
+                     flow (2, grid units), mixing weight (1), colour (3); see rtdub/hires.py
 
 Images are RGB floats in [0, 1]. Only ONNX and JSON are read: nothing is unpickled.
 """

@@ -4,6 +4,12 @@
     mel  ─► AudioStage (units for t, t-4..t history) ─┤
                                             └─► generator ─► colour match ─► paste (mask only)
 
+With a bundle whose generator also outputs its fields (flow, mixing weight, colour), the face
+is composited again at a render size R > S from an R px crop of the reference (rtdub/hires.py)
+and that crop is pasted, so the mouth keeps the frame's resolution; R follows the face's size
+in the frame (``PipelineConfig.render``). Old bundles, and backends without the fields
+(TensorRT), render at S as before.
+
 Every stage is synchronous; callers that live on an event loop run :meth:`DubPipeline.process`
 in an executor. A frame without a face is returned unchanged.
 """
@@ -18,12 +24,13 @@ from typing import Protocol
 
 import numpy as np
 
-from . import align, audio
+from . import align, audio, hires
 from .backends.base import Backend
 from .blend import FaceMask, PasteRegion, colour_offset, face_mask, match_colour, paste
+from .hires import RenderSizeConfig, RenderSizer
 from .lipunits import to_canonical
 from .model import ModelBundle
-from .reference import ReferenceConfig, ReferenceSelector
+from .reference import Candidate, ReferenceConfig, ReferenceSelector
 from .tracker import FaceObservation, FaceTracker
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ class PipelineConfig:
     silence_level: float = -3.0
     colour_match: bool = True
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    render: RenderSizeConfig = field(default_factory=RenderSizeConfig)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,8 @@ class FrameResult:
     times: dict[str, float]  # ms per stage
     region: PasteRegion | None = None
     units: np.ndarray | None = None
+    render_size: int = 0  # side of the pasted face crop (the bundle's crop size, or R)
+    composite_ms: float = 0.0  # part of "generator": the hi-res compositing
 
 
 class AudioStage:
@@ -147,6 +157,9 @@ class DubPipeline:
         self._last_obs: FaceObservation | None = None
         self._last_face: np.ndarray | None = None
         self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
+        self.sizer = RenderSizer(self.config.render, s)
+        self._ref_cache: tuple[float, int, np.ndarray] | None = None
+        self._masks: dict[int, FaceMask] = {s: self.mask}
 
     def _make_gpu_blender(self) -> object | None:
         """The CUDA paste-back kernel beside a GPU backend; numpy/OpenCV when it cannot load."""
@@ -166,6 +179,25 @@ class DubPipeline:
         self._units.clear()
         self._last_obs = None
         self._last_face = None
+        self.sizer.reset()
+        self._ref_cache = None
+
+    def _reference_at(self, ref: Candidate, size: int) -> np.ndarray:
+        """The reference as a (size, size, 3) float32 crop, from its hi-res crop when it has one."""
+        c = self._ref_cache
+        if c is not None and c[0] == ref.time and c[1] == size:
+            return c[2]
+        src = ref.hires if ref.hires is not None else ref.crop
+        out = hires.resize_crop(src, size).astype(np.float32)
+        self._ref_cache = (ref.time, size, out)
+        return out
+
+    def mask_at(self, size: int) -> FaceMask:
+        """The lower-face mask at ``size`` px (the S mask resampled; cached per size)."""
+        m = self._masks.get(size)
+        if m is None:
+            m = self._masks[size] = hires.scaled_mask(self.mask, size)
+        return m
 
     def push_units(self, units: np.ndarray) -> None:
         """Append the units of the current frame to the five-frame context."""
@@ -202,13 +234,18 @@ class DubPipeline:
             self._last_obs = None
             return FrameResult(image, False, silent, times, None, units)
         self._last_obs = obs
-        al = align.estimate(obs.landmarks, self.bundle.crop_size)
+        s = self.bundle.crop_size
+        al = align.estimate(obs.landmarks, s)
         crop = align.warp_to_crop(image, al)
         canon = to_canonical(obs.landmarks)
-        self.refs.observe(t, crop, canon)
+        size = self.sizer.size_for(al) if self.backend.has_fields else s
+        interp = self.config.render.interpolation
+        big = hires.crop(image, hires.scaled(al, size), interp) if size > s and self.refs.wants(t) else None
+        self.refs.observe(t, crop, canon, big)
         ref = self.refs.reference(t)
         t2 = time.perf_counter()
         times["align"] = (t2 - t1) * 1000
+        composite_ms = 0.0
         if skip_generator and self._last_face is not None:
             face = self._last_face
         else:
@@ -221,18 +258,30 @@ class DubPipeline:
             while len(hist) < self.bundle.context:
                 hist.insert(0, hist[0])
             self._ctx[0] = np.stack(hist)
-            out = self.backend.generate(self._pose, self._ref, self._ctx)[0]
-            face = np.clip(out.transpose(1, 2, 0), 0, 1) * 255
-            if self.config.colour_match and self._gpu_blender is None:
+            out, fields = self.backend.generate_fields(self._pose, self._ref, self._ctx)
+            face = np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255
+            if fields is not None and size > s:
+                tc = time.perf_counter()
+                # colour offset measured at S (the same band, the same means), applied at R
+                shift = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else 0.0
+                box = hires.paste_box(size, self.mask_at(size).bbox)
+                face = hires.composite(self._reference_at(ref, size), fields[0], box, interp)
+                face += shift
+                composite_ms = (time.perf_counter() - tc) * 1000
+            elif self.config.colour_match and self._gpu_blender is None:
                 face = match_colour(face, crop.astype(np.float32), self.mask)
             self._last_face = face
         t3 = time.perf_counter()
         times["generator"] = (t3 - t2) * 1000
-        if self._gpu_blender is not None:
+        fs = face.shape[0]
+        if self._gpu_blender is not None and fs == s:
             offset = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
             self._gpu_blender.paste_rgb(image, face, al, offset)  # type: ignore[attr-defined]
             region = None
-        else:
-            region = paste(image, face, al, self.mask)
+        else:  # the CUDA kernel holds the S px mask: hi-res faces are pasted on the CPU
+            if fs == s:
+                region = paste(image, face, al, self.mask)
+            else:
+                region = paste(image, face, hires.scaled(al, fs), self.mask_at(fs), interp)
         times["blend"] = (time.perf_counter() - t3) * 1000
-        return FrameResult(image, True, silent, times, region, units)
+        return FrameResult(image, True, silent, times, region, units, fs, composite_ms)

@@ -4,6 +4,10 @@ The generator needs a crop of the same person that does not carry the mouth of t
 renders (DESIGN §5). The selector keeps a bounded history of past crops and picks the most
 neutral, closed-mouth, frontal one that is at least ``min_age`` seconds old; it re-picks now
 and then, and only switches when the new candidate is clearly better, to avoid flicker.
+
+Each candidate may also keep a high-resolution crop of the same region (rtdub/hires.py): the
+generator sees the S px crop, the hi-res compositing warps the large one. Callers ask
+:meth:`ReferenceSelector.wants` first, so the large crop is only made for frames it keeps.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Candidate:
     time: float
     score: float
     crop: np.ndarray  # (S, S, 3) uint8
+    hires: np.ndarray | None = None  # (R, R, 3) uint8 crop of the same region, R >= S
 
 
 def neutrality(canonical: np.ndarray) -> float:
@@ -59,12 +64,18 @@ class ReferenceSelector:
     def current(self) -> Candidate | None:
         return self._current
 
-    def observe(self, t: float, crop: np.ndarray, canonical: np.ndarray) -> None:
-        """Offer the crop of the frame at ``t`` (call once per tracked frame, in time order)."""
+    def wants(self, t: float) -> bool:
+        """Whether :meth:`observe` at ``t`` would store the frame as a candidate."""
+        return not self._cands or t - self._cands[-1].time >= self.config.sample_every
+
+    def observe(self, t: float, crop: np.ndarray, canonical: np.ndarray, hires: np.ndarray | None = None) -> None:
+        """Offer the crop of the frame at ``t`` (call once per tracked frame, in time order),
+        with its high-resolution crop when the caller composites at a higher resolution."""
         c = self.config
-        if self._cands and t - self._cands[-1].time < c.sample_every:
+        if not self.wants(t):
             return
-        self._cands.append(Candidate(t, neutrality(canonical), crop.copy()))
+        big = None if hires is None else np.array(hires, copy=True)
+        self._cands.append(Candidate(t, neutrality(canonical), crop.copy(), big))
         while self._cands and t - self._cands[0].time > c.history:
             self._cands.popleft()
 

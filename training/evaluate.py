@@ -1,6 +1,7 @@
 """Evaluation protocol of DESIGN §5 on a folder of talking-head clips (``make eval``).
 
     python -m training.evaluate --clips ../shared/media/clips --model engines/default --out runs/eval
+        [--render-size 0|96|192|...]   (0: the runtime's choice from the face size; 96: no hi-res)
 
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
 LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness, for
@@ -31,24 +32,37 @@ from rtdub.backends import BackendConfig, get_backend
 from rtdub.backends.base import Backend
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
 from rtdub.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
+from rtdub.hires import RenderSizeConfig
 from rtdub.model import ModelBundle, load_bundle
 
 logger = logging.getLogger("training.evaluate")
 
 
 def reconstruction(
-    clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms: float
+    clip: Path,
+    bundle: ModelBundle,
+    backend: Backend,
+    lookahead_ms: float,
+    render: RenderSizeConfig | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Scores of every mode on ``clip`` dubbed with its own audio (rtdub.evaluation)."""
+    """Scores of every mode on ``clip`` dubbed with its own audio (rtdub.evaluation), with
+    the pipeline's per-frame compute (median ms) and the median render size."""
     data = load_clip(clip, bundle)
     res = {}
     for mode in MODES:
-        res[mode] = reconstruct(data, mode, bundle, backend, lookahead_ms).scores
+        r = reconstruct(data, mode, bundle, backend, lookahead_ms, render=render)
+        res[mode] = dict(r.scores)
+        res[mode]["frame_ms_p50"] = float(np.median(r.frame_ms))
+        if r.composite_ms is not None and r.render_size is not None:
+            res[mode]["composite_ms_p50"] = float(np.median(r.composite_ms))
+            res[mode]["render_size_p50"] = float(np.median(r.render_size))
         logger.info("%s %s %s", clip.name, mode, res[mode])
     return res
 
 
-def dubbing_auc(clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms: float) -> dict[str, object]:
+def dubbing_auc(
+    clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms: float, render: RenderSizeConfig | None = None
+) -> dict[str, object]:
     """Dub ``clip`` (ping-pong looped) with TTS speech of known phoneme timings; AUC of the
     inner-lip gap between open-vowel frames and /p b m/ frames (0.5 = no closure signal)."""
     speech = tts_speech()
@@ -58,7 +72,9 @@ def dubbing_auc(clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms:
         src = LoopedFrames(clip, spool=True)
         try:
             frames = (src.at(i / fps) for i in range(10**9))
-            lc = lip_closure(frames, speech, fps, bundle, backend, lookahead_ms, frozen=mode == "frozen")
+            lc = lip_closure(
+                frames, speech, fps, bundle, backend, lookahead_ms, frozen=mode == "frozen", render=render
+            )
         finally:
             src.close()
         res[mode] = lc.auc
@@ -91,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lookahead-ms", type=float, default=100.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument(
+        "--render-size", type=int, default=None, help="hi-res render size (0: from the face size; 96: off)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     clips = sorted(c for c in args.clips.glob("speaker_*.mp4"))
@@ -100,13 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=args.threads))
-    results = {c.stem: reconstruction(c, bundle, backend, args.lookahead_ms) for c in clips}
+    render = None if args.render_size is None else RenderSizeConfig(size=args.render_size)
+    if render is not None and 0 < render.size < bundle.crop_size:
+        print(f"evaluate: error: --render-size must be 0 or at least {bundle.crop_size}")
+        return 2
+    results = {c.stem: reconstruction(c, bundle, backend, args.lookahead_ms, render) for c in clips}
     report: dict[str, object] = {
         "model": str(bundle.root),
         "lookahead_ms": args.lookahead_ms,
+        "render_size": args.render_size,
         "reconstruction": results,
     }
-    report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms)
+    report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render)
     if not args.skip_speed and args.audio.is_file():
         t0 = time.perf_counter()
         rep = dub_file(DubOptions(clips[0], args.audio, args.out / "speed.mp4", model=args.model, threads=args.threads))

@@ -29,6 +29,19 @@ class Backend(ABC):
     def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
         """pose, reference (B, 3, S, S) in [0, 1]; units (B, 5, U) -> faces (B, 3, S, S)."""
 
+    @property
+    def has_fields(self) -> bool:
+        """Whether :meth:`generate_fields` gives the fields (else the pipeline renders at S)."""
+        return False
+
+    def generate_fields(
+        self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`generate` plus the fields the faces were composed from, (B, 6, S, S) (flow,
+        mixing weight, colour; see rtdub/hires.py), or None when the model or the backend does
+        not give them (the caller then renders at S)."""
+        return self.generate(pose, reference, units), None
+
     def reset(self) -> None:  # noqa: B027 - optional hook, stateless backends keep the default
         """Forget per-stream state (none for stateless backends)."""
 

@@ -39,6 +39,9 @@ class OnnxBackend(Backend):
         self.bundle = bundle
         self._a2l = make_session(str(bundle.a2l_path), config.threads)
         self._gen = make_session(str(bundle.generator_path), config.threads)
+        outs = [o.name for o in self._gen.get_outputs()]  # type: ignore[attr-defined]
+        # bundles exported before the fields output have "face" alone: they render at S
+        self._gen_outputs = ["face", "fields"] if "fields" in outs else ["face"]
 
     def audio_to_lip(self, mel: np.ndarray, lookahead: np.ndarray) -> np.ndarray:
         out = self._a2l.run(  # type: ignore[attr-defined]
@@ -50,13 +53,28 @@ class OnnxBackend(Backend):
         )
         return np.asarray(out[0])
 
-    def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
+    @property
+    def has_fields(self) -> bool:
+        return len(self._gen_outputs) == 2
+
+    def _run_gen(
+        self, names: list[str], pose: np.ndarray, reference: np.ndarray, units: np.ndarray
+    ) -> list[np.ndarray]:
         out = self._gen.run(  # type: ignore[attr-defined]
-            ["face"],
+            names,
             {
                 "pose": np.ascontiguousarray(pose, np.float32),
                 "reference": np.ascontiguousarray(reference, np.float32),
                 "units": np.ascontiguousarray(units, np.float32),
             },
         )
-        return np.asarray(out[0])
+        return [np.asarray(o) for o in out]
+
+    def generate(self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray) -> np.ndarray:
+        return self._run_gen(["face"], pose, reference, units)[0]
+
+    def generate_fields(
+        self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        out = self._run_gen(self._gen_outputs, pose, reference, units)
+        return out[0], (out[1] if len(out) > 1 else None)

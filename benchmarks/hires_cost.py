@@ -1,0 +1,102 @@
+"""Per-frame compute that high-resolution compositing adds (rtdub/hires.py).
+
+    python -m benchmarks.hires_cost --clip ../shared/media/clips/speaker_a.mp4 [--frames 120]
+        [--sizes 96 0 288 384] [--threads 1] [--json OUT]
+
+Every frame of the clip is rendered by one pipeline per render size (96 = the crop size: no
+hi-res; 0 = chosen from the face size), interleaved frame by frame so that all of them see
+the same machine load. The cost compared is what the render size changes: align (which makes
+the hi-res reference crop), generator (which includes the compositing) and blend, summed per
+frame; face tracking and the audio stage are the same in every pipeline and left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import write_json
+from rtdub import audio, media
+from rtdub.backends import BackendConfig, get_backend
+from rtdub.hires import RenderSizeConfig
+from rtdub.model import load_bundle
+from rtdub.pipeline import DubPipeline, PipelineConfig
+from rtdub.tracker import FaceTracker
+
+PARTS = ("align", "generator", "blend")
+
+
+def measure(
+    clip: Path, sizes: list[int], frames: int, threads: int, model: Path | None = None
+) -> dict[str, dict[str, float]]:
+    bundle = load_bundle(model)
+    backend = get_backend("onnx", bundle, BackendConfig(threads=threads))
+    mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(media.load_audio(clip))))
+    images: list[tuple[np.ndarray, float]] = []
+    for fr in media.iter_frames(clip):
+        if len(images) >= frames:
+            break
+        images.append((fr.image, fr.time))
+    trackers = [FaceTracker() for _ in sizes]
+    configs = [PipelineConfig(render=RenderSizeConfig(size=s)) for s in sizes]
+    pipes = [DubPipeline(bundle, backend, tr, c) for c, tr in zip(configs, trackers, strict=True)]
+    cost: list[list[float]] = [[] for _ in sizes]
+    comp: list[list[float]] = [[] for _ in sizes]
+    used: list[list[int]] = [[] for _ in sizes]
+    try:
+        for img, t in images:
+            for k, pipe in enumerate(pipes):
+                res = pipe.process(img.copy(), t, mel)
+                if res.face:
+                    cost[k].append(sum(res.times[p] for p in PARTS))
+                    comp[k].append(res.composite_ms)
+                    used[k].append(res.render_size)
+    finally:
+        for tr in trackers:
+            tr.close()
+    out: dict[str, dict[str, float]] = {}
+    for k, s in enumerate(sizes):
+        c = np.asarray(cost[k][10:])  # after warm-up
+        out[str(s)] = {
+            "render_size_p50": float(np.median(used[k])),
+            "align_generator_blend_ms_p50": float(np.median(c)),
+            "align_generator_blend_ms_p95": float(np.percentile(c, 95)),
+            "composite_ms_p50": float(np.median(comp[k][10:])),
+            "added_ms_p50_vs_first": float(np.median(c - np.asarray(cost[0][10:]))),
+            "frames": len(c),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="per-frame cost of hi-res compositing")
+    p.add_argument("--clip", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--sizes", type=int, nargs="+", default=[96, 0])
+    p.add_argument("--frames", type=int, default=120)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not args.clip.is_file():
+        print(f"hires_cost: error: {args.clip}: no such file", file=sys.stderr)
+        return 2
+    if any(s != 0 and s < 96 for s in args.sizes):
+        print("hires_cost: error: --sizes: 0 (automatic) or at least the crop size", file=sys.stderr)
+        return 2
+    res = measure(args.clip, args.sizes, args.frames, args.threads, args.model)
+    print(f"{'size':>6} {'R p50':>6} {'ms p50':>8} {'ms p95':>8} {'composite':>10} {'added':>8}")
+    for s, r in res.items():
+        print(
+            f"{s:>6} {r['render_size_p50']:6.0f} {r['align_generator_blend_ms_p50']:8.2f} "
+            f"{r['align_generator_blend_ms_p95']:8.2f} {r['composite_ms_p50']:10.2f} {r['added_ms_p50_vs_first']:8.2f}"
+        )
+    if args.json is not None:
+        write_json(args.json, {"clip": args.clip.name, "threads": args.threads, "results": res})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""High-resolution compositing: the generator's fields applied to a larger crop.
+
+The generator works on S×S crops (96 px) but its face is ``alpha * warp(ref, flow) + (1 -
+alpha) * colour``, and the flow is in grid units, independent of the resolution. Pasting the
+S px face into a frame where the face spans 300-600 px upscales it several times and blurs
+teeth and lip edges. Here the same fields (the bundle's ``fields`` output, see
+engines/export.py) are upsampled to R×R and applied to an R px crop of the identity reference
+taken from the original frame, so the reference's texture keeps the frame's resolution.
+
+Geometry: an R px crop covers exactly the canonical region of the S px crop, so pixel ``j``
+of the R crop is at pixel ``j * S / R`` of the S crop (``align.canonical_to_crop`` scales
+linearly with the size). Fields are resampled with that mapping, not ``cv2.resize``'s
+half-pixel convention, so at R = S everything reduces to the generator's own composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from .align import Alignment
+from .blend import FaceMask
+
+FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
+
+
+def scaled(al: Alignment, size: int) -> Alignment:
+    """The alignment of the same face to a ``size`` px crop of the same canonical region."""
+    if size == al.size:
+        return al
+    return Alignment(al.matrix * (size / al.size), size)
+
+
+def native_size(al: Alignment) -> float:
+    """Frame pixels spanned by the crop's side: the resolution the frame has to offer."""
+    return al.size / max(al.scale, 1e-9)
+
+
+def _rescale_matrix(src: int, dst: int) -> np.ndarray:
+    """Inverse map (dst pixel -> src pixel) between two crops of the same region."""
+    k = src / dst
+    return np.array([[k, 0.0, 0.0], [0.0, k, 0.0]])
+
+
+def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """A crop resampled to ``size`` px with the crops' geometry (bilinear; edges replicated).
+
+    Works on any number of channels; returns the input itself when the size already fits."""
+    src = crop.shape[0]
+    if src == size:
+        return crop
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    m = _rescale_matrix(src, size)
+    if crop.ndim == 3 and crop.shape[2] > 4:  # warpAffine takes at most 4 channels
+        parts = [
+            cv2.warpAffine(crop[..., i : i + 4], m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            for i in range(0, crop.shape[2], 4)
+        ]
+        return np.concatenate([p if p.ndim == 3 else p[..., None] for p in parts], axis=2)
+    out = cv2.warpAffine(crop, m, (size, size), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return out if out.ndim == crop.ndim else out[..., None]
+
+
+@lru_cache(maxsize=8)
+def _base_grid(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    for a in (xs, ys):
+        a.setflags(write=False)
+    return xs, ys
+
+
+def _upsample(img: np.ndarray, r: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The part ``box`` of ``img`` (S, S, C <= 4) resampled to R px with the crops' geometry."""
+    x0, y0, x1, y1 = box
+    k = img.shape[0] / r
+    m = np.array([[k, 0.0, k * x0], [0.0, k, k * y0]])
+    return cv2.warpAffine(
+        img, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def composite(
+    reference: np.ndarray,
+    fields: np.ndarray,
+    box: tuple[int, int, int, int] | None = None,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
+    """The face at the reference's resolution R from fields predicted at S.
+
+    ``reference`` (R, R, 3) float32 in 0..255 (an R px crop of the identity reference);
+    ``fields`` (6, S, S) float32, the generator's second output for one frame. Returns the
+    (R, R, 3) float32 face in 0..255, ``alpha * warp(reference, flow) + (1 - alpha) * colour``
+    with flow and alpha bilinearly upsampled to R and ``(1 - alpha) * colour`` upsampled as one
+    image. With ``box`` (x0, y0, x1, y1) only that part is computed (the rest is 0): the paste
+    never reads outside the mask's box. ``interpolation`` samples the reference (the fields are
+    always bilinear, like the generator's): bicubic keeps more of the texture than bilinear."""
+    r = reference.shape[0]
+    if reference.ndim != 3 or reference.shape[1:] != (r, 3):
+        raise ValueError(f"reference must be (R, R, 3), got {reference.shape}")
+    if fields.ndim != 3 or fields.shape[0] != FIELD_CHANNELS or fields.shape[1] != fields.shape[2]:
+        raise ValueError(f"fields must be ({FIELD_CHANNELS}, S, S), got {fields.shape}")
+    s = fields.shape[1]
+    box = box or (0, 0, r, r)
+    x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), min(r, box[2]), min(r, box[3])
+    f = np.asarray(fields, np.float32)
+    motion = np.ascontiguousarray(f[0:3].transpose(1, 2, 0))  # flow x, flow y, alpha
+    synth = np.ascontiguousarray(((1.0 - f[2:3]) * f[3:6] * 255.0).transpose(1, 2, 0))
+    mo = _upsample(motion, r, (x0, y0, x1, y1))
+    # flow in grid units (align_corners=True at S): one unit is (S-1)/2 px at S, times R/S at R
+    k = (s - 1) / 2 * (r / s)
+    xs, ys = _base_grid(x0, y0, x1, y1)
+    map_x = mo[..., 0] * k
+    map_x += xs
+    map_y = mo[..., 1] * k
+    map_y += ys
+    warped = cv2.remap(
+        np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE
+    )
+    warped *= mo[..., 2:3]
+    warped += _upsample(synth, r, (x0, y0, x1, y1))
+    out = np.zeros((r, r, 3), np.float32)
+    out[y0:y1, x0:x1] = warped
+    return out
+
+
+def crop(frame: np.ndarray, al: Alignment, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """The aligned crop of ``frame`` at ``al.size`` px, bicubic by default: it is resampled
+    twice more, by the warp and by the paste, so the first step should lose as little as it can."""
+    return cv2.warpAffine(frame, al.matrix, (al.size, al.size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+def scaled_mask(mask: FaceMask, size: int) -> FaceMask:
+    """The lower-face mask of an S px crop resampled to ``size`` px (bilinear: the feathered
+    weight is smooth). It covers exactly the S paste's region, and costs well under a
+    millisecond, where ``blend.face_mask(size)`` rasterises the polygon again (tens of ms at
+    R = 384, a hiccup on the first frame of every new render size)."""
+    if mask.soft.shape[0] == size:
+        return mask
+    soft = np.clip(resize_crop(mask.soft, size), 0.0, 1.0).astype(np.float32)
+    soft[[0, -1], :] = 0.0  # the weight reaches zero before the crop ends, as at S
+    soft[:, [0, -1]] = 0.0
+    hidden = resize_crop(mask.hidden.astype(np.float32), size) > 0.5
+    ys, xs = np.nonzero(soft > 0)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    for x in (soft, hidden):
+        x.setflags(write=False)
+    return FaceMask(soft, hidden, bbox)
+
+
+def paste_box(size: int, bbox: tuple[int, int, int, int], margin: int = 4) -> tuple[int, int, int, int]:
+    """A mask box grown by ``margin`` px: what a bilinear or bicubic paste may read around it."""
+    x0, y0, x1, y1 = bbox
+    return max(0, x0 - margin), max(0, y0 - margin), min(size, x1 + margin), min(size, y1 + margin)
+
+
+@dataclass(frozen=True)
+class RenderSizeConfig:
+    """How big the hi-res crop is.
+
+    ``size`` 0 picks it per face: the frame pixels the crop spans (``native_size``) times
+    ``oversample``, rounded to ``step``, between the bundle's crop size and ``max_size``; it only
+    changes when the face's size moved by more than a step, so it does not flicker. A positive
+    ``size`` fixes it; the bundle's crop size turns hi-res compositing off."""
+
+    size: int = 0
+    max_size: int = 384
+    step: int = 32
+    oversample: float = 1.0
+    cubic: bool = True  # bicubic reference crop, warp and paste (bilinear: False)
+
+    @property
+    def interpolation(self) -> int:
+        return cv2.INTER_CUBIC if self.cubic else cv2.INTER_LINEAR
+
+
+class RenderSizer:
+    """Per-stream render-size choice with hysteresis (see :class:`RenderSizeConfig`)."""
+
+    def __init__(self, config: RenderSizeConfig, crop_size: int) -> None:
+        if config.size < 0 or (0 < config.size < crop_size):
+            raise ValueError(f"render size must be 0 (auto) or at least the crop size {crop_size}, got {config.size}")
+        self.config = config
+        self.crop_size = crop_size
+        self._current: int | None = None
+
+    def reset(self) -> None:
+        self._current = None
+
+    def size_for(self, al: Alignment) -> int:
+        c = self.config
+        if c.size > 0:
+            return c.size
+        lo, hi = self.crop_size, max(self.crop_size, c.max_size)
+        want = native_size(al) * c.oversample
+        if self._current is None or abs(want - self._current) > c.step:
+            self._current = int(min(hi, max(lo, round(want / c.step) * c.step)))
+        return self._current
