@@ -263,3 +263,26 @@ def test_train_gen_rejects_bad_flags(bad: list[str], capsys: pytest.CaptureFixtu
         train_gen.main(["--data", "x", *bad])
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# --- the ablation table ---------------------------------------------------------------------
+def _fake_eval(run: Path, lmd: float, clips: tuple[str, ...]) -> None:
+    scores = {"LMD": lmd, "MOC": 0.5, "PSNR": 25.0, "SSIM": 0.8, "sharpness": 0.2}
+    rec = {c: {m: dict(scores) for m in ("model", "true-units", "frozen")} for c in clips}
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "eval.json").write_text(json.dumps({"reconstruction": rec}))
+    (run / "meta.json").write_text(json.dumps({"dev": {"masked_l1": 0.06, "sharpness_ratio_crop": 0.5}}))
+
+
+def test_ablation_table_averages_the_common_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import ablation_table
+
+    _fake_eval(tmp_path / "a", 2.0, ("speaker_a", "speaker_b"))
+    _fake_eval(tmp_path / "b", 3.0, ("speaker_a",))
+    assert ablation_table.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"]) == 0
+    out = capsys.readouterr().out
+    assert "clips: speaker_a\n" in out
+    assert "| a | model | 2.000 |" in out and "| b | true-units | 3.000 |" in out
+    assert ablation_table.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--clips", "speaker_b"]) == 2
+    assert ablation_table.main(["nonsense"]) == 2
+    assert ablation_table.main([f"c={tmp_path / 'missing'}"]) == 2

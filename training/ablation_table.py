@@ -1,0 +1,86 @@
+"""Markdown ablation table from ``training.evaluate`` outputs (training/ABLATION.md).
+
+    python -m training.ablation_table base=runs/abl/base lss=runs/abl/lss [--clips speaker_a speaker_b]
+
+Each NAME=RUN reads RUN/eval/eval.json and gives one row per mode (the audio-driven
+``model`` and the ``true-units`` generator ceiling; ``frozen`` once, from the first run):
+LMD, MOC, PSNR, SSIM and mouth sharpness, averaged over ``--clips`` (default: the clips
+every run has), plus the run's training recipe and its dev reconstruction from meta.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+COLS = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
+FMT = {"LMD": "{:.3f}", "MOC": "{:.3f}", "PSNR": "{:.2f}", "SSIM": "{:.4f}", "sharpness": "{:.3f}"}
+
+
+def load(run: Path) -> dict[str, dict[str, dict[str, float]]]:
+    f = run / "eval" / "eval.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no evaluation (run python -m training.evaluate --out {run / 'eval'})")
+    rec: dict[str, dict[str, dict[str, float]]] = json.loads(f.read_text())["reconstruction"]
+    return rec
+
+
+def _cells(vals: list[float]) -> str:
+    return " | ".join(FMT[k].format(v) for k, v in zip(COLS, vals, strict=True))
+
+
+def mean_row(rec: dict[str, dict[str, dict[str, float]]], mode: str, clips: list[str]) -> list[float]:
+    return [float(np.mean([rec[c][mode][k] for c in clips])) for k in COLS]
+
+
+def table(runs: list[tuple[str, Path]], clips: list[str] | None = None) -> str:
+    recs = [(name, run, load(run)) for name, run in runs]
+    common = sorted(set.intersection(*(set(r) for _, _, r in recs)))
+    use = clips or common
+    missing = [c for c in use if c not in common]
+    if missing or not use:
+        raise ValueError(f"clips not evaluated in every run: {missing or 'none in common'}")
+    head = "| variant | mode | " + " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness")) + " |"
+    lines = [f"clips: {', '.join(use)}", "", head, "|---|---|" + "---|" * len(COLS)]
+    first = recs[0][2]
+    lines.append("| — | frozen | " + _cells(mean_row(first, "frozen", use)) + " |")
+    for mode in ("model", "true-units"):
+        for name, _, rec in recs:
+            vals = mean_row(rec, mode, use)
+            lines.append(f"| {name} | {mode} | " + _cells(vals) + " |")
+    lines += ["", "| variant | dev masked L1 (train_gen) | dev sharpness (crop) | recipe |", "|---|---|---|---|"]
+    for name, run, _ in recs:
+        meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
+        dev = meta.get("dev", {})
+        recipe = {k: v for k, v in meta.get("recipe", {}).items() if v not in (None, 0, 0.0)}
+        l1, sharp = dev.get("masked_l1", float("nan")), dev.get("sharpness_ratio_crop", float("nan"))
+        lines.append(f"| {name} | {l1:.4f} | {sharp:.3f} | `{json.dumps(recipe)}` |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="markdown ablation table from training.evaluate outputs")
+    p.add_argument("runs", nargs="+", help="NAME=RUN (RUN/eval/eval.json)")
+    p.add_argument("--clips", nargs="*", default=None, help="clip names to average over (default: common ones)")
+    args = p.parse_args(argv)
+    runs = []
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            print(f"ablation_table: error: {item!r} is not NAME=RUN", file=sys.stderr)
+            return 2
+        runs.append((name, Path(path)))
+    try:
+        print(table(runs, args.clips))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"ablation_table: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
