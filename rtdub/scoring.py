@@ -5,8 +5,16 @@
 Always: LSE-D, LSE-C and the AV offset (rtdub/sync.py, syncnet_python's formulas over ±15
 frames, with the project's lip-sync expert) and AVSu. With a reference: PSNR and SSIM of
 the lower face, LMD and the mouth-opening correlation (MOC) as rtdub/metrics.py defines
-them, with both videos cropped with the reference's landmarks, plus AVSv and AVSm. The
-videos are decoded once, in lockstep, and only the 96 px crops are kept in memory.
+them, with both videos cropped with the reference's landmarks, plus AVSv and AVSm.
+
+Frames are paired by presentation time, not by index, so variable-frame-rate videos and
+videos at different rates compare the right frames: each output frame is paired with the
+reference frame nearest in time if it is at most half a reference frame period away (half
+the median interval between the reference's timestamps). Frames without a partner are
+counted in the report (``unpaired_video_frames``, ``unpaired_reference_frames``), and every
+expert window takes its audio at its own frame's timestamp. The two videos are decoded once,
+side by side; only the 96 px crops (and the few reference frames that an output frame may
+still pair with) are kept in memory.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ import argparse
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from . import align, audio, media, metrics
@@ -48,6 +58,10 @@ class EvalReport:
     moc: float | None = None
     avs_v: float | None = None
     avs_m: float | None = None
+    # with a reference: frame pairs by timestamp, and the frames left without a partner
+    paired_frames: int | None = None
+    unpaired_video_frames: int | None = None
+    unpaired_reference_frames: int | None = None
 
     def to_json(self) -> dict[str, object]:
         def clean(v: object) -> object:
@@ -133,6 +147,69 @@ def _frames(path: Path) -> Iterator[media.Frame]:
     yield from media.iter_frames(path)
 
 
+def frame_interval(path: Path) -> float | None:
+    """Median interval (s) between the presentation times of the first video stream's frames,
+    from the demuxed packets (nothing is decoded); None with fewer than two timestamps."""
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            pts = sorted(float(k.pts * k.time_base) for k in c.demux(s) if k.pts is not None and k.time_base)
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise InputError(str(path), f"cannot read the video timestamps ({exc})") from exc
+    d = np.diff(pts)
+    d = d[d > 0]
+    return float(np.median(d)) if d.size else None
+
+
+@dataclass(frozen=True)
+class _RefFrame:
+    index: int
+    time: float
+    image: np.ndarray
+    landmarks: np.ndarray | None
+
+
+class _Reference:
+    """The reference, decoded alongside the output. Every frame is tracked once, in order;
+    a frame is kept only while a later output frame may still pair with it."""
+
+    def __init__(self, frames: Iterator[media.Frame], track: _Track, tolerance: float) -> None:
+        self._frames = frames
+        self.track = track
+        self.tolerance = tolerance
+        self.times: list[float] = []
+        self.used: set[int] = set()
+        self._window: deque[_RefFrame] = deque()
+        self._done = False
+
+    def _pull(self) -> None:
+        fr = next(self._frames, None)
+        if fr is None:
+            self._done = True
+            return
+        lm = self.track.add(fr.image, fr.time)
+        self._window.append(_RefFrame(len(self.times), fr.time, fr.image, lm))
+        self.times.append(fr.time)
+
+    def partner(self, t: float) -> _RefFrame | None:
+        """The reference frame nearest to time ``t`` within the tolerance (the earlier one on
+        a tie); output times must be increasing from call to call."""
+        while not self._done and (not self._window or self._window[-1].time <= t + self.tolerance):
+            self._pull()
+        while self._window and self._window[0].time < t - self.tolerance:
+            self._window.popleft()
+        best = min(self._window, key=lambda f: abs(f.time - t), default=None)
+        if best is None or abs(best.time - t) > self.tolerance:
+            return None
+        self.used.add(best.index)
+        return best
+
+    def count_rest(self) -> int:
+        """Decode (without tracking) the frames after the last pull; returns the total count."""
+        rest = sum(1 for _ in self._frames)
+        return len(self.times) + rest
+
+
 def evaluate_files(
     video: Path, audio_path: Path, reference: Path | None = None, expert: AVExpert | None = None
 ) -> EvalReport:
@@ -151,26 +228,33 @@ def evaluate_files(
     times: list[float] = []
     psnr: list[float] = []
     ssim: list[float] = []
-    gen_on_ref: list[np.ndarray | None] = []  # the output cropped with the reference's landmarks
+    pairs: list[tuple[int, int]] = []  # (output frame, reference frame), by timestamp
+    gen_on_ref: list[np.ndarray | None] = []  # per pair: the output cropped with the reference's landmarks
+    ref: _Reference | None = None
+    ref_total = 0
     try:
-        ref_it = _frames(reference) if reference is not None else None
-        for fr in _frames(video):
-            ref_fr = next(ref_it, None) if ref_it is not None else None
-            if ref_it is not None and ref_fr is None:
-                break  # the reference is shorter: score the common part
+        if reference is not None and ref_tr is not None:
+            period = frame_interval(reference) or 1.0 / float(media.probe_video(reference).fps)
+            ref = _Reference(_frames(reference), ref_tr, 0.5 * period + 1e-6)
+        for i, fr in enumerate(_frames(video)):
             times.append(fr.time)
             out_tr.add(fr.image, fr.time)
-            if ref_tr is None or ref_fr is None:
+            if ref is None:
                 continue
-            lm = ref_tr.add(ref_fr.image, ref_fr.time)
-            if lm is None or ref_fr.image.shape != fr.image.shape:
+            rf = ref.partner(fr.time)
+            if rf is None:
+                continue
+            pairs.append((i, rf.index))
+            if rf.landmarks is None or rf.image.shape != fr.image.shape:
                 gen_on_ref.append(None)
                 continue
-            al = align.estimate(lm, size)
-            a, b = align.warp_to_crop(fr.image, al), align.warp_to_crop(ref_fr.image, al)
+            al = align.estimate(rf.landmarks, size)
+            a, b = align.warp_to_crop(fr.image, al), align.warp_to_crop(rf.image, al)
             gen_on_ref.append(a)
             psnr.append(metrics.psnr(a, b, lower))
             ssim.append(metrics.ssim(a, b, lower))
+        if ref is not None:
+            ref_total = ref.count_rest()
     finally:
         out_tr.tracker.close()
         if ref_tr is not None:
@@ -195,29 +279,39 @@ def evaluate_files(
         "av_offset": s.av_offset,
         "avs_u": s.avs_u,
     }
-    if ref_tr is not None and ref_tr.faces > 0:
-        m = len(ref_tr.crops)
-        ok = [i for i in range(m) if out_tr.lips[i] is not None and ref_tr.lips[i] is not None]
+    if ref is not None and ref_tr is not None and ref_tr.faces > 0:
+        report["paired_frames"] = len(pairs)
+        report["unpaired_video_frames"] = n - len(pairs)
+        report["unpaired_reference_frames"] = ref_total - len(ref.used)
+        if len(pairs) < n or len(ref.used) < ref_total:
+            logger.warning(
+                "frames without a partner",
+                extra={"video": n - len(pairs), "reference": ref_total - len(ref.used), "pairs": len(pairs)},
+            )
+        ok = [(i, j) for i, j in pairs if out_tr.lips[i] is not None and ref_tr.lips[j] is not None]
         nan = math.nan
         if ok:
-            lo = np.stack([out_tr.lips[i] for i in ok])  # type: ignore[misc]
-            lr = np.stack([ref_tr.lips[i] for i in ok])  # type: ignore[misc]
+            lo = np.stack([out_tr.lips[i] for i, _ in ok])  # type: ignore[misc]
+            lr = np.stack([ref_tr.lips[j] for _, j in ok])  # type: ignore[misc]
             report["lmd"] = metrics.lmd(lo, lr)
-            go, gr = np.asarray(out_tr.gap)[ok], np.asarray(ref_tr.gap)[ok]
+            go = np.asarray([out_tr.gap[i] for i, _ in ok])
+            gr = np.asarray([ref_tr.gap[j] for _, j in ok])
             report["moc"] = metrics.pearson(go, gr) if len(ok) > 1 else nan
         report["psnr"] = float(np.mean(psnr)) if psnr else nan
         report["ssim"] = float(np.mean(ssim)) if ssim else nan
-        if m >= ex.window.frames:
-            ref_crops = _fill(ref_tr.crops, size)
+        if len(pairs) >= ex.window.frames:
+            # one sequence per side over the pairs; each window's audio at its own frame's time
+            ref_crops = _fill([ref_tr.crops[j] for _, j in pairs], size)
             gen_crops = _fill(gen_on_ref, size)
-            tm = t[:m]
-            e_gen = ex.embed_clip(gen_crops, mel, tm)
-            e_ref = ex.embed_clip(ref_crops, mel, tm)
+            t_gen = np.asarray([times[i] for i, _ in pairs])
+            t_ref = np.asarray([ref.times[j] for _, j in pairs])
+            e_gen = ex.embed_clip(gen_crops, mel, t_gen)
+            e_ref = ex.embed_clip(ref_crops, mel, t_ref)
             report["avs_v"] = avs_v(e_gen, e_ref)
-            aw = ex.audio_windows(mel, tm[: m - ex.window.frames + 1])
+            w = len(pairs) - ex.window.frames + 1
             report["avs_m"] = avs_m(
-                ex.embed_multimodal(ex.video_windows(gen_crops), aw),
-                ex.embed_multimodal(ex.video_windows(ref_crops), aw),
+                ex.embed_multimodal(ex.video_windows(gen_crops), ex.audio_windows(mel, t_gen[:w])),
+                ex.embed_multimodal(ex.video_windows(ref_crops), ex.audio_windows(mel, t_ref[:w])),
             )
     elif ref_tr is not None:
         raise InputError(str(reference), "no face found in any frame")
@@ -242,6 +336,10 @@ def format_report(r: EvalReport) -> list[str]:
             f"LMD {_fmt(r.lmd, '.3f')}  MOC {_fmt(r.moc, '.3f')}  AVSv {_fmt(r.avs_v, '.3f')}  "
             f"AVSm {_fmt(r.avs_m, '.3f')}"
         )
+        lines.append(
+            f"frames paired by timestamp: {r.paired_frames}; without a partner: "
+            f"{r.unpaired_video_frames} of the video, {r.unpaired_reference_frames} of the reference"
+        )
     return lines
 
 
@@ -249,7 +347,7 @@ def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p = sub.add_parser("eval", help="score a dubbed video: LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC")
     p.add_argument("--video", required=True, type=Path, help="the video to score (e.g. rtdub dub's output)")
     p.add_argument("--audio", required=True, type=Path, help="the speech it should be in sync with")
-    p.add_argument("--reference", type=Path, default=None, help="ground-truth video (same frames)")
+    p.add_argument("--reference", type=Path, default=None, help="ground-truth video (frames paired by timestamp)")
     p.add_argument("--expert", type=Path, default=None, help="lip-sync expert bundle (default engines/syncnet)")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -219,8 +219,10 @@ def test_eval_json_schema(media_dir: Path, clip: Path, random_expert: Path) -> N
     assert set(rep) == {
         "video", "audio", "reference", "frames", "faces", "fps", "lse_d", "lse_c", "av_offset",
         "avs_u", "psnr", "ssim", "lmd", "moc", "avs_v", "avs_m",
+        "paired_frames", "unpaired_video_frames", "unpaired_reference_frames",
     }  # fmt: skip
     assert rep["frames"] == 40 and rep["faces"] >= 35 and rep["fps"] == pytest.approx(25)
+    assert rep["paired_frames"] == 40 and rep["unpaired_video_frames"] == rep["unpaired_reference_frames"] == 0
     assert isinstance(rep["av_offset"], int) and -15 <= rep["av_offset"] <= 15
     assert 0 <= rep["lse_d"] <= 2.1 and rep["lse_c"] >= 0
     # the clip against itself: identical pixels and landmarks
