@@ -6,6 +6,7 @@ For a target frame t the generator sees the crop of t with its lower face hidden
 reference crop of the same clip at least one second away (identity; DESIGN §5), and the true
 lip-motion units of frames t-4..t. It must reproduce the crop of t. Losses: L1 weighted
 towards the mouth, plus an L1 on image gradients inside the mouth mask (keeps edges sharp).
+Runs unchanged under ``torchrun`` (training/distributed.py; ``--batch`` is per process).
 
 The seed losses (training/gen_losses.py; all off by default, so the recipe above is unchanged):
     --ssim-weight W     W · (1 − SSIM), weighted by the lower-face mask (the perceptual term;
@@ -38,8 +39,8 @@ from safetensors.torch import load_file, save_file
 
 from rtdub.blend import face_mask
 
-from . import gen_losses
-from .common import load_checkpoint, save_checkpoint, setup
+from . import distributed, gen_losses
+from .common import load_checkpoint, save_checkpoint
 from .data import Clip, attach_units, closed_units, context_units, fit_basis, load_dir, mel_windows, reference_index
 from .models import A2LConfig, GenConfig, LipToFace, build_a2l
 from .syncnet import SyncConfig
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a2l", type=Path, default=Path("runs/a2l_s0"), help="frozen audio stage for --sync-units a2l")
     p.add_argument("--lookahead", type=float, default=0.1, help="s, for --sync-units a2l")
     p.add_argument("--silent-ref", type=Path, default=None, help="G_S: closed-lip references from this frozen run")
+    distributed.add_arguments(p)
     args = p.parse_args(argv)
     for name in ("ssim_weight", "gan_weight", "sync_weight", "ss_weight"):
         if getattr(args, name) < 0:
@@ -233,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} {run}: no model.safetensors")
     if (args.sync_weight > 0 or args.ss_weight > 0) and not (args.expert / "model.safetensors").is_file():
         p.error(f"--expert {args.expert}: no model.safetensors (a torch lip-sync expert run)")
-    return _train(args)
+    return distributed.run(_train, args)
 
 
-def _train(args: argparse.Namespace) -> int:
-    rng = setup(args.seed, args.threads)
+def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
+    rng = ddp.setup(args.seed, args.threads)
 
     clips = load_dir(args.data)
     dev = [c for c in load_dir(args.dev) if c.has_audio]
@@ -252,7 +254,7 @@ def _train(args: argparse.Namespace) -> int:
     if meta is None and args.init is not None:
         load_checkpoint(args.init, model)
         logger.info("initialised from %s", args.init)
-    net = model
+    net = ddp.wrap(model)
     disc = disc_opt = None
     if args.gan_weight > 0:
         disc = gen_losses.PatchDiscriminator()
@@ -380,8 +382,8 @@ def _train(args: argparse.Namespace) -> int:
                 lr,
                 time.time() - t0,
             )
-        stop = args.max_minutes > 0 and time.time() - t0 > args.max_minutes * 60
-        if step % args.save_every == 0 or step == args.steps or stop:
+        stop = args.max_minutes > 0 and ddp.any(time.time() - t0 > args.max_minutes * 60)
+        if ddp.is_main and (step % args.save_every == 0 or step == args.steps or stop):
             ev = evaluate(model, dev, cfg)
             logger.info("step %d dev %s", step, ev)
             save_checkpoint(args.out, model, opt, {"step": step, "config": cfg.to_dict(), "dev": ev, "recipe": recipe})
@@ -392,6 +394,7 @@ def _train(args: argparse.Namespace) -> int:
                 )
         if stop:
             break
+    ddp.finish(model)
     return 0
 
 
