@@ -16,7 +16,16 @@ Match"): with the BCE alone the loss sat at ln 2 for the first 250 steps (6 minu
 ``--augment`` adds AVSyncNet's augmentation: one random similarity (shift, rotation, scale)
 per sample, applied to the whole 96 px crop before the lower half is cut, so the expert's
 score does not depend on small misalignments of the crop. Checkpoints (safetensors) every
-``--save-every`` steps; a run resumes from its last checkpoint. Runs unchanged under
+``--save-every`` steps; a run resumes from its last checkpoint.
+
+Generalisation to unseen speakers (training/sync_augment.py): ``--appearance`` and
+``--voice`` randomise what does not carry sync (colour, lighting, blur, noise, erased
+patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks), per
+run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail
+and brightness out of the video input inside the graph (the bundle's input is unchanged);
+``--lip-weight`` adds an auxiliary regression of per-clip z-scored mouth geometry (inner
+gap, width, height of each of the 5 frames) from the video features. Every checkpoint also
+logs the held-out AV-offset accuracy (training/sync_probe.py). Runs unchanged under
 ``torchrun`` (training/distributed.py; ``--batch`` is per process).
 """
 
@@ -41,6 +50,8 @@ from rtdub.sync import video_input
 from . import distributed
 from .common import load_checkpoint, save_checkpoint
 from .data import Clip, load_dir
+from .sync_augment import Appearance, Voice, apply_appearance, apply_voice, draw_appearance, draw_voice, lip_targets
+from .sync_probe import offset_probe
 from .syncnet import SyncConfig, SyncNet, count_params, sync_loss
 
 logger = logging.getLogger("training.sync")
@@ -53,8 +64,14 @@ class Embeddings(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.video(frames), self.model.audio(mel)
+    def forward(
+        self, frames: torch.Tensor, mel: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Unit video and audio embeddings, and the lip head's prediction (if any)."""
+        feat = self.model.video.features(frames)
+        head = self.model.lip_head
+        lips = head(feat) if head is not None else None
+        return nn.functional.normalize(feat, dim=1, eps=1e-8), self.model.audio(mel), lips
 
 
 @dataclass(frozen=True)
@@ -138,12 +155,16 @@ def sample_runs(
     cfg: SyncConfig,
     rng: np.random.Generator,
     aug: Augment | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    appearance: Appearance | None = None,
+    voice: Voice | None = None,
+    lips: list[np.ndarray] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``runs`` runs of ``length`` consecutive windows: video (R·L, 15, S/2, S) and the audio
     window of each of the same frames (R·L, 16, 80). Within a run, video window i and audio
     window j are in sync only for i = j: every other pair is an off-sync pair of the same clip
-    (offsets up to ±(length − 1) frames), so one batch holds R·L² pairs."""
-    vids, mels = [], []
+    (offsets up to ±(length − 1) frames), so one batch holds R·L² pairs. Third: the lip
+    targets of each window's frames (R·L, 3·frames), from ``lips`` (zeros without)."""
+    vids, mels, tgts = [], [], []
     for _ in range(runs):
         ci = int(rng.choice(len(clips), p=weights))
         c = clips[ci]
@@ -151,6 +172,8 @@ def sample_runs(
         ok = ok[np.all(np.isin(ok[:, None] + np.arange(length)[None, :], starts[ci]), axis=1)] if ok.size else ok
         i0 = int(rng.choice(ok if ok.size else starts[ci]))
         flip = rng.random() < 0.5
+        look = draw_appearance(rng, appearance) if appearance is not None else None
+        sound = draw_voice(rng, voice) if voice is not None else None
         for t in range(length):
             i = min(i0 + t, len(c.times) - cfg.frames)
             win = c.crops[i : i + cfg.frames]
@@ -158,9 +181,19 @@ def sample_runs(
                 win = win[:, :, ::-1]
             if aug is not None:
                 win = augment_window(np.ascontiguousarray(win), rng, aug)
+            if look is not None and appearance is not None:
+                win = apply_appearance(win, look, rng, appearance)
+            mel = mel_at(c, float(c.times[i]), cfg)
+            if sound is not None and voice is not None:
+                mel = apply_voice(mel, sound, rng, voice)
             vids.append(win)
-            mels.append(mel_at(c, float(c.times[i]), cfg))
-    return torch.from_numpy(video_input(np.stack(vids))), torch.from_numpy(np.stack(mels))
+            mels.append(mel)
+            tgts.append(lips[ci][i : i + cfg.frames].reshape(-1) if lips is not None else np.zeros(3 * cfg.frames))
+    return (
+        torch.from_numpy(video_input(np.stack(vids))),
+        torch.from_numpy(np.stack(mels)),
+        torch.from_numpy(np.stack(tgts).astype(np.float32)),
+    )
 
 
 def dense_losses(
@@ -212,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", default="*feifeili*", help="held-out training identity (glob)")
     p.add_argument("--out", type=Path, default=Path("runs/sync"))
     p.add_argument("--augment", action="store_true", help="AVSyncNet shift/rotation/scale augmentation")
+    p.add_argument("--appearance", action="store_true", help="colour/blur/noise/erasing augmentation")
+    p.add_argument("--voice", action="store_true", help="mel gain/shift/floor/mask augmentation")
+    p.add_argument("--gray", action="store_true", help="video encoder sees luma only")
+    p.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="pool the video input")
+    p.add_argument("--standardize", action="store_true", help="standardise each video window")
+    p.add_argument("--lip-weight", type=float, default=0.0, help="auxiliary mouth-geometry regression")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time")
     p.add_argument("--batch", type=int, default=64, help="video windows per step")
@@ -219,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ce-weight", type=float, default=1.0, help="multi-way offset term (0: BCE only)")
     p.add_argument("--tau", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="cosine: decay to 0 over what is left (of --minutes, or of --steps) when this invocation starts",
+    )
     p.add_argument("--max-shift", type=int, default=15, help="negatives: 2..max-shift frames off")
     p.add_argument("--embed", type=int, default=256)
     p.add_argument("--width", type=int, default=24)
@@ -238,11 +284,21 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     held = [c for c in every if c.has_audio and fnmatch.fnmatch(c.name, args.holdout)]
     held += [c for c in load_dir(args.dev) if c.has_audio]
     logger.info("train %s; held out %s", [c.name for c in train], [c.name for c in held])
-    cfg = SyncConfig(crop_size=int(train[0].crops.shape[1]), embed=args.embed, width=args.width)
+    cfg = SyncConfig(
+        crop_size=int(train[0].crops.shape[1]),
+        embed=args.embed,
+        width=args.width,
+        gray=args.gray,
+        downsample=args.downsample,
+        standardize=args.standardize,
+        lip_targets=3 * SyncConfig.frames if args.lip_weight > 0 else 0,
+    )
     model = SyncNet(cfg)
     logger.info("SyncNet: %d parameters", count_params(model))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     meta = load_checkpoint(args.out, model, opt)
+    for g in opt.param_groups:  # a resumed run takes this invocation's settings
+        g["lr"], g["weight_decay"] = args.lr, args.weight_decay
     step = int(meta["step"]) if meta else 0
     elapsed = float(meta.get("seconds", 0.0)) if meta else 0.0
     embeddings = Embeddings(model)
@@ -251,15 +307,36 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     weights = np.array([len(s) for s in starts], np.float64)
     weights /= weights.sum()
     aug = Augment() if args.augment else None
+    appearance = Appearance() if args.appearance else None
+    voice = Voice() if args.voice else None
+    lips = [lip_targets(c) for c in train] if args.lip_weight > 0 else None
     log_path = args.out / "log.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time() - elapsed
+    step0 = step
+
+    def lr_now() -> float:
+        if args.lr_schedule == "constant":
+            return float(args.lr)
+        done = (step - step0) / max(1, args.steps - step0)
+        if args.minutes > 0:
+            left = args.minutes * 60 - elapsed
+            done = max(done, (time.time() - t0 - elapsed) / max(1.0, left))
+        return float(args.lr * 0.5 * (1 + np.cos(np.pi * min(1.0, done))))
+
     losses: list[float] = []
 
     def checkpoint() -> None:
         ev = held_out_scores(model, held, cfg)
-        rec = {"step": step, "seconds": time.time() - t0, "train_loss": float(np.mean(losses[-100:])), "held_out": ev}
-        logger.info("step %d held-out %s", step, ev)
+        off = offset_probe(model, held)
+        rec = {
+            "step": step,
+            "seconds": time.time() - t0,
+            "train_loss": float(np.mean(losses[-100:])),
+            "held_out": ev,
+            "held_out_offsets": off,
+        }
+        logger.info("step %d held-out %s offsets %s", step, ev, off)
         with log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         save_checkpoint(
@@ -271,26 +348,46 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
                 "seconds": time.time() - t0,
                 "config": cfg.to_dict(),
                 "augment": args.augment,
+                "appearance": args.appearance,
+                "voice": args.voice,
+                "lip_weight": args.lip_weight,
+                "lr": args.lr,
+                "lr_schedule": args.lr_schedule,
+                "weight_decay": args.weight_decay,
                 "train": [c.name for c in train],
                 "held_out": [c.name for c in held],
                 "held_out_scores": ev,
+                "held_out_offsets": off,
             },
         )
 
     model.train()
     while step < args.steps:
         runs = max(1, args.batch // args.run_length)
-        v, m = sample_runs(train, starts, weights, runs, args.run_length, cfg, rng, aug)
-        ve, ae = net(v, m)
+        v, m, lt = sample_runs(train, starts, weights, runs, args.run_length, cfg, rng, aug, appearance, voice, lips)
+        ve, ae, lp = net(v, m)
         bce, ce = dense_losses(ve, ae, runs, cfg.eps, args.tau)
         loss = bce + args.ce_weight * ce
+        if lp is not None:
+            lip = nn.functional.mse_loss(lp, lt)
+            loss = loss + args.lip_weight * lip
+        for g in opt.param_groups:
+            g["lr"] = lr_now()
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         losses.append(bce.item())
         if step % 50 == 0:
-            logger.info("step %d bce %.4f ce %.3f (%.0fs)", step, np.mean(losses[-50:]), ce.item(), time.time() - t0)
+            logger.info(
+                "step %d bce %.4f ce %.3f lip %.3f lr %.1e (%.0fs)",
+                step,
+                np.mean(losses[-50:]),
+                ce.item(),
+                lip.item() if lp is not None else float("nan"),
+                opt.param_groups[0]["lr"],
+                time.time() - t0,
+            )
         out_of_time = args.minutes > 0 and ddp.any(time.time() - t0 > args.minutes * 60)
         if ddp.is_main and (step % args.save_every == 0 or step == args.steps or out_of_time):
             checkpoint()
