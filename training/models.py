@@ -32,7 +32,7 @@ class A2LConfig:
     arch: str = "conv"  # "conv": AudioToLip; "cals": ContextA2L
     layers: int = 4  # cals: residual dilated conv blocks
     attn_layers: int = 1  # cals: self-attention layers over the window
-    future: float = 0.0  # cals teacher: fixed seconds of audio after the frame (replaces lookahead)
+    future: float = 0.0  # teacher: fixed seconds of audio after the frame (replaces lookahead)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -43,14 +43,14 @@ class A2LConfig:
     @staticmethod
     def for_arch(arch: str) -> A2LConfig:
         """Defaults per architecture: conv (the runtime default), cals (causal, 1.3 s window:
-        at least 1.18 s of past audio at every lookahead), teacher (1.2 s window: 0.7 s before
-        the frame, 0.5 s after it; wider)."""
+        at least 1.18 s of past audio at every lookahead), teacher (the conv model on a 600 ms
+        window centred on the frame: 0.3 s of future audio)."""
         if arch == "conv":
             return A2LConfig()
         if arch == "cals":
             return A2LConfig(arch="cals", window=104, width=64)
         if arch == "teacher":
-            return A2LConfig(arch="cals", window=96, width=96, future=0.5)
+            return A2LConfig(window=48, future=0.3)
         raise ValueError(f"unknown audio-to-lip architecture {arch!r}")
 
     def input_lookahead(self, lookahead: float) -> float:
