@@ -227,3 +227,17 @@ def test_pipeline_renders_hires_and_old_bundles_at_the_crop_size(tmp_path: Path,
 
     box = metrics.mouth_box(obs.landmarks, LIP_IDX)
     assert metrics.sharpness_ratio(hi, big_frames[-1], box) > metrics.sharpness_ratio(lo, big_frames[-1], box)
+
+
+@pytest.mark.parametrize("size", ["-1", "50"])
+def test_dub_rejects_a_render_size_below_the_crop_size(
+    talking_clip: Path, dubbed_wav: Path, tmp_path: Path, size: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtdub.cli import main
+
+    out = tmp_path / "out.mp4"
+    argv = ["dub", "--video", str(talking_clip), "--audio", str(dubbed_wav), "-o", str(out), "-q"]
+    assert main([*argv, "--render-size", size]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--render-size" in err and len(err.splitlines()) == 1
+    assert not out.exists()
