@@ -5,7 +5,8 @@
 Each NAME=RUN reads RUN/eval/eval.json and gives one row per mode (the audio-driven
 ``model`` and the ``true-units`` generator ceiling; ``frozen`` once, from the first run):
 LMD, MOC, PSNR, SSIM and mouth sharpness, averaged over ``--clips`` (default: the clips
-every run has), plus the run's training recipe and its dev reconstruction from meta.json.
+every run has), plus the dubbing AUC (/p b m/ vs open vowels), the run's training recipe and its dev
+reconstruction from meta.json.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +23,16 @@ COLS = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
 FMT = {"LMD": "{:.3f}", "MOC": "{:.3f}", "PSNR": "{:.2f}", "SSIM": "{:.4f}", "sharpness": "{:.3f}"}
 
 
-def load(run: Path) -> dict[str, dict[str, dict[str, float]]]:
+def _report(run: Path) -> dict[str, Any]:
     f = run / "eval" / "eval.json"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: no evaluation (run python -m training.evaluate --out {run / 'eval'})")
-    rec: dict[str, dict[str, dict[str, float]]] = json.loads(f.read_text())["reconstruction"]
+    rep: dict[str, Any] = json.loads(f.read_text())
+    return rep
+
+
+def load(run: Path) -> dict[str, dict[str, dict[str, float]]]:
+    rec: dict[str, dict[str, dict[str, float]]] = _report(run)["reconstruction"]
     return rec
 
 
@@ -52,13 +59,17 @@ def table(runs: list[tuple[str, Path]], clips: list[str] | None = None) -> str:
         for name, _, rec in recs:
             vals = mean_row(rec, mode, use)
             lines.append(f"| {name} | {mode} | " + _cells(vals) + " |")
-    lines += ["", "| variant | dev masked L1 (train_gen) | dev sharpness (crop) | recipe |", "|---|---|---|---|"]
+    lines += ["", "| variant | dubbing AUC (model) | dev masked L1 (train_gen) | dev sharpness (crop) | recipe |"]
+    lines.append("|---|---|---|---|---|")
     for name, run, _ in recs:
         meta = json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {}
         dev = meta.get("dev", {})
         recipe = {k: v for k, v in meta.get("recipe", {}).items() if v not in (None, 0, 0.0)}
+        if not (recipe.get("sync_weight") or recipe.get("ss_weight")):  # unused defaults
+            recipe = {k: v for k, v in recipe.items() if not k.startswith("sync_")}
         l1, sharp = dev.get("masked_l1", float("nan")), dev.get("sharpness_ratio_crop", float("nan"))
-        lines.append(f"| {name} | {l1:.4f} | {sharp:.3f} | `{json.dumps(recipe)}` |")
+        auc = _report(run).get("dubbing_auc", {}).get("model", float("nan"))
+        lines.append(f"| {name} | {auc:.3f} | {l1:.4f} | {sharp:.3f} | `{json.dumps(recipe)}` |")
     return "\n".join(lines)
 
 
