@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("engines/syncnet"))
     p.add_argument("--heldout", type=Path, help="results.json of training/eval_sync.py")
     p.add_argument("--heldout-expert", help="which expert of --heldout this run is")
+    p.add_argument("--heldout-note", help="caveat stored with the held-out record (e.g. how the checkpoint was chosen)")
     args = p.parse_args(argv)
     if not (args.run / "meta.json").is_file():
         print(f"export_sync: error: {args.run}: no checkpoint", file=sys.stderr)
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.heldout is not None:
         try:
             extra["heldout"] = heldout_record(args.heldout, args.heldout_expert)
+            if args.heldout_note:
+                extra["heldout"]["note"] = args.heldout_note
         except (OSError, ValueError, KeyError) as exc:
             print(f"export_sync: error: {args.heldout}: {exc}", file=sys.stderr)
             return 2
