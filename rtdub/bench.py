@@ -219,13 +219,13 @@ def _sha16(path: Path) -> str | None:
 
 
 def _offset_accuracy_fields(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Every entry of the manifest that records an AV-offset accuracy (a key naming an offset
-    and an accuracy or a ±k rate), wherever an export put it."""
+    """Every entry of the manifest that records an AV-offset accuracy (a key path naming an
+    offset and an accuracy or a ±k rate), wherever an export put it."""
     found: dict[str, Any] = {}
     if isinstance(tree, dict):
         for k, v in tree.items():
             path = f"{prefix}.{k}" if prefix else str(k)
-            low = str(k).lower()
+            low = path.lower()  # the whole path: e.g. heldout.offsets.within_1
             if "offset" in low and any(w in low for w in ("acc", "within", "correct")) and not isinstance(v, dict):
                 found[path] = v
             else:
