@@ -85,7 +85,7 @@ CONFIGS: dict[str, Config] = {
         (TTS_DATA, PRE_CALS),
     ),
     "teacher": Config(
-        "teacher: the conv model on a 600 ms window centred on the frame (0.3 s of future audio), 0.62 M; not causal",
+        "teacher: the conv model on a 600 ms window centred on the frame (0.3 s of future audio), 0.63 M; not causal",
         (
             "--arch",
             "teacher",
