@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
 from rtdub import media, samples
+
+if TYPE_CHECKING:
+    from training.models import LipToFace
 
 FACE_CENTRE = (230.0, 130.0)  # the astronaut's face in skimage's 512×512 image
 
@@ -91,3 +95,22 @@ def stereo_aac(path: Path, wav16k: np.ndarray, rate: int) -> Path:
         for p in a.encode(None):
             c.mux(p)
     return path
+
+
+def random_generator(bias_std: float = 0.3) -> LipToFace:
+    """A small seeded LipToFace (training.models; needs torch) whose head and FiLM layers,
+    zero at initialisation, are randomised so that the output depends on every input and
+    its flow, mixing weight and colour vary over the crop."""
+    import torch
+
+    from training.models import GenConfig, LipToFace
+
+    torch.manual_seed(0)
+    gen = LipToFace(GenConfig(base=8)).eval()
+    for f in gen.film.modules():
+        if isinstance(f, torch.nn.Linear):
+            torch.nn.init.normal_(f.weight, 0, 0.05)
+    torch.nn.init.normal_(gen.head.weight, 0, 0.3)
+    assert gen.head.bias is not None
+    torch.nn.init.normal_(gen.head.bias, 0, bias_std)
+    return gen

@@ -20,13 +20,13 @@ from rtdub.model import DEFAULT_MODEL_DIR, load_bundle
 from rtdub.pipeline import DubPipeline, PipelineConfig
 from rtdub.tracker import FaceTracker
 
-from .factories import FACE_CENTRE
+from .factories import FACE_CENTRE, random_generator
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from engines.export import example_inputs, export_onnx, parity_outputs  # noqa: E402
-from training.models import GenConfig, LipToFace  # noqa: E402
+from training.models import LipToFace  # noqa: E402
 
 S = 96
 
@@ -44,14 +44,7 @@ def textured_face(size: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def generator() -> LipToFace:
     """A small random generator whose flow, mixing weight and colour all vary over the crop."""
-    torch.manual_seed(0)
-    gen = LipToFace(GenConfig(base=8)).eval()
-    for f in gen.film.modules():
-        if isinstance(f, torch.nn.Linear):
-            torch.nn.init.normal_(f.weight, 0, 0.05)
-    torch.nn.init.normal_(gen.head.weight, 0, 0.3)
-    torch.nn.init.normal_(gen.head.bias, 0, 0.3)
-    return gen
+    return random_generator(0.3)
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,14 @@ def load_checkpoint(
     return meta
 
 
+def cosine_lr(opt: torch.optim.Optimizer, base: float, step: int, total: int) -> float:
+    """Set every parameter group's learning rate to the cosine schedule at ``step`` of ``total``."""
+    lr = float(base * 0.5 * (1 + np.cos(np.pi * step / max(1, total))))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, np.float64) - np.mean(a)
     b = np.asarray(b, np.float64) - np.mean(b)

@@ -27,7 +27,7 @@ import torch
 
 from rtdub.blend import face_mask
 
-from .common import load_checkpoint, save_checkpoint
+from .common import cosine_lr, load_checkpoint, save_checkpoint
 from .data import attach_units, fit_basis, load_dir
 from .models import GenConfig, LipToFace
 from .train_gen import evaluate, grad_l1, make_batch
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     while step < args.steps:
         model.train()
-        lr = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        cosine_lr(opt, args.lr, step, args.steps)
         pose, ref, units, tgt = make_batch(clips, weights, args.batch, cfg, rng)
         fields = model.fields(pose, ref, units)
         out = model.compose(ref, fields)

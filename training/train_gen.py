@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from rtdub.blend import face_mask
 
 from . import distributed, gen_losses
-from .common import load_checkpoint, save_checkpoint
+from .common import cosine_lr, load_checkpoint, save_checkpoint
 from .data import Clip, attach_units, closed_units, context_units, fit_basis, load_dir, mel_windows, reference_index
 from .models import A2LConfig, GenConfig, LipToFace, build_a2l
 from .syncnet import SyncConfig
@@ -313,9 +313,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     logger.info("generator %d params, resuming at step %d", sum(q.numel() for q in model.parameters()), step)
     while step < args.steps:
         model.train()
-        lr = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = cosine_lr(opt, args.lr, step, args.steps)
         pose, ref, units, tgt = make_batch(clips, weights, args.batch, cfg, rng)
         if gs is not None and closed is not None:
             ref = silent_reference(gs, ref, closed)
