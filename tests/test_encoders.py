@@ -55,6 +55,8 @@ def test_encodes_decodable_frames_and_keyframes_on_request() -> None:
 
 
 def test_install_swaps_vp8_only_and_uninstall_restores() -> None:
+    was_installed = encoders._original_get_encoder is not None  # e.g. by an in-process CLI test
+    encoders.uninstall()
     original = aiortc.rtcrtpsender.get_encoder
     vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
     opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
@@ -67,3 +69,5 @@ def test_install_swaps_vp8_only_and_uninstall_restores() -> None:
     finally:
         encoders.uninstall()
     assert aiortc.rtcrtpsender.get_encoder is original
+    if was_installed:
+        encoders.install()
