@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from rtdub.loopbench import BITS, clip_frames, encode_clip, stamp
+from rtdub.loopbench import BITS, encode_clip, stamped_clip
 from rtdub.mediatracks import PacketsTrack, PcmTrack
 from rtdub.peer import drain
 from rtdub.webrtc import ice_configuration, restrict_host_addresses
@@ -55,14 +55,8 @@ def _free_port() -> int:
 
 async def _session(port: int, seconds: float, pid: int) -> dict[str, Any]:
     restrict_host_addresses(["127.0.0.1"])
-    frames = [stamp(f, i) for i, f in enumerate(clip_frames(125))]
-
-    def frame_at(i: int) -> Any:
-        k = i % 248
-        return stamp(frames[k if k < 125 else 248 - k], i % (1 << BITS))
-
     total = int(seconds * 25)
-    packets, _ = encode_clip(frame_at, min(total, 1 << BITS))
+    packets, _ = encode_clip(stamped_clip(total), min(total, 1 << BITS))
     from rtdub.tts import synthesize
 
     speech = synthesize("Hello, this is a test of the live dubbing engine. " * 3, "en").resampled(16000).samples

@@ -119,6 +119,19 @@ class _Sink:
             pass
 
 
+def stamped_clip(total: int, n_src: int = 125) -> Callable[[int], np.ndarray | None]:
+    """Frame ``i`` of the talking clip played ping-pong, stamped with ``i`` (None past ``total``)."""
+    frames = clip_frames(n_src)
+
+    def frame_at(i: int) -> np.ndarray | None:
+        if i >= total:
+            return None
+        k = i % (2 * n_src - 2)
+        return stamp(frames[k if k < n_src else 2 * n_src - 2 - k], i % (1 << BITS))
+
+    return frame_at
+
+
 def encode_clip(frame_at: Callable[[int], np.ndarray | None], n: int) -> tuple[list[bytes], float]:
     """The first ``n`` frames encoded once (VP8, 1 Mbit/s, realtime settings, the first a key
     frame), so the client does not spend the cores the engine is measured on; and the mean
@@ -276,16 +289,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     restrict_host_addresses(["127.0.0.1"])
     loop = asyncio.get_running_loop()
     clock = time.monotonic  # system-wide: both processes read the same clock
-    n_src = 125
-    frames = [stamp(f, i) for i, f in enumerate(clip_frames(n_src))]
     total = int(args.seconds * 25)
-
-    def frame_at(i: int) -> np.ndarray | None:
-        if i >= total:
-            return None
-        k = i % (2 * n_src - 2)  # ping-pong through the clip
-        src = frames[k if k < n_src else 2 * n_src - 2 - k]
-        return stamp(src, i % (1 << BITS))
+    frame_at = stamped_clip(total)
 
     if args.live_encode:
         video: FramesTrack | PacketsTrack = FramesTrack(frame_at, 25.0, clock=clock)

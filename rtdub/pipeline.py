@@ -155,6 +155,7 @@ class DubPipeline:
         self._ref = np.zeros((1, 3, s, s), np.float32)
         self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
         self._last_obs: FaceObservation | None = None
+        self._units_t: float | None = None  # the frame of the newest units in the context
         self._last_face: np.ndarray | None = None
         self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
         self.sizer = RenderSizer(self.config.render, s)
@@ -177,6 +178,7 @@ class DubPipeline:
         self.tracker.reset()
         self.backend.reset()
         self._units.clear()
+        self._units_t = None
         self._last_obs = None
         self._last_face = None
         self.sizer.reset()
@@ -199,9 +201,23 @@ class DubPipeline:
             m = self._masks[size] = hires.scaled_mask(self.mask, size)
         return m
 
-    def push_units(self, units: np.ndarray) -> None:
-        """Append the units of the current frame to the five-frame context."""
+    def push_units(self, units: np.ndarray, t: float | None = None) -> None:
+        """Append the units of the frame at ``t`` to the five-frame context; units given again
+        for the same frame (a frame rendered twice) replace its earlier ones."""
+        if t is not None and t == self._units_t and self._units:
+            self._units[-1] = np.asarray(units, np.float32)
+            return
         self._units.append(np.asarray(units, np.float32))
+        self._units_t = t
+
+    @property
+    def last_observation(self) -> FaceObservation | None:
+        """The landmarks the last frame was rendered with (what ``reuse_landmarks`` reuses)."""
+        return self._last_obs
+
+    def set_observation(self, obs: FaceObservation | None) -> None:
+        """Replace the landmarks ``reuse_landmarks`` will reuse (e.g. by the tracked ones)."""
+        self._last_obs = obs
 
     def process(
         self,
@@ -211,23 +227,28 @@ class DubPipeline:
         units: np.ndarray | None = None,
         reuse_landmarks: bool = False,
         skip_generator: bool = False,
+        landmarks: FaceObservation | None = None,
     ) -> FrameResult:
         """Dub the frame ``image`` (RGB uint8, modified in place) shown at ``t`` seconds.
 
         The units come from ``mel`` through the audio stage, or are given directly (``units``,
         e.g. true units for an evaluation ceiling). ``reuse_landmarks`` and ``skip_generator``
-        are the scheduler's degradation steps."""
+        are the scheduler's degradation steps; ``landmarks`` renders with the given landmarks
+        instead of tracking (the scheduler's speculative alignment)."""
         times: dict[str, float] = {}
         silent = False
         if units is None:
             if mel is None:
                 raise ValueError("give a mel source or the units")
             units, silent = self.audio.units_at(mel, t, times)
-        self.push_units(units)
+        self.push_units(units, t)
         t0 = time.perf_counter()
-        obs = (
-            self._last_obs if reuse_landmarks and self._last_obs is not None else self.tracker.track(image, t)
-        )
+        if landmarks is not None:
+            obs: FaceObservation | None = landmarks
+        elif reuse_landmarks and self._last_obs is not None:
+            obs = self._last_obs
+        else:
+            obs = self.tracker.track(image, t)
         t1 = time.perf_counter()
         times["track"] = (t1 - t0) * 1000
         if obs is None:

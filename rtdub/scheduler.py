@@ -271,7 +271,14 @@ class FrameScheduler:
         units, silent = self.pipeline.audio.units_at(snap, t, times, lookahead=la)
         predicted = self._predict(t) if mode == Mode.FULL else None
         if predicted is not None:
-            image, face, region = self._speculate(image, t, units, predicted, times)
+            # the frame before the paste, needed only when the prediction fails: decoded again
+            # from the video frame then; an RGB input (modified in place) is copied
+            if is_av:
+                pristine: Callable[[], np.ndarray] = lambda: frame.to_ndarray(format="rgb24")  # noqa: E731
+            else:
+                kept = image.copy()
+                pristine = lambda: kept  # noqa: E731
+            image, face, region = self._speculate(image, t, units, predicted, times, pristine)
         else:
             res = self.pipeline.process(
                 image,
@@ -282,7 +289,7 @@ class FrameScheduler:
             )
             times.update(res.times)
             face, region = res.face, res.region
-            self._remember(t, self.pipeline._last_obs if mode == Mode.FULL else None)
+            self._remember(t, self.pipeline.last_observation if mode == Mode.FULL else None)
         self._have_landmarks = face
         self._have_face = self._have_face or face
         if is_av:
@@ -317,37 +324,38 @@ class FrameScheduler:
         return FaceObservation(pts, pts, o2.face_size, o2.via_roi)
 
     def _speculate(
-        self, image: np.ndarray, t: float, units: np.ndarray, predicted: FaceObservation, times: dict[str, float]
+        self,
+        image: np.ndarray,
+        t: float,
+        units: np.ndarray,
+        predicted: FaceObservation,
+        times: dict[str, float],
+        pristine: Callable[[], np.ndarray],
     ) -> tuple[np.ndarray, bool, PasteRegion | None]:
         """Render with the predicted landmarks while the ahead tracker tracks this frame on
         its own thread; then check the prediction against the tracked landmarks. Within
         ``speculate_tolerance`` (mean error of the alignment points, in face sizes) the render
-        stands; beyond it the frame is rendered again with the tracked landmarks; with no
-        face the input frame is returned unchanged."""
+        stands; beyond it the frame (``pristine()``: as before the paste) is rendered again
+        with the tracked landmarks; with no face it is returned unchanged."""
         pipe = self.pipeline
-        original = image.copy()
-        pipe._last_obs = predicted  # the pipeline's reuse_landmarks path renders with these
-        res = pipe.process(image, t, units=units, reuse_landmarks=True)
+        res = pipe.process(image, t, units=units, landmarks=predicted)
         times.update(res.times)
         tw = time.perf_counter()
-        actual = pipe.tracker.track(original, t)  # computed ahead: usually ready or nearly
+        actual = pipe.tracker.track(pristine, t)  # type: ignore[arg-type]  # AheadTracker: usually ready
         times["track"] = (time.perf_counter() - tw) * 1000
         self._remember(t, actual)
+        pipe.set_observation(actual)
         st = self.stats.speculation
         if actual is None:  # the face is gone: never paste a mouth where there is no face
             st["lost"] += 1
-            pipe._last_obs = None
-            return original, False, None
+            return pristine(), False, None
         err = float(np.abs(actual.landmarks[RIGID_IDX] - predicted.landmarks[RIGID_IDX]).mean()) / actual.face_size
         if err <= self.config.speculate_tolerance:
             st["kept"] += 1
-            pipe._last_obs = actual
             return image, res.face, res.region
         st["redone"] += 1
-        pipe._units.pop()  # the render below pushes this frame's units again
-        pipe._last_obs = actual
-        image = original
-        res = pipe.process(image, t, units=units, reuse_landmarks=True)
+        image = pristine()
+        res = pipe.process(image, t, units=units, landmarks=actual)  # the frame's units are replaced
         for k, v in res.times.items():
             times[k] = times.get(k, 0.0) + v
         return image, res.face, res.region

@@ -60,11 +60,14 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
     encoders.install()
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(coro)
+        else:
+            uvloop.run(coro)
+    finally:
+        encoders.uninstall()  # the command is over: leave aiortc as it was (in-process callers)
 
 
 def _apply_ice_hosts(args: argparse.Namespace) -> None:

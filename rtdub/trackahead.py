@@ -79,8 +79,9 @@ class AheadTracker:
                 self._results.popitem(last=False)
                 self.expired += 1
 
-    def track(self, image: np.ndarray, t: float) -> FaceObservation | None:
-        """The observation of the frame at ``t``: the submitted result, else tracked now."""
+    def track(self, image: Callable[[], np.ndarray] | np.ndarray, t: float) -> FaceObservation | None:
+        """The observation of the frame at ``t``: the submitted result, else tracked now
+        (``image`` may be a callable, called only then)."""
         with self._lock:
             fut = self._results.pop(t, None)
             # results older than t will never be asked for (frames are rendered in order)
