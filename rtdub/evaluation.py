@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from . import align, audio, media, metrics, tts
@@ -118,14 +119,20 @@ class ClipData:
         return w, h
 
 
-def load_clip(path: Path, bundle: ModelBundle, max_frames: int | None = None) -> ClipData:
-    """Decode ``path`` (its first ``max_frames`` frames), its audio, and track the truth."""
+def load_clip(path: Path, bundle: ModelBundle, max_frames: int | None = None, height: int | None = None) -> ClipData:
+    """Decode ``path`` (its first ``max_frames`` frames), its audio, and track the truth.
+    ``height`` resizes the frames to that height first (area filter, aspect kept), e.g. to
+    score a model at a webcam's resolution."""
     frames: list[np.ndarray] = []
     ts: list[float] = []
     for fr in media.iter_frames(path):
         if max_frames is not None and len(frames) >= max_frames:
             break
-        frames.append(fr.image)
+        image = fr.image
+        if height is not None and height != image.shape[0]:
+            width = max(2, round(image.shape[1] * height / image.shape[0] / 2) * 2)
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        frames.append(image)
         ts.append(fr.time)
     times = np.asarray(ts)
     wav = media.load_audio(path)
@@ -225,9 +232,7 @@ def reconstruct(
         "tracked_out_of": n,
     }
     stage_ms = {k: np.asarray(v) for k, v in acc.items() if k in STAGES}
-    return Rendered(
-        scores, frame_ms, stage_ms, expert_crops=tuple(crops), composite_ms=comp_ms, render_size=sizes
-    )
+    return Rendered(scores, frame_ms, stage_ms, expert_crops=tuple(crops), composite_ms=comp_ms, render_size=sizes)
 
 
 def _config(lookahead_ms: float, render: RenderSizeConfig | None) -> PipelineConfig:

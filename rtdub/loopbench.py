@@ -192,6 +192,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
         threads=args.threads,
         track_ahead=not args.no_track_ahead,
         speculate=not args.no_speculate,
+        render_size=args.render_size,
     )
     factory = default_pipeline_factory(stream)
     passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
@@ -391,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-track-ahead", action="store_true", help="track in the render thread (for comparison)")
     p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
+    p.add_argument("--render-size", type=int, default=0, help="hi-res compositing size of the dubbed session (0: auto)")
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

@@ -20,7 +20,13 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lookahead-ms", type=float, default=100.0, help="most future dubbed audio the lips use")
     p.add_argument("--model", type=Path, default=None, help="model bundle directory")
     p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
-    p.add_argument("--threads", type=int, default=2, help="inference threads per stream")
+    p.add_argument("--threads", type=int, default=1, help="inference threads per stream (default 1)")
+    p.add_argument(
+        "--render-size",
+        type=int,
+        default=0,
+        help="hi-res compositing: 0 (default) picks the size per face, N px fixes it, the crop size (96) turns it off",
+    )
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (default: none)")
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 
@@ -43,6 +49,12 @@ def _stream_config(args: argparse.Namespace) -> Any:
             raise InputError("--" + name.replace("_", "-"), "must be >= 0")
     if args.threads < 1:
         raise InputError("--threads", "must be >= 1")
+    if args.render_size:
+        from .model import load_bundle
+
+        crop = load_bundle(args.model).crop_size
+        if args.render_size < crop:
+            raise InputError("--render-size", f"must be 0 (auto) or at least the model's crop size {crop}")
     return StreamConfig(
         budget_ms=args.budget_ms,
         dub_delay_ms=args.dub_delay_ms,
@@ -50,6 +62,7 @@ def _stream_config(args: argparse.Namespace) -> Any:
         backend=args.backend,
         threads=args.threads,
         model=args.model,
+        render_size=args.render_size,
     )
 
 

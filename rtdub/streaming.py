@@ -38,6 +38,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from .audio import SAMPLE_RATE
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
+from .hires import RenderSizeConfig
 from .pipeline import DubPipeline, PipelineConfig
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig
@@ -61,6 +62,9 @@ class StreamConfig:
     track_ahead: bool = True  # track each frame on arrival, on its own thread (rtdub.trackahead)
     speculate: bool = True  # with track_ahead: render with predicted landmarks, check after (scheduler)
     model: Path | None = None
+    # hi-res compositing (rtdub/hires.py): 0 picks the render size per face, the bundle's crop
+    # size (96) turns it off, another size fixes it
+    render_size: int = 0
 
     @property
     def delay(self) -> float:
@@ -77,12 +81,17 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
     from .tracker import FaceTracker
 
     bundle = load_bundle(config.model)
+    if config.render_size and config.render_size < bundle.crop_size:
+        raise ValueError(f"render_size must be 0 (auto) or at least the model's crop size {bundle.crop_size}")
 
     def build() -> DubPipeline:
         backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
         tracker = AheadTracker(FaceTracker()) if config.track_ahead else FaceTracker()
         pipe = DubPipeline(
-            bundle, backend, cast(FaceTracker, tracker), PipelineConfig(lookahead_ms=config.lookahead_ms)
+            bundle,
+            backend,
+            cast(FaceTracker, tracker),
+            PipelineConfig(lookahead_ms=config.lookahead_ms, render=RenderSizeConfig(size=config.render_size)),
         )
         warm_up(pipe)
         return pipe
