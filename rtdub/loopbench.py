@@ -88,6 +88,17 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def host_cpu() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None off Linux. Steal is time
+    the hypervisor gave this VM's CPUs to others: a noisy host shows up there."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def _pcts(x: list[float]) -> dict[str, float]:
     if not x:
         return {}
@@ -337,7 +348,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, track in zip(("passthrough", "dubbed"), client_tracks, strict=False):
             tasks.append(asyncio.create_task(sinks[name].run(track)))
         t0 = clock()
+        cpu0 = host_cpu()
         await asyncio.sleep(args.seconds + 1.0)
+        cpu1 = host_cpu()
         conn.send("stop")
         if not await loop.run_in_executor(None, conn.poll, 60.0):
             raise RuntimeError("the engine process did not report within 60 s")
@@ -370,6 +383,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "frames_received_per_minute": per_minute,
         "glass_to_glass_ms": {"passthrough": _pcts(list(lp.values())), "dubbed": _pcts(list(ld.values()))},
         "added_latency_ms": _pcts(added),
+        "host_steal_pct": round(100 * (cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), 2)
+        if cpu0 is not None and cpu1 is not None
+        else None,
         **engine_stats,
         "processes": "client (sender, both receivers, measurement) in the parent; the engine in a child process",
         "client_sender": "live aiortc VP8 encoder"

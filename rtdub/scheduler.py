@@ -129,6 +129,16 @@ class SchedulerStats:
         }
 
 
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB. I420 frames with even sides are converted by OpenCV, which releases
+    the GIL (PyAV's converter holds it, stalling the event loop and the other workers, and
+    is cached on the frame, so two threads must not use it at once); :func:`with_region`
+    converts back with OpenCV's inverse, so the pasted pixels make the same round trip."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
 def with_region(
     frame: av.VideoFrame, image: np.ndarray, region: PasteRegion | None, changed: bool = True
 ) -> av.VideoFrame:
@@ -258,7 +268,7 @@ class FrameScheduler:
         """Worker thread: convert, run the pipeline, convert back."""
         t0 = time.perf_counter()
         is_av = isinstance(frame, av.VideoFrame)
-        image = frame.to_ndarray(format="rgb24") if is_av else frame
+        image = to_rgb(frame) if is_av else frame
         size = (image.shape[1], image.shape[0])
         if self._size is not None and size != self._size:
             logger.info("resolution changed; tracking restarts", extra={"from": self._size, "to": size})
@@ -274,7 +284,7 @@ class FrameScheduler:
             # the frame before the paste, needed only when the prediction fails: decoded again
             # from the video frame then; an RGB input (modified in place) is copied
             if is_av:
-                pristine: Callable[[], np.ndarray] = lambda: frame.to_ndarray(format="rgb24")  # noqa: E731
+                pristine: Callable[[], np.ndarray] = lambda: to_rgb(frame)  # noqa: E731
             else:
                 kept = image.copy()
                 pristine = lambda: kept  # noqa: E731
@@ -292,6 +302,7 @@ class FrameScheduler:
             self._remember(t, self.pipeline.last_observation if mode == Mode.FULL else None)
         self._have_landmarks = face
         self._have_face = self._have_face or face
+        out: Any
         if is_av:
             t1 = time.perf_counter()
             out = with_region(frame, image, region, changed=face)
@@ -369,4 +380,14 @@ class FrameScheduler:
         await loop.run_in_executor(None, self._executor.shutdown, True)
 
 
-__all__ = ["STAGES", "FrameScheduler", "Mode", "Rendered", "SchedulerConfig", "SchedulerStats", "Timings"]
+__all__ = [
+    "STAGES",
+    "FrameScheduler",
+    "Mode",
+    "Rendered",
+    "SchedulerConfig",
+    "SchedulerStats",
+    "Timings",
+    "to_rgb",
+    "with_region",
+]

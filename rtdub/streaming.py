@@ -41,7 +41,7 @@ from .dubsources import ClipSource, DubAudioSource
 from .hires import RenderSizeConfig
 from .pipeline import DubPipeline, PipelineConfig
 from .rings import PtsClock, VideoRing, pts_seconds
-from .scheduler import FrameScheduler, Rendered, SchedulerConfig
+from .scheduler import FrameScheduler, Rendered, SchedulerConfig, to_rgb
 from .trackahead import AheadTracker
 
 logger = logging.getLogger(__name__)
@@ -111,11 +111,8 @@ def warm_up(pipe: DubPipeline) -> None:
 
 
 def _rgb(frame: av.VideoFrame) -> Callable[[], np.ndarray]:
-    """The frame as RGB, converted by OpenCV from its I420 planes: PyAV's converter is cached
-    on the frame and not thread-safe, and the render worker converts the same frame."""
-    import cv2
-
-    return lambda: cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    """The frame as RGB, converted when called (on the ahead tracker's thread)."""
+    return lambda: to_rgb(frame)
 
 
 class DubbedVideoTrack(MediaStreamTrack):
