@@ -274,10 +274,12 @@ def lip_closure(
     render: RenderSizeConfig | None = None,
 ) -> LipClosure:
     """Dub ``frames`` (one per ``1/fps``, at least as long as the speech) with ``speech`` and
-    return the AUC of the inner-lip gap on open-vowel frames against /p b m/ frames."""
+    return the AUC of the inner-lip gap on open-vowel frames against frames where the lips
+    close for /p b m/ (:func:`rtdub.tts.lip_closures`: a stop's silent closure before its
+    release, which espeak-ng's phoneme event marks, not the release itself)."""
     n = math.ceil(speech.duration * fps - 1e-9)
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(speech.samples)))
-    bil = tts.frames_with(speech, tts.BILABIALS, fps)[:n]
+    bil = tts.closure_frames(speech, fps)[:n]
     opn = tts.frames_with(speech, tts.OPEN_VOWELS, fps)[:n]
     gap = np.full(n, np.nan)
     frame_ms = np.zeros(n)

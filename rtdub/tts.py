@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -457,17 +458,23 @@ def frames_with(speech: Speech, symbols: frozenset[str], fps: float, core: float
     """Bool per video frame at times ``k / fps`` covering the audio: True where a phoneme in
     ``symbols`` is sounding. Only the central ``core`` fraction of each phoneme counts, so
     frames on a boundary between two phonemes stay False."""
+    hits = [p for p in speech.phonemes if p.symbol in symbols]
+    return frames_in(speech, [(p.start, p.end) for p in hits], fps, core)
+
+
+def frames_in(speech: Speech, intervals: Sequence[tuple[float, float]], fps: float, core: float = 0.6) -> np.ndarray:
+    """Bool per video frame at times ``k / fps`` covering the audio: True inside the central
+    ``core`` fraction of any of the (start, end) ``intervals`` (seconds)."""
     if fps <= 0:
         raise RtdubError(f"fps must be positive, got {fps}")
     if not 0.0 < core <= 1.0:
         raise RtdubError(f"core must be in (0, 1], got {core}")
     n = max(0, math.ceil(speech.duration * fps - 1e-9))
     times = np.arange(n, dtype=np.float64) / fps
-    hits = [p for p in speech.phonemes if p.symbol in symbols]
-    if not hits or n == 0:
+    if not intervals or n == 0:
         return np.zeros(n, dtype=bool)
-    starts = np.array([p.start for p in hits], dtype=np.float64)
-    ends = np.array([p.end for p in hits], dtype=np.float64)
+    starts = np.array([a for a, _ in intervals], dtype=np.float64)
+    ends = np.array([b for _, b in intervals], dtype=np.float64)
     mid, half = (starts + ends) / 2, (ends - starts) * core / 2
     lo = np.searchsorted(times, mid - half, side="left")
     hi = np.searchsorted(times, mid + half, side="right")
@@ -475,3 +482,52 @@ def frames_with(speech: Speech, symbols: frozenset[str], fps: float, core: float
     np.add.at(count, lo, 1)
     np.add.at(count, hi, -1)
     return np.cumsum(count[:n]) > 0
+
+
+def _db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-10))
+
+
+def lip_closures(
+    speech: Speech, quiet_db: float = 20.0, max_closure: float = 0.12, step: float = 0.005
+) -> list[tuple[float, float]]:
+    """(start, end) seconds of every lip closure of /p b m/ in ``speech``.
+
+    espeak-ng times a bilabial *stop* from its release: for /p/ the silent closure, when the
+    lips are shut, lies before the phoneme event (measured on the protocol sentence: 40-50 ms
+    of digital silence, then the burst at the event). So a stop's closure is the quiet
+    stretch that ends at its event: going back from the event in ``step`` hops while the
+    10 ms level stays ``quiet_db`` below the median level of the voiced speech, at most
+    ``max_closure``; it runs to 20 % into the phoneme (the release). When no quiet stretch
+    precedes the event (a voiced /b/, whose closure espeak puts inside the phoneme), the
+    closure is the first 60 % of the phoneme. Nasals (/m/) close the lips for their whole
+    duration."""
+    x, sr = speech.samples, speech.sample_rate
+    win = max(1, int(0.01 * sr))
+    levels = [_db(x[i : i + win]) for i in range(0, max(0, x.size - win), win)]
+    voiced = [v for v in levels if v > -60.0]
+    floor = (float(np.median(voiced)) if voiced else 0.0) - quiet_db
+    out: list[tuple[float, float]] = []
+    for p in speech.phonemes:
+        if p.symbol not in BILABIALS:
+            continue
+        if p.symbol.startswith("m"):
+            out.append((p.start, p.end))
+            continue
+        t = p.start
+        while p.start - t < max_closure - 1e-9:  # the 10 ms before t quiet: t moves back a step
+            a = int(round((t - 0.01) * sr))
+            if a < 0 or _db(x[a : a + win]) >= floor:
+                break
+            t -= step
+        if p.start - t >= 0.01:
+            out.append((t, p.start + 0.2 * p.duration))
+        else:
+            out.append((p.start, p.start + 0.6 * p.duration))
+    return out
+
+
+def closure_frames(speech: Speech, fps: float, core: float = 0.6) -> np.ndarray:
+    """Bool per video frame: True inside the central ``core`` fraction of a lip closure of
+    /p b m/ (:func:`lip_closures`)."""
+    return frames_in(speech, lip_closures(speech), fps, core)

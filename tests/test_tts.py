@@ -185,3 +185,51 @@ def test_concurrent_calls_are_serialised() -> None:
         assert spoken[0] == "m"
         assert sum(s in tts.BILABIALS for s in spoken) == 4
         assert abs(speech.phonemes[-1].end - speech.duration) < 0.1
+
+
+def _sound(spans: list[tuple[float, float]], seconds: float, sr: int = 16000) -> np.ndarray:
+    """Noise at -10 dB inside ``spans`` (seconds), digital silence elsewhere."""
+    rng = np.random.default_rng(0)
+    x = np.zeros(int(seconds * sr), np.float32)
+    for a, b in spans:
+        x[int(a * sr) : int(b * sr)] = rng.normal(0, 0.3, int(b * sr) - int(a * sr))
+    return x
+
+
+def test_lip_closures_put_a_stops_closure_before_its_release() -> None:
+    # "a p a b a m a": /p/ released at 0.55 s after 50 ms of silence (espeak's timing: the
+    # event is the burst); /b/ voiced, no silence before it; /m/ a murmur
+    phonemes = (
+        tts.Phoneme("a", 0.2, 0.55),
+        tts.Phoneme("p", 0.55, 0.6),
+        tts.Phoneme("a", 0.6, 0.9),
+        tts.Phoneme("b", 0.9, 1.0),
+        tts.Phoneme("a", 1.0, 1.3),
+        tts.Phoneme("m", 1.3, 1.4),
+        tts.Phoneme("a", 1.4, 1.7),
+    )
+    speech = tts.Speech(_sound([(0.2, 0.5), (0.55, 1.7)], 1.8), 16000, phonemes)
+    (p0, p1), (b0, b1), (m0, m1) = tts.lip_closures(speech)
+    assert abs(p0 - 0.5) <= 0.006 and p1 == pytest.approx(0.55 + 0.2 * 0.05)
+    assert (b0, b1) == pytest.approx((0.9, 0.9 + 0.6 * 0.1))
+    assert (m0, m1) == pytest.approx((1.3, 1.4))
+    frames = tts.closure_frames(speech, 100)
+    assert frames[52:55].all() and not frames[57:60].any()  # the silence, not the burst after it
+    assert not tts.frames_with(speech, tts.BILABIALS, 100)[52:55].any()  # the label alone misses it
+
+
+def test_lip_closures_bound_a_long_silence() -> None:
+    phonemes = (tts.Phoneme("_", 0.0, 0.6), tts.Phoneme("p", 0.6, 0.65), tts.Phoneme("a", 0.65, 1.0))
+    speech = tts.Speech(_sound([(0.6, 1.0)], 1.0), 16000, phonemes)
+    ((a, b),) = tts.lip_closures(speech, max_closure=0.12)
+    assert a == pytest.approx(0.6 - 0.12, abs=1e-6) and b == pytest.approx(0.61)
+
+
+def test_lip_closures_of_real_speech(papa: tts.Speech) -> None:
+    closures = tts.lip_closures(papa)
+    bilabials = [p for p in papa.phonemes if p.symbol in tts.BILABIALS]
+    assert len(closures) == len(bilabials) == 4
+    for p, (a, b) in zip(bilabials, closures, strict=True):
+        assert a <= p.start < b <= p.end
+        if p.symbol == "p":  # the silent closure before the burst is found
+            assert p.start - a >= 0.02
