@@ -322,6 +322,17 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[s
 # --- scenes and shards -------------------------------------------------------------------------
 
 
+def speech_spans(sp: tts.Speech, t: float = 0.0) -> list[tuple[str, float, float]]:
+    """Phoneme spans (symbol, start, end in s, shifted by ``t``), then the lip closures of
+    /p b m/ labelled with their phoneme (tts.lip_closures): espeak times a stop from its
+    release, so the silent closure before it, when the lips are shut, would otherwise be
+    labelled as a pause or as the sound before it. Later spans win in :func:`frame_labels`."""
+    spans = [(p.symbol, t + p.start, t + p.end) for p in sp.phonemes]
+    closing = [p.symbol for p in sp.phonemes if p.symbol in tts.BILABIALS]
+    spans += [(sym, t + a, t + b) for sym, (a, b) in zip(closing, tts.lip_closures(sp), strict=True)]
+    return spans
+
+
 def make_scene(
     rng: np.random.Generator, seconds: float
 ) -> tuple[np.ndarray, list[tuple[str, float, float]], dict[str, object]]:
@@ -339,7 +350,7 @@ def make_scene(
         text = str(rng.choice(lang.sentences)) if rng.random() < 0.2 else pseudo_sentence(lang, rng)
         sp = tts.synthesize(text, voice=voice, rate=rate, pitch=pitch).resampled(SR)
         pieces.append(sp.samples)
-        spans += [(p.symbol, t + p.start, t + p.end) for p in sp.phonemes]
+        spans += speech_spans(sp, t)
         t += sp.duration
     wav, info = augment(np.concatenate(pieces), rng)
     info |= {"voice": voice, "pitch": pitch, "rate": rate}
