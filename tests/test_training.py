@@ -73,6 +73,19 @@ def test_prepare_train_export_dub(tmp_path: Path) -> None:
     assert export.main(["--a2l", str(a2l), "--generator", str(gen), "--out", str(bundle)]) == 0
     b = load_bundle(bundle)
     assert b.crop_size == 96 and b.n_units == 9
+    # an audio stage trained on another bundle's unit basis (--basis: the shipped one, not
+    # what these shards fit) carries it, to pair with that bundle's generator
+    from rtdub.model import DEFAULT_MODEL_DIR
+
+    a2l_b = tmp_path / "a2l_b"
+    args = [*common, "--out", str(a2l_b), "--steps", "2", "--batch", "8", "--basis", str(DEFAULT_MODEL_DIR)]
+    assert train_a2l.main(args) == 0
+    units = json.loads((a2l_b / "units.json").read_text())
+    shipped = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())["units"]
+    fitted = json.loads((a2l / "units.json").read_text())
+    assert np.allclose(units["basis_components"], shipped["basis_components"])
+    assert np.allclose(units["basis_mean"], shipped["basis_mean"])
+    assert not np.allclose(fitted["basis_components"], shipped["basis_components"])
     out = tmp_path / "o.mp4"
     from .factories import write_wav
 

@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoothing", default="0.25,0.75", help="causal weights over frames t-k..t")
     p.add_argument("--init", type=Path, help="pretrained run dir: load every weight whose name and shape match")
     p.add_argument("--arch", choices=("conv", "cals", "teacher"), default="conv", help="see A2LConfig.for_arch")
+    p.add_argument(
+        "--basis", type=Path, help="unit basis of this run (units.json) or bundle (manifest.json) instead of a fit"
+    )
     p.add_argument("--teacher", type=Path, help="distil: a trained run whose outputs are extra targets")
     p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the teacher targets")
     p.add_argument("--kd-tts", type=Path, help="distil also on these TTS shards (training.tts_data)")
@@ -224,8 +227,9 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     dev = [c for c in load_dir(args.dev) if c.has_audio]
     groups = {c.name: "dev" for c in dev} | {c.name: "holdout" for c in held}
     dev += held
-    # the unit basis is fitted on the training clips only
-    basis = fit_basis([c for c in every if not is_held[c.name]])
+    # the unit basis is fitted on the training clips only, or taken from --basis (the units a
+    # generator was trained on, so the two stages can be bundled together)
+    basis = load_basis(args.basis) if args.basis else fit_basis([c for c in every if not is_held[c.name]])
     attach_units(clips, basis)
     attach_units(dev, basis)
     logger.info("train clips %s, held out %s", [c.name for c in clips], [c.name for c in dev])
@@ -304,7 +308,11 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
 
 
 def load_basis(run: Path) -> LipBasis:
-    d = json.loads((run / "units.json").read_text())
+    """The unit basis of a training run (units.json) or of a model bundle (manifest.json)."""
+    if (run / "units.json").is_file():
+        d = json.loads((run / "units.json").read_text())
+    else:
+        d = json.loads((run / "manifest.json").read_text())["units"]
     return LipBasis(np.asarray(d["basis_mean"], np.float32), np.asarray(d["basis_components"], np.float32))
 
 
