@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import DEFAULT_LOOKAHEAD_MS
+
 logger = logging.getLogger(__name__)
 
 SCHEMA = "rtdub-bench/1"
@@ -99,7 +101,7 @@ class BenchConfig:
     dub_audio: Path = Path("../shared/media/audio/french.wav")
     shared_throughput: bool = True  # also dub the first clip with ``dub_audio``
     lookaheads_ms: tuple[float, ...] = (0.0, 40.0, 80.0, 120.0)
-    quality_lookahead_ms: float = 100.0  # the default of ``rtdub dub``
+    quality_lookahead_ms: float = DEFAULT_LOOKAHEAD_MS  # the default of ``rtdub dub``
     closure_text: str | None = None  # TTS sentence of the lip-closure test; None: the protocol's
     streaming_seconds: float = 30.0  # length of the loopback streaming run
     sections: tuple[str, ...] = SECTIONS

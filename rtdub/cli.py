@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .exceptions import BackendUnavailable, InputError, ModelError, RtdubError
 
 EXIT_USAGE = 2
@@ -19,7 +20,10 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--audio", required=True, type=Path, help="dubbed speech (any format, any sample rate)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output MP4")
     p.add_argument(
-        "--lookahead-ms", type=float, default=100.0, help="audio lookahead of the lip stage (0-120)"
+        "--lookahead-ms",
+        type=float,
+        default=DEFAULT_LOOKAHEAD_MS,
+        help=f"audio lookahead of the lip stage (0-120, default {DEFAULT_LOOKAHEAD_MS:g})",
     )
     p.add_argument(
         "--model", type=Path, default=None, help="model bundle directory (default: engines/default)"

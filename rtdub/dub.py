@@ -20,6 +20,7 @@ import numpy as np
 
 from . import audio, media
 from .backends import BackendConfig, get_backend
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .exceptions import InputError
 from .hires import RenderSizeConfig
 from .model import load_bundle
@@ -36,7 +37,7 @@ class DubOptions:
     output: Path
     model: Path | None = None
     backend: str = "onnx"
-    lookahead_ms: float = 100.0
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
     render_size: int = 0  # hi-res face crop (rtdub/hires.py): 0 follows the face, the crop size turns it off
     threads: int = 2
     compare: Path | None = None  # also write input | output side by side here

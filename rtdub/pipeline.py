@@ -27,6 +27,7 @@ import numpy as np
 from . import align, audio, hires
 from .backends.base import Backend
 from .blend import FaceMask, PasteRegion, colour_offset, face_mask, match_colour, paste
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .hires import RenderSizeConfig, RenderSizer
 from .lipunits import to_canonical
 from .model import ModelBundle
@@ -44,7 +45,7 @@ class MelSource(Protocol):
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    lookahead_ms: float = 100.0
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
     # a frame is silent when the mean log-mel (scale [-4, 4]) of the 50 ms around it stays
     # below this; silent frames get the closed-mouth units
     silence_level: float = -3.0

@@ -39,6 +39,7 @@ import numpy as np
 
 from .align import RIGID_IDX
 from .blend import PasteRegion
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubaudio import DubAudioTimeline, MelSnapshot
 from .pipeline import STAGES, DubPipeline
 from .trackahead import AheadTracker
@@ -57,7 +58,7 @@ class Mode(enum.IntEnum):
 @dataclass(frozen=True)
 class SchedulerConfig:
     budget_ms: float = 100.0
-    lookahead_ms: float = 100.0
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
     margin_ms: float = 5.0  # kept free before the deadline (encode, event-loop hand-off)
     alpha: float = 0.3  # weight of a new measurement in a mode's cost estimate
     relax: float = 0.98  # per frame, estimates of modes that did not run decay by this factor

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .exceptions import InputError
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,12 @@ logger = logging.getLogger(__name__)
 def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=100.0, help="per-frame deadline (default 100)")
     p.add_argument("--dub-delay-ms", type=float, default=0.0, help="translation lag of the dubbed audio")
-    p.add_argument("--lookahead-ms", type=float, default=100.0, help="most future dubbed audio the lips use")
+    p.add_argument(
+        "--lookahead-ms",
+        type=float,
+        default=DEFAULT_LOOKAHEAD_MS,
+        help=f"most future dubbed audio the lips use (default {DEFAULT_LOOKAHEAD_MS:g})",
+    )
     p.add_argument("--model", type=Path, default=None, help="model bundle directory")
     p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
     p.add_argument("--threads", type=int, default=1, help="inference threads per stream (default 1)")

@@ -36,6 +36,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import SAMPLE_RATE
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
 from .hires import RenderSizeConfig
@@ -54,7 +55,7 @@ AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 class StreamConfig:
     budget_ms: float = 100.0  # per-frame deadline after release; 0 = pass every frame through
     dub_delay_ms: float = 0.0  # translation lag: the video waits this long for its dubbed audio
-    lookahead_ms: float = 100.0  # most future dubbed audio the lip stage may use
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS  # most future dubbed audio the lip stage may use
     video_buffer_s: float = 1.0  # frames held beyond the dub delay before the oldest are dropped
     audio_buffer_s: float = 10.0  # dubbed audio held (the newest seconds)
     backend: str = "onnx"

@@ -252,7 +252,7 @@ def with_clip(
         threads=1,
         expert=random_expert,
         clips=clips,
-        lookaheads_ms=(0.0, 100.0),  # 100 ms is also the quality render: one render fewer
+        lookaheads_ms=(0.0, 40.0),  # 40 ms (the default) is also the quality render: one render fewer
         closure_text="Bob may buy a big map.",
         sections=("lookahead", "quality"),
     )
@@ -271,7 +271,7 @@ def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Pat
     res, clip = with_clip
     assert res.ok, {k: v.get("error") for k, v in res.report["sections"].items()}
     la = res.report["sections"]["lookahead"]
-    assert [r["lookahead_ms"] for r in la["rows"]] == [0.0, 100.0]
+    assert [r["lookahead_ms"] for r in la["rows"]] == [0.0, 40.0]
     for r in [*la["rows"], la["baselines"]["sync_ground_truth"], la["baselines"]["sync_frozen"]]:
         assert_lse(r)
         assert r["LSE_clips"] == 1 and set(r["AV_offset_per_clip"]) == {clip.name}
@@ -282,7 +282,7 @@ def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Pat
     for mode in ("model", "true-units", "frozen"):
         assert_lse(q["per_clip"][clip.name][mode])
         assert_lse(q["mean"][mode])
-    # one clip: the mean is that clip, and the lookahead row at 100 ms is the quality render
+    # one clip: the mean is that clip, and the lookahead row at 40 ms is the quality render
     assert q["mean"]["model"]["LSE_C"] == pytest.approx(q["per_clip"][clip.name]["model"]["LSE_C"])
     assert la["rows"][1]["LSE_C"] == pytest.approx(q["mean"]["model"]["LSE_C"])
     assert q["ground_truth_sync"] == la["baselines"]["sync_ground_truth"]
