@@ -67,6 +67,7 @@ def test_prepare_train_export_dub(tmp_path: Path) -> None:
     # resuming continues from the checkpoint instead of starting over
     assert train_gen.main([*common, "--out", str(gen), "--steps", "3", "--batch", "2", "--base", "8"]) == 0
     assert json.loads((gen / "meta.json").read_text())["step"] == 3
+    assert len(json.loads((gen / "units.json").read_text())["basis_components"]) == 8  # for train_a2l --basis
 
     from engines import export
 

@@ -30,6 +30,7 @@ import numpy as np
 from rtdub import media
 from rtdub.backends import BackendConfig, get_backend
 from rtdub.backends.base import Backend
+from rtdub.defaults import DEFAULT_LOOKAHEAD_MS
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
 from rtdub.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
 from rtdub.hires import RenderSizeConfig
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio", type=Path, default=Path("../shared/media/audio/french.wav"))
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
-    p.add_argument("--lookahead-ms", type=float, default=100.0)
+    p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument(

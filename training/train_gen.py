@@ -246,6 +246,12 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     basis = fit_basis(clips)
     attach_units(clips, basis)
     attach_units(dev, basis)
+    if ddp.is_main:  # the units this generator reads: train the audio stage on them (train_a2l --basis)
+        args.out.mkdir(parents=True, exist_ok=True)
+        basis_json = {"basis_mean": basis.mean.tolist(), "basis_components": basis.components.tolist()}
+        tmp = args.out / "units.json.part"
+        tmp.write_text(json.dumps(basis_json))
+        tmp.replace(args.out / "units.json")
     cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=args.base)
     model = LipToFace(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
