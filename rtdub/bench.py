@@ -64,6 +64,7 @@ from .defaults import DEFAULT_LOOKAHEAD_MS
 logger = logging.getLogger(__name__)
 
 SCHEMA = "rtdub-bench/1"
+STEAL_WARN_PCT = 2.0  # host CPU steal (% of CPU time) above which latency figures are flagged
 SECTIONS = ("stage_latency", "throughput", "lookahead", "quality", "streaming")
 BENCH_STAGES = ("decode", "track", "align", "mel", "a2l", "generator", "blend", "encode")
 ALL_BACKENDS = ("onnx", "tensorrt")
@@ -1174,6 +1175,13 @@ def _sync_md(la: dict[str, Any], nulls: _Nulls) -> list[str]:
 def _streaming_md(st: dict[str, Any]) -> list[str]:
     r = st.get("result", {})
     lines = [f"Source: {st['source']}.", ""]
+    steal = r.get("host_steal_pct")
+    if isinstance(steal, (int, float)) and steal > STEAL_WARN_PCT:
+        lines += [
+            f"**Note: the host took {steal:.1f} % of this VM's CPU time (steal) during the run: the latencies "
+            "are inflated by other tenants and not comparable with quiet runs.**",
+            "",
+        ]
     g2g = r.get("glass_to_glass_ms") or {}
     rows = [(f"glass-to-glass, {k}", v) for k, v in g2g.items()]
     if r.get("added_latency_ms"):

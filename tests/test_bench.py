@@ -353,3 +353,11 @@ def test_cli_bad_expert_is_a_one_line_error(tmp_path: Path) -> None:
     res = run_cli("bench", "--sections", "quality", "--expert", str(tmp_path), "--out", str(out))
     assert_one_line_error(res, tmp_path, "manifest.json")
     assert not out.exists()
+
+
+def test_streaming_table_flags_host_steal() -> None:
+    base = {"source": "loopbench", "result": {"added_latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "n": 9}}}
+    noisy = {**base, "result": {**base["result"], "host_steal_pct": 11.5}}
+    quiet = {**base, "result": {**base["result"], "host_steal_pct": 0.3}}
+    assert any("steal" in line and "11.5 %" in line for line in bench._streaming_md(noisy))
+    assert not any(line.startswith("**Note") for line in bench._streaming_md(quiet))
