@@ -34,6 +34,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from . import encoders
+from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubsources import ClipSource, TrackSource, decode_audio
 from .mediatracks import FramesTrack, PacketsTrack, PcmTrack
 from .peer import drain
@@ -204,6 +205,8 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
         track_ahead=not args.no_track_ahead,
         speculate=not args.no_speculate,
         render_size=args.render_size,
+        model=args.model,
+        lookahead_ms=args.lookahead_ms,
     )
     factory = default_pipeline_factory(stream)
     passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
@@ -409,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-track-ahead", action="store_true", help="track in the render thread (for comparison)")
     p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
     p.add_argument("--render-size", type=int, default=0, help="hi-res compositing size of the dubbed session (0: auto)")
+    p.add_argument("--model", type=Path, default=None, help="model bundle of the dubbed session")
+    p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
