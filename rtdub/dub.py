@@ -22,7 +22,7 @@ from . import audio, media
 from .backends import BackendConfig, get_backend
 from .defaults import DEFAULT_LOOKAHEAD_MS
 from .exceptions import InputError
-from .hires import RenderSizeConfig
+from .hires import RenderSizeConfig, render_size_problem
 from .model import load_bundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
 from .tracker import FaceTracker
@@ -158,8 +158,9 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     rate = media.audio_sample_rate(opts.audio)
     mux_audio = media.load_audio(opts.audio, sample_rate=rate, mono=False)
     bundle = load_bundle(opts.model)
-    if opts.render_size != 0 and opts.render_size < bundle.crop_size:
-        raise InputError("--render-size", f"must be 0 (automatic) or at least the model's crop size {bundle.crop_size}")
+    problem = render_size_problem(opts.render_size, bundle.crop_size)
+    if problem is not None:
+        raise InputError("--render-size", problem)
     backend = get_backend(opts.backend, bundle, BackendConfig(threads=opts.threads))
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(wav16)))
     duration = wav16.size / audio.SAMPLE_RATE

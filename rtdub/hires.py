@@ -176,12 +176,21 @@ class RenderSizeConfig:
         return cv2.INTER_CUBIC if self.cubic else cv2.INTER_LINEAR
 
 
+def render_size_problem(size: int, crop_size: int) -> str | None:
+    """Why ``size`` is not a valid render size for a bundle with ``crop_size`` px crops (None:
+    it is): 0 picks it per face, anything else must be at least the crop size."""
+    if size < 0 or 0 < size < crop_size:
+        return f"must be 0 (automatic) or at least the model's crop size {crop_size}, got {size}"
+    return None
+
+
 class RenderSizer:
     """Per-stream render-size choice with hysteresis (see :class:`RenderSizeConfig`)."""
 
     def __init__(self, config: RenderSizeConfig, crop_size: int) -> None:
-        if config.size < 0 or (0 < config.size < crop_size):
-            raise ValueError(f"render size must be 0 (auto) or at least the crop size {crop_size}, got {config.size}")
+        problem = render_size_problem(config.size, crop_size)
+        if problem is not None:
+            raise ValueError(f"render size {problem}")
         self.config = config
         self.crop_size = crop_size
         self._current: int | None = None

@@ -56,11 +56,12 @@ def _stream_config(args: argparse.Namespace) -> Any:
     if args.threads < 1:
         raise InputError("--threads", "must be >= 1")
     if args.render_size:
+        from .hires import render_size_problem
         from .model import load_bundle
 
-        crop = load_bundle(args.model).crop_size
-        if args.render_size < crop:
-            raise InputError("--render-size", f"must be 0 (auto) or at least the model's crop size {crop}")
+        problem = render_size_problem(args.render_size, load_bundle(args.model).crop_size)
+        if problem is not None:
+            raise InputError("--render-size", problem)
     return StreamConfig(
         budget_ms=args.budget_ms,
         dub_delay_ms=args.dub_delay_ms,

@@ -39,7 +39,7 @@ from .audio import SAMPLE_RATE
 from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
-from .hires import RenderSizeConfig
+from .hires import RenderSizeConfig, render_size_problem
 from .pipeline import DubPipeline, PipelineConfig
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig, to_rgb
@@ -82,8 +82,9 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
     from .tracker import FaceTracker
 
     bundle = load_bundle(config.model)
-    if config.render_size and config.render_size < bundle.crop_size:
-        raise ValueError(f"render_size must be 0 (auto) or at least the model's crop size {bundle.crop_size}")
+    problem = render_size_problem(config.render_size, bundle.crop_size)
+    if problem is not None:  # now, not in the first session's worker thread
+        raise ValueError(f"render_size {problem}")
 
     def build() -> DubPipeline:
         backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))

@@ -490,8 +490,8 @@ def _db(x: np.ndarray) -> float:
 
 def lip_closures(
     speech: Speech, quiet_db: float = 20.0, max_closure: float = 0.12, step: float = 0.005
-) -> list[tuple[float, float]]:
-    """(start, end) seconds of every lip closure of /p b m/ in ``speech``.
+) -> list[tuple[Phoneme, float, float]]:
+    """Every /p b m/ of ``speech`` with the (start, end) seconds its lips are closed.
 
     espeak-ng times a bilabial *stop* from its release: for /p/ the silent closure, when the
     lips are shut, lies before the phoneme event (measured on the protocol sentence: 40-50 ms
@@ -507,12 +507,12 @@ def lip_closures(
     levels = [_db(x[i : i + win]) for i in range(0, max(0, x.size - win), win)]
     voiced = [v for v in levels if v > -60.0]
     floor = (float(np.median(voiced)) if voiced else 0.0) - quiet_db
-    out: list[tuple[float, float]] = []
+    out: list[tuple[Phoneme, float, float]] = []
     for p in speech.phonemes:
         if p.symbol not in BILABIALS:
             continue
         if p.symbol.startswith("m"):
-            out.append((p.start, p.end))
+            out.append((p, p.start, p.end))
             continue
         t = p.start
         while p.start - t < max_closure - 1e-9:  # the 10 ms before t quiet: t moves back a step
@@ -521,13 +521,13 @@ def lip_closures(
                 break
             t -= step
         if p.start - t >= 0.01:
-            out.append((t, p.start + 0.2 * p.duration))
+            out.append((p, t, p.start + 0.2 * p.duration))
         else:
-            out.append((p.start, p.start + 0.6 * p.duration))
+            out.append((p, p.start, p.start + 0.6 * p.duration))
     return out
 
 
 def closure_frames(speech: Speech, fps: float, core: float = 0.6) -> np.ndarray:
     """Bool per video frame: True inside the central ``core`` fraction of a lip closure of
     /p b m/ (:func:`lip_closures`)."""
-    return frames_in(speech, lip_closures(speech), fps, core)
+    return frames_in(speech, [(a, b) for _, a, b in lip_closures(speech)], fps, core)

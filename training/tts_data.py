@@ -328,9 +328,7 @@ def speech_spans(sp: tts.Speech, t: float = 0.0) -> list[tuple[str, float, float
     release, so the silent closure before it, when the lips are shut, would otherwise be
     labelled as a pause or as the sound before it. Later spans win in :func:`frame_labels`."""
     spans = [(p.symbol, t + p.start, t + p.end) for p in sp.phonemes]
-    closing = [p.symbol for p in sp.phonemes if p.symbol in tts.BILABIALS]
-    spans += [(sym, t + a, t + b) for sym, (a, b) in zip(closing, tts.lip_closures(sp), strict=True)]
-    return spans
+    return spans + [(p.symbol, t + a, t + b) for p, a, b in tts.lip_closures(sp)]
 
 
 def make_scene(
