@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -204,6 +205,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
         threads=args.threads,
         track_ahead=not args.no_track_ahead,
         speculate=not args.no_speculate,
+        direct_tracking=not args.graph_tracking,
         render_size=args.render_size,
         model=args.model,
         lookahead_ms=args.lookahead_ms,
@@ -294,6 +296,9 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
             "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "cpu_cores": round(cpu / wall, 2) if wall > 0 else None,
             "track_ahead": stats.get("track_ahead"),
+            "engine_config": {
+                k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(stream).items()
+            },
         }
     )
 
@@ -410,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
         "--live-encode", action="store_true", help="the client encodes live with aiortc's default VP8 settings"
     )
     p.add_argument("--no-track-ahead", action="store_true", help="track in the render thread (for comparison)")
+    p.add_argument(
+        "--graph-tracking",
+        action="store_true",
+        help="track every frame through mediapipe's graph, not the landmark model run directly (for comparison)",
+    )
     p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
     p.add_argument("--render-size", type=int, default=0, help="hi-res compositing size of the dubbed session (0: auto)")
     p.add_argument("--model", type=Path, default=None, help="model bundle of the dubbed session")

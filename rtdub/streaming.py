@@ -62,6 +62,7 @@ class StreamConfig:
     threads: int = 1  # inference threads per stream
     track_ahead: bool = True  # track each frame on arrival, on its own thread (rtdub.trackahead)
     speculate: bool = True  # with track_ahead: render with predicted landmarks, check after (scheduler)
+    direct_tracking: bool = True  # landmark model run directly while tracking (rtdub.landmarker)
     model: Path | None = None
     # hi-res compositing (rtdub/hires.py): 0 picks the render size per face, the bundle's crop
     # size (96) turns it off, another size fixes it
@@ -79,7 +80,7 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
     """A factory that builds a pipeline (tracker, backend) for one stream; call it off the loop."""
     from .backends import BackendConfig, get_backend
     from .model import load_bundle
-    from .tracker import FaceTracker
+    from .tracker import FaceTracker, TrackerConfig
 
     bundle = load_bundle(config.model)
     problem = render_size_problem(config.render_size, bundle.crop_size)
@@ -88,7 +89,8 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
 
     def build() -> DubPipeline:
         backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
-        tracker = AheadTracker(FaceTracker()) if config.track_ahead else FaceTracker()
+        face = FaceTracker(TrackerConfig(direct=config.direct_tracking))
+        tracker = AheadTracker(face) if config.track_ahead else face
         pipe = DubPipeline(
             bundle,
             backend,

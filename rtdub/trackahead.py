@@ -125,4 +125,5 @@ class AheadTracker:
             "cancelled": self.cancelled,
             "expired": self.expired,
             "busy_ms": round(self.busy_ms, 1),
+            "direct": int(getattr(self.inner, "direct_frames", 0)),  # tracked by the model run directly
         }

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import samples
+from rtdub import landmarker, samples
 from rtdub.smoothing import OneEuroFilter
-from rtdub.tracker import FaceTracker
+from rtdub.tracker import FaceTracker, TrackerConfig
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,68 @@ def test_real_portraits_from_shared_media(shared_media: Path) -> None:
             y = obs.landmarks[:, 1]
             assert y[33] < y[13] < y[152]
     assert found >= 0.8 * len(files), f"{found}/{len(files)}"
+
+
+def _rotated(img: np.ndarray, deg: float, shift: tuple[float, float]) -> np.ndarray:
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    m[:, 2] += shift
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def test_direct_landmark_model_matches_mediapipes_graph() -> None:
+    """Tracking with the landmark model run directly gives mediapipe's graph's landmarks
+    (same model, same crop), frame after frame, through head motion and roll."""
+    if not landmarker.available():
+        pytest.skip("ai-edge-litert is not installed")
+    base = samples.portrait()
+    frames = [_rotated(base, 12 * np.sin(i / 4), (3 * i, 2 * np.cos(i / 3))) for i in range(24)]
+    runs = {}
+    for direct in (False, True):
+        with FaceTracker(TrackerConfig(direct=direct, smooth=False)) as t:
+            runs[direct] = [t.track(f, i / 25) for i, f in enumerate(frames)]
+            used = t.direct_frames
+        if direct:
+            assert used == len(frames) - 1  # every frame after the first was tracked directly
+        else:
+            assert used == 0
+    errors = []
+    for a, b in zip(runs[True], runs[False], strict=True):
+        assert a is not None and b is not None
+        errors.append(np.abs(a.raw - b.raw).mean() / b.face_size)
+    assert max(errors) < 2e-3, errors  # 0.2 % of the eye distance: float noise, not a different crop
+
+
+def test_direct_tracking_hands_back_to_detection_when_the_face_leaves() -> None:
+    if not landmarker.available():
+        pytest.skip("ai-edge-litert is not installed")
+    face = samples.portrait()
+    blank = np.full_like(face, 90)
+    with FaceTracker(TrackerConfig(direct=True)) as t:
+        seq = [face, face, blank, blank, np.roll(face, 60, axis=1), np.roll(face, 60, axis=1)]
+        found = [t.track(f, i / 25) for i, f in enumerate(seq)]
+        assert [o is not None for o in found] == [True, True, False, False, True, True]
+        assert t.direct_frames == 2  # frames 1 and 5; the others needed the graph
+        moved = found[5]
+        assert moved is not None and found[0] is not None
+        assert abs((moved.raw[1, 0] - found[0].raw[1, 0]) - 60) < 3  # found at its new place
+
+
+def test_roi_matches_mediapipes_rules() -> None:
+    """The crop: landmark box × 1.5, square on the long side, rotated by the eye line; the
+    crop matrix maps the ROI centre to the crop centre and the eye line onto a level line."""
+    pts = np.array([[100.0, 50.0], [300.0, 130.0]])
+    full = np.zeros((468, 2))
+    full[:] = (200, 90)
+    full[0], full[1] = pts
+    full[landmarker.EYE_START] = (150, 80)
+    full[landmarker.EYE_END] = (250, 100)
+    roi = landmarker.roi_from_landmarks(full)
+    assert (roi.cx, roi.cy) == (200.0, 90.0)
+    assert roi.side == pytest.approx(200 * 1.5)
+    assert roi.angle == pytest.approx(np.arctan2(20, 100))
+    m = landmarker.crop_matrix(roi)
+    c = m[:, :2] @ np.array([roi.cx, roi.cy]) + m[:, 2]
+    assert c == pytest.approx([96.0, 96.0])
+    eyes = (m[:, :2] @ full[[landmarker.EYE_START, landmarker.EYE_END]].T).T + m[:, 2]
+    assert eyes[0, 1] == pytest.approx(eyes[1, 1])  # level in the crop
