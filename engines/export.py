@@ -29,7 +29,7 @@ from torch import nn
 
 from rtdub.model import FORMAT, geometry
 from training.common import load_checkpoint
-from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace
+from training.models import A2LConfig, AudioToLip, ContextA2L, GenConfig, LipToFace, build_a2l
 
 OPSET = 17
 # the generator's second output, channel by channel (rtdub/hires.py reads it)
@@ -40,10 +40,20 @@ FIELDS_LAYOUT = {
 }
 
 
-def load_a2l(run: Path) -> AudioToLip:
+class NotCausal(ValueError):
+    """An audio stage that needs audio after the frame beyond the lookahead (a teacher)."""
+
+
+def load_a2l(run: Path) -> AudioToLip | ContextA2L:
+    """The run's audio stage, conv or CALS; a teacher (fixed future audio) is refused: the
+    runtime's window ends ``lookahead`` after the frame, which a teacher would ignore."""
     meta = json.loads((run / "meta.json").read_text())
-    m = AudioToLip(A2LConfig(**meta["config"]))
+    cfg = A2LConfig(**meta["config"])
+    if cfg.future > 0:
+        raise NotCausal(f"{run}: a teacher ({cfg.future:g} s of future audio) is not causal; export a student")
+    m = build_a2l(cfg)
     load_checkpoint(run, m)
+    assert isinstance(m, AudioToLip | ContextA2L)
     return m.eval()
 
 
@@ -56,7 +66,7 @@ def load_gen(run: Path) -> LipToFace:
 
 def example_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    if isinstance(model, AudioToLip):
+    if isinstance(model, AudioToLip | ContextA2L):
         c = model.cfg
         return (
             torch.rand(batch, c.window, c.n_mels, generator=g) * 8 - 4,
@@ -86,6 +96,7 @@ class GeneratorWithFields(nn.Module):
 
 NAMES = {
     AudioToLip: (["mel", "lookahead"], ["units"]),
+    ContextA2L: (["mel", "lookahead"], ["units"]),
     LipToFace: (["pose", "reference", "units"], ["face", "fields"]),
 }
 
@@ -184,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="rtdub-default")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    a2l, gen = load_a2l(args.a2l), load_gen(args.generator)
+    try:
+        a2l = load_a2l(args.a2l)
+    except NotCausal as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    gen = load_gen(args.generator)
     units = json.loads((args.a2l / "units.json").read_text())
     if gen.cfg.units != a2l.cfg.units:
         print("export: error: the two stages disagree on the number of units", file=sys.stderr)

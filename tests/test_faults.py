@@ -114,7 +114,12 @@ async def test_engine_survives_loss_face_loss_resolution_change_silence_and_disc
         assert {(512, 512), (480, 640)} <= sizes
         pts = [p for _, p, _ in rx.frames]
         assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
-        assert stats["output_frames"] >= 35
+        # every frame the engine received was sent or dropped by a counted policy (a frame or
+        # two may be in flight); how many it drops as stale depends on the machine's speed
+        # (a benchmark matter), so the floor only rules out a stalled engine
+        dropped = sum(stats["dropped_frames"].values())
+        assert 0 <= stats["input_frames"] - stats["output_frames"] - dropped <= 2, stats
+        assert stats["output_frames"] >= 25, stats
         # the peer disconnects: the server drops the session and keeps serving
         await pc.close()
         for _ in range(150):

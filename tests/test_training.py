@@ -15,7 +15,7 @@ from engines.export import export_onnx, parity  # noqa: E402
 from rtdub.dub import DubOptions, dub_file  # noqa: E402
 from rtdub.model import load_bundle  # noqa: E402
 from training import prepare, train_a2l, train_gen  # noqa: E402
-from training.models import A2LConfig, AudioToLip, GenConfig, LipToFace  # noqa: E402
+from training.models import A2LConfig, AudioToLip, ContextA2L, GenConfig, LipToFace  # noqa: E402
 
 from .factories import speechlike, talking_clip  # noqa: E402
 
@@ -40,6 +40,28 @@ def test_a2l_export_parity(tmp_path: Path) -> None:
     f = tmp_path / "a.onnx"
     export_onnx(m, f, None)
     assert parity(m, f, 4) < PARITY_TOL
+
+
+def test_context_a2l_export_parity(tmp_path: Path) -> None:
+    """The CALS audio stage (1.3 s window, dilated convs, self-attention) exports too."""
+    torch.manual_seed(0)
+    m = ContextA2L(A2LConfig.for_arch("cals").replace(width=32)).eval()
+    f = tmp_path / "c.onnx"
+    export_onnx(m, f, None)
+    assert parity(m, f, 4) < PARITY_TOL
+
+
+def test_export_refuses_a_teacher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engines import export
+    from training.common import save_checkpoint
+
+    run = tmp_path / "teacher"
+    run.mkdir()
+    cfg = A2LConfig.for_arch("teacher").replace(width=16)
+    m = AudioToLip(cfg)
+    save_checkpoint(run, m, torch.optim.Adam(m.parameters()), {"step": 0, "config": cfg.to_dict()})
+    assert export.main(["--a2l", str(run), "--generator", str(run), "--out", str(tmp_path / "b")]) == 2
+    assert "not causal" in capsys.readouterr().err
 
 
 @pytest.mark.slow

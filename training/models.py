@@ -111,7 +111,7 @@ class _AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         h = self.heads
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
         a = torch.softmax((q @ k.transpose(-1, -2)) * (c // h) ** -0.5, dim=-1)
         x = x + self.proj((a @ v).transpose(1, 2).reshape(b, t, c))
         return x + self.ff(self.norm2(x))
