@@ -2,7 +2,7 @@
 
 While a face is tracked, each frame's landmarks come from the landmark model run directly on
 the crop around the previous landmarks (:mod:`rtdub.landmarker`: the same model and crop as
-mediapipe's graph, at a fifth of the graph's CPU). mediapipe's graph finds the face: on the
+mediapipe's graph; about half the tracker's CPU). mediapipe's graph finds the face: on the
 first frame, and whenever the model finds no face in its crop.
 
 Small faces: mediapipe's short-range detector misses faces under about a quarter of the
