@@ -286,3 +286,16 @@ def test_ablation_table_averages_the_common_clips(tmp_path: Path, capsys: pytest
     assert ablation_table.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--clips", "speaker_b"]) == 2
     assert ablation_table.main(["nonsense"]) == 2
     assert ablation_table.main([f"c={tmp_path / 'missing'}"]) == 2
+
+
+def test_ablation_table_over_seeds_gives_mean_and_std(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training import ablation_table
+
+    for name, lmd in (("a0", 2.0), ("a1", 3.0), ("a2", 4.0), ("b0", 1.5)):
+        _fake_eval(tmp_path / name, lmd, ("speaker_a", "speaker_b"))
+    runs = ",".join(str(tmp_path / n) for n in ("a0", "a1", "a2"))
+    assert ablation_table.main([f"a={runs}", f"b={tmp_path / 'b0'}"]) == 0
+    out = capsys.readouterr().out
+    assert "| a | 3 | model | 3.000 ± 1.000 |" in out  # sample std of 2, 3, 4
+    assert "| b | 1 | true-units | 1.500 |" in out
+    assert ablation_table.main([f"a={runs},"]) == 2  # an empty run name

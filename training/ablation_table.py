@@ -1,6 +1,11 @@
 """Markdown ablation table from ``training.evaluate`` outputs (training/ABLATION.md).
 
     python -m training.ablation_table base=runs/abl/base lss=runs/abl/lss [--clips speaker_a speaker_b]
+    python -m training.ablation_table base=runs/b_s0,runs/b_s1,runs/b_s2 lss=runs/l_s0,runs/l_s1
+
+With comma-separated runs (seeds of one recipe) each variant gets one row per mode with the
+mean ± standard deviation over its runs of the per-run clip means, and the dubbing AUC and
+dev crop sharpness the same way.
 
 Each NAME=RUN reads RUN/eval/eval.json and gives one row per mode (the audio-driven
 ``model`` and the ``true-units`` generator ceiling; ``frozen`` once, from the first run):
@@ -73,20 +78,59 @@ def table(runs: list[tuple[str, Path]], clips: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _pm(vals: list[float], fmt: str) -> str:
+    if len(vals) == 1:
+        return fmt.format(vals[0])
+    return f"{fmt.format(float(np.mean(vals)))} ± {fmt.format(float(np.std(vals, ddof=1)))}"
+
+
+def seeds_table(groups: list[tuple[str, list[Path]]], clips: list[str] | None = None) -> str:
+    """One row per variant and mode: mean ± std over the variant's runs (seeds)."""
+    recs = {name: [load(r) for r in runs] for name, runs in groups}
+    common = sorted(set.intersection(*(set(r) for rs in recs.values() for r in rs)))
+    use = clips or common
+    missing = [c for c in use if c not in common]
+    if missing or not use:
+        raise ValueError(f"clips not evaluated in every run: {missing or 'none in common'}")
+    head = "| variant | runs | mode | " + " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness")) + " |"
+    lines = [f"clips: {', '.join(use)}; mean ± std over runs", "", head, "|---|---|---|" + "---|" * len(COLS)]
+    first = next(iter(recs.values()))[0]
+    lines.append("| — | | frozen | " + _cells(mean_row(first, "frozen", use)) + " |")
+    for mode in ("model", "true-units"):
+        for name, rs in recs.items():
+            rows = [mean_row(r, mode, use) for r in rs]
+            cells = " | ".join(_pm([row[i] for row in rows], FMT[k]) for i, k in enumerate(COLS))
+            lines.append(f"| {name} | {len(rs)} | {mode} | {cells} |")
+    lines += ["", "| variant | dubbing AUC (model) | dev sharpness (crop, train_gen) |", "|---|---|---|"]
+    for name, runs in groups:
+        auc = [_report(r).get("dubbing_auc", {}).get("model", float("nan")) for r in runs]
+        sharp = [
+            json.loads((r / "meta.json").read_text()).get("dev", {}).get("sharpness_ratio_crop", float("nan"))
+            if (r / "meta.json").is_file()
+            else float("nan")
+            for r in runs
+        ]
+        lines.append(f"| {name} | {_pm(auc, '{:.3f}')} | {_pm(sharp, '{:.3f}')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="markdown ablation table from training.evaluate outputs")
     p.add_argument("runs", nargs="+", help="NAME=RUN (RUN/eval/eval.json)")
     p.add_argument("--clips", nargs="*", default=None, help="clip names to average over (default: common ones)")
     args = p.parse_args(argv)
-    runs = []
+    groups: list[tuple[str, list[Path]]] = []
     for item in args.runs:
         name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            print(f"ablation_table: error: {item!r} is not NAME=RUN", file=sys.stderr)
+        if not sep or not name or not path or "" in path.split(","):
+            print(f"ablation_table: error: {item!r} is not NAME=RUN[,RUN...]", file=sys.stderr)
             return 2
-        runs.append((name, Path(path)))
+        groups.append((name, [Path(x) for x in path.split(",")]))
     try:
-        print(table(runs, args.clips))
+        if any(len(runs) > 1 for _, runs in groups):
+            print(seeds_table(groups, args.clips))
+        else:
+            print(table([(name, runs[0]) for name, runs in groups], args.clips))
     except (FileNotFoundError, ValueError) as e:
         print(f"ablation_table: error: {e}", file=sys.stderr)
         return 2
