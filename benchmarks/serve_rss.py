@@ -28,12 +28,11 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from rtdub import atomic
 from rtdub.loopbench import BITS, encode_clip, stamped_clip
 from rtdub.mediatracks import PacketsTrack, PcmTrack
 from rtdub.peer import drain
 from rtdub.webrtc import ice_configuration, restrict_host_addresses
-
-from .soak import _atomic_write
 
 
 def _status_mb(pid: int, key: str) -> float | None:
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "session": {k: session.get(k) for k in ("output_fps", "input_frames", "output_frames", "late_frames")},
         "sigterm_exit_code": code,
     }
-    _atomic_write(args.out / "serve_rss.json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(args.out / "serve_rss.json", json.dumps(report, indent=1) + "\n")
     md = "\n".join(
         [
             "# rtdub serve: memory with one 640x480 session",
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    _atomic_write(args.out / "serve_rss.md", md)
+    atomic.write_text(args.out / "serve_rss.md", md)
     print(md)
     return 0 if code == 0 else 1
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from rtdub import atomic
+
 DEFAULT_DUB = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "audio" / "english_60s.wav"
 FRAME_MS = 40.0
 
@@ -104,15 +106,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=30.0)
@@ -127,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes < 3:
         print("soak: --minutes must be at least 3 (growth compares minute 2 with the last)", file=sys.stderr)
         return 2
+    for flag, path in (("--out", args.out / "soak.json"), ("--keep", args.keep)):
+        if path is not None and (problem := atomic.writable_dir(path)) is not None:
+            print(f"soak: {flag}: {problem}", file=sys.stderr)  # now, not after the run
+            return 2
     load = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
     if args.from_json is not None:  # summarise an earlier run's loopbench output
@@ -156,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         "result": result,
         "summary": summarise(result),
     }
-    _atomic_write(args.out / "soak.json", json.dumps(report, indent=1) + "\n")
-    _atomic_write(args.out / "soak.md", markdown(report))
+    atomic.write_text(args.out / "soak.json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(args.out / "soak.md", markdown(report))
     print(markdown(report))
     return 0
 

@@ -59,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .defaults import DEFAULT_LOOKAHEAD_MS
 
 logger = logging.getLogger(__name__)
@@ -1399,9 +1400,9 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None, command: str |
     samples_path = cfg.out / "bench_samples.json"
     md_path = cfg.out / "bench.md"
     samples = _jsonable(ctx.samples)
-    json_path.write_text(json.dumps(report, indent=1) + "\n")
-    samples_path.write_text(json.dumps(samples) + "\n")
-    md_path.write_text(markdown(report))
+    atomic.write_text(json_path, json.dumps(report, indent=1) + "\n")
+    atomic.write_text(samples_path, json.dumps(samples) + "\n")
+    atomic.write_text(md_path, markdown(report))
     pngs = plots(report, samples, cfg.out)
     logger.info("bench written", extra={"out": str(cfg.out), "wall_s": report["wall_s"]})
     return BenchOutput(report, json_path, samples_path, md_path, tuple(pngs))

@@ -34,7 +34,7 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from . import encoders
+from . import atomic, encoders
 from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubsources import ClipSource, TrackSource, decode_audio
 from .mediatracks import FramesTrack, PacketsTrack, PcmTrack
@@ -427,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    if args.out and (problem := atomic.writable_dir(args.out)) is not None:
+        print(f"loopbench: error: --out: {problem}", file=sys.stderr)
+        return 2
     try:
         import uvloop
     except ImportError:
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        atomic.write_text(args.out, text + "\n")
     return 0
 
 

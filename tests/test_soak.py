@@ -48,3 +48,15 @@ def test_missing_dub_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.Cap
     assert soak.main(["--dub-file", str(tmp_path / "nope.wav"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("soak: dub file not found") and "\n" not in err
+
+
+def test_unwritable_keep_is_refused_before_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 30-minute run must not be lost at the end because its output folder is missing."""
+    wav = tmp_path / "dub.wav"
+    wav.write_bytes(b"RIFF")  # only its existence is checked before the run
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = ["--dub-file", str(wav), "--out", str(tmp_path / "out"), "--keep", str(blocker / "loop.json")]
+    assert soak.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("soak: --keep:") and "\n" not in err
