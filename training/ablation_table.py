@@ -49,14 +49,23 @@ def mean_row(rec: dict[str, dict[str, dict[str, float]]], mode: str, clips: list
     return [float(np.mean([rec[c][mode][k] for c in clips])) for k in COLS]
 
 
-def table(runs: list[tuple[str, Path]], clips: list[str] | None = None) -> str:
-    recs = [(name, run, load(run)) for name, run in runs]
-    common = sorted(set.intersection(*(set(r) for _, _, r in recs)))
+HEADS = " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness"))
+
+
+def _clips(recs: list[dict[str, dict[str, dict[str, float]]]], clips: list[str] | None) -> list[str]:
+    """``clips``, or the clips every run evaluated; an error when one is missing somewhere."""
+    common = sorted(set.intersection(*(set(r) for r in recs)))
     use = clips or common
     missing = [c for c in use if c not in common]
     if missing or not use:
         raise ValueError(f"clips not evaluated in every run: {missing or 'none in common'}")
-    head = "| variant | mode | " + " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness")) + " |"
+    return use
+
+
+def table(runs: list[tuple[str, Path]], clips: list[str] | None = None) -> str:
+    recs = [(name, run, load(run)) for name, run in runs]
+    use = _clips([r for _, _, r in recs], clips)
+    head = f"| variant | mode | {HEADS} |"
     lines = [f"clips: {', '.join(use)}", "", head, "|---|---|" + "---|" * len(COLS)]
     first = recs[0][2]
     lines.append("| — | frozen | " + _cells(mean_row(first, "frozen", use)) + " |")
@@ -87,12 +96,8 @@ def _pm(vals: list[float], fmt: str) -> str:
 def seeds_table(groups: list[tuple[str, list[Path]]], clips: list[str] | None = None) -> str:
     """One row per variant and mode: mean ± std over the variant's runs (seeds)."""
     recs = {name: [load(r) for r in runs] for name, runs in groups}
-    common = sorted(set.intersection(*(set(r) for rs in recs.values() for r in rs)))
-    use = clips or common
-    missing = [c for c in use if c not in common]
-    if missing or not use:
-        raise ValueError(f"clips not evaluated in every run: {missing or 'none in common'}")
-    head = "| variant | runs | mode | " + " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness")) + " |"
+    use = _clips([r for rs in recs.values() for r in rs], clips)
+    head = f"| variant | runs | mode | {HEADS} |"
     lines = [f"clips: {', '.join(use)}; mean ± std over runs", "", head, "|---|---|---|" + "---|" * len(COLS)]
     first = next(iter(recs.values()))[0]
     lines.append("| — | | frozen | " + _cells(mean_row(first, "frozen", use)) + " |")
