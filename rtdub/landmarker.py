@@ -60,12 +60,19 @@ def roi_from_landmarks(points: np.ndarray) -> Roi:
 
 
 def crop_matrix(roi: Roi, size: int = INPUT_SIZE) -> np.ndarray:
-    """The 2×3 affine map from frame pixels to crop pixels."""
+    """The 2×3 affine map from frame pixels to crop pixels (scale, then rotate by −angle)."""
     k = size / roi.side
-    c, s = math.cos(roi.angle), math.sin(roi.angle)
-    a = k * np.array([[c, s], [-s, c]])
-    b = size / 2 - a @ np.array([roi.cx, roi.cy])
-    return np.hstack([a, b[:, None]])
+    c, s = k * math.cos(roi.angle), k * math.sin(roi.angle)
+    h = size / 2
+    return np.array([[c, s, h - c * roi.cx - s * roi.cy], [-s, c, h + s * roi.cx - c * roi.cy]])
+
+
+def to_frame(points: np.ndarray, roi: Roi, size: int = INPUT_SIZE) -> np.ndarray:
+    """Crop pixels back to frame pixels: the inverse of :func:`crop_matrix`, in closed form."""
+    k = roi.side / size
+    c, s = k * math.cos(roi.angle), k * math.sin(roi.angle)
+    q = points - size / 2
+    return np.stack([roi.cx + c * q[:, 0] - s * q[:, 1], roi.cy + s * q[:, 0] + c * q[:, 1]], axis=1)
 
 
 def model_path() -> Path:
@@ -106,8 +113,7 @@ class LandmarkModel:
         self._interp.invoke()
         pts = self._interp.get_tensor(self._points).reshape(N_LANDMARKS, 3)[:, :2].astype(np.float64)
         logit = float(self._interp.get_tensor(self._score).ravel()[0])
-        a, b = m[:, :2], m[:, 2]
-        return (pts - b) @ np.linalg.inv(a).T, 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
+        return to_frame(pts, roi), 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, logit))))
 
 
 def available() -> bool:
@@ -119,4 +125,13 @@ def available() -> bool:
     return True
 
 
-__all__ = ["INPUT_SIZE", "LandmarkModel", "Roi", "available", "crop_matrix", "model_path", "roi_from_landmarks"]
+__all__ = [
+    "INPUT_SIZE",
+    "LandmarkModel",
+    "Roi",
+    "available",
+    "crop_matrix",
+    "model_path",
+    "roi_from_landmarks",
+    "to_frame",
+]

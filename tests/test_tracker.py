@@ -174,3 +174,5 @@ def test_roi_matches_mediapipes_rules() -> None:
     assert c == pytest.approx([96.0, 96.0])
     eyes = (m[:, :2] @ full[[landmarker.EYE_START, landmarker.EYE_END]].T).T + m[:, 2]
     assert eyes[0, 1] == pytest.approx(eyes[1, 1])  # level in the crop
+    # to_frame inverts the crop matrix exactly
+    np.testing.assert_allclose(landmarker.to_frame(eyes, roi), full[[landmarker.EYE_START, landmarker.EYE_END]])

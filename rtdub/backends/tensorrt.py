@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import atomic
 from ..exceptions import BackendUnavailable, ModelError
 from ..model import ModelBundle
 from .base import Backend, BackendConfig
@@ -239,15 +240,8 @@ def build_serialized(
         extra={"model": str(onnx_path), "precision": spec.precision, "seconds": round(time.perf_counter() - t0, 1)},
     )
     if timing_cache is not None:
-        _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic.write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(plan))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def cached_engine(
@@ -290,9 +284,9 @@ def cached_engine(
         timing_cache_path(cache_dir, gpu, key.tensorrt),
         calibrator_factory() if calibrator_factory is not None else None,
     )
-    _atomic_write(path, plan)
+    atomic.write_bytes(path, plan)
     meta = {**asdict(key), "spec": asdict(spec), "build_seconds": round(time.perf_counter() - t0, 1)}
-    _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    atomic.write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     return path
 
 
