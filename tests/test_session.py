@@ -9,6 +9,7 @@ import time
 
 import av
 import numpy as np
+import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from rtdub.dubsources import ClipSource
@@ -81,6 +82,7 @@ async def test_missing_dub_audio_counts_as_silence() -> None:
     np.testing.assert_allclose(rs[-1].units, bundle().closed_units, atol=1e-5)
 
 
+@pytest.mark.flaky(reruns=2)  # wall-clock bounds: a host stealing 20 %+ of the CPU can exceed them once
 async def test_lateness_never_accumulates_under_a_slow_backend() -> None:
     """Each frame costs ~160 ms at 25 fps input: frames are dropped as stale instead of
     queueing, so the delay of the output stays bounded."""
