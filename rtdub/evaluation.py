@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -38,6 +38,7 @@ from .hires import RenderSizeConfig
 from .lipunits import LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from .model import ModelBundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
+from .reference import ReferenceConfig
 from .scoring import expert_crop
 from .tracker import FaceTracker
 
@@ -178,9 +179,11 @@ def reconstruct(
     lookahead_ms: float,
     expert_crop_size: int | None = None,
     render: RenderSizeConfig | None = None,
+    reference: ReferenceConfig | None = None,
 ) -> Rendered:
     """Dub ``clip`` with its own audio in ``mode`` (one of :data:`MODES`) and score it.
-    ``render`` sets the render size (rtdub/hires.py; the pipeline's default when None).
+    ``render`` sets the render size (rtdub/hires.py) and ``reference`` the choice of identity
+    reference (rtdub/reference.py); the pipeline's defaults when None.
     With ``expert_crop_size``, also keep the output's crops for a lip-sync expert (the crops
     ``rtdub eval`` takes of a video), to be scored with :func:`rtdub.scoring.sync_scores`."""
     if mode not in MODES:
@@ -200,7 +203,7 @@ def reconstruct(
     acc: dict[str, list[float]] = {}
     crops: list[np.ndarray | None] = []
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render))
+        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
         for i, (f, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
             img = f.copy()
             u = clip.true_units[i] if mode == "true-units" else None
@@ -235,10 +238,15 @@ def reconstruct(
     return Rendered(scores, frame_ms, stage_ms, expert_crops=tuple(crops), composite_ms=comp_ms, render_size=sizes)
 
 
-def _config(lookahead_ms: float, render: RenderSizeConfig | None) -> PipelineConfig:
-    if render is None:
-        return PipelineConfig(lookahead_ms=lookahead_ms)
-    return PipelineConfig(lookahead_ms=lookahead_ms, render=render)
+def _config(
+    lookahead_ms: float, render: RenderSizeConfig | None, reference: ReferenceConfig | None = None
+) -> PipelineConfig:
+    cfg = PipelineConfig(lookahead_ms=lookahead_ms)
+    if render is not None:
+        cfg = replace(cfg, render=render)
+    if reference is not None:
+        cfg = replace(cfg, reference=reference)
+    return cfg
 
 
 def truth_expert_crops(clip: ClipData, size: int) -> tuple[np.ndarray | None, ...]:
@@ -272,6 +280,7 @@ def lip_closure(
     lookahead_ms: float,
     frozen: bool = False,
     render: RenderSizeConfig | None = None,
+    reference: ReferenceConfig | None = None,
 ) -> LipClosure:
     """Dub ``frames`` (one per ``1/fps``, at least as long as the speech) with ``speech`` and
     return the AUC of the inner-lip gap on open-vowel frames against frames where the lips
@@ -287,7 +296,7 @@ def lip_closure(
     be: Backend = FrozenBackend(backend) if frozen else backend
     it = iter(frames)
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render))
+        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
         for i in range(n):
             t = i / fps
             try:

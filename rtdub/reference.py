@@ -2,8 +2,14 @@
 
 The generator needs a crop of the same person that does not carry the mouth of the frame it
 renders (DESIGN §5). The selector keeps a bounded history of past crops and picks the most
-neutral, closed-mouth, frontal one that is at least ``min_age`` seconds old; it re-picks now
-and then, and only switches when the new candidate is clearly better, to avoid flicker.
+frontal one whose mouth opening is closest to a target, among those at least ``min_age``
+seconds old; it re-picks now and then, and only switches when the new candidate is clearly
+better, to avoid flicker.
+
+The target is a quantile of the openings in the history (``open_quantile``). 0 asks for the
+most closed mouth: the generator then opens it by warping, which stretches the lips and has
+no teeth to show. A higher quantile gives a reference with the speaker's teeth in it, which
+the generator closes by warping the lips over them (training/ABLATION.md measures both).
 
 Each candidate may also keep a high-resolution crop of the same region (rtdub/hires.py): the
 generator sees the S px crop, the hi-res compositing warps the large one. Callers ask
@@ -30,21 +36,37 @@ class ReferenceConfig:
     sample_every: float = 0.1  # s between stored candidates
     refresh: float = 2.0  # s between re-picks
     switch_margin: float = 0.01  # score a new pick must win by
+    open_quantile: float = 0.0  # target opening: this quantile of the history's (0: most closed)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.open_quantile <= 1.0:
+            raise ValueError(f"open_quantile must be in [0, 1], got {self.open_quantile}")
+
+
+YAW_WEIGHT = 0.3  # cost of a turned head, per canonical unit of nose offset
 
 
 @dataclass(frozen=True)
 class Candidate:
     time: float
-    score: float
+    gap: float  # inner-lip opening, canonical units (>= 0)
+    yaw: float  # |nose tip x - frontal|, canonical units
     crop: np.ndarray  # (S, S, 3) uint8
     hires: np.ndarray | None = None  # (R, R, 3) uint8 crop of the same region, R >= S
 
+    def score(self, target_gap: float) -> float:
+        """Lower is better: an opening away from the target and a turned head both cost."""
+        return abs(self.gap - target_gap) + YAW_WEIGHT * self.yaw
+
 
 def neutrality(canonical: np.ndarray) -> float:
-    """Lower is better: an open mouth and a turned head both cost."""
-    gap = max(0.0, inner_gap(canonical))
-    yaw = abs(float(canonical[NOSE_TIP, 0]) - NOSE_TIP_X)
-    return gap + 0.3 * yaw
+    """Lower is better: an open mouth and a turned head both cost (the score at target 0)."""
+    gap, yaw = _pose(canonical)
+    return gap + YAW_WEIGHT * yaw
+
+
+def _pose(canonical: np.ndarray) -> tuple[float, float]:
+    return max(0.0, inner_gap(canonical)), abs(float(canonical[NOSE_TIP, 0]) - NOSE_TIP_X)
 
 
 class ReferenceSelector:
@@ -75,7 +97,8 @@ class ReferenceSelector:
         if not self.wants(t):
             return
         big = None if hires is None else np.array(hires, copy=True)
-        self._cands.append(Candidate(t, neutrality(canonical), crop.copy(), big))
+        gap, yaw = _pose(canonical)
+        self._cands.append(Candidate(t, gap, yaw, crop.copy(), big))
         while self._cands and t - self._cands[0].time > c.history:
             self._cands.popleft()
 
@@ -94,9 +117,10 @@ class ReferenceSelector:
             if self._current is None:
                 self._current = self._cands[0]
             return self._current
-        best = min(old, key=lambda k: k.score)
+        target = float(np.quantile([k.gap for k in self._cands], c.open_quantile)) if c.open_quantile > 0 else 0.0
+        best = min(old, key=lambda k: k.score(target))
         young = self._current is not None and t - self._current.time < c.min_age
-        if stale or young or best.score < self._current.score - c.switch_margin:  # type: ignore[union-attr]
+        if stale or young or best.score(target) < self._current.score(target) - c.switch_margin:  # type: ignore[union-attr]
             self._current = best
         self._picked_at = t
         return self._current

@@ -247,10 +247,55 @@ def test_train_gen_sync_units_from_the_audio_stage(shards: Path, tmp_path: Path)
     assert train_gen.main(argv) == 0
 
 
+def test_train_gen_distils_from_a_wider_teacher(shards: Path, tmp_path: Path) -> None:
+    """--teacher: the student is pulled towards the frozen teacher's faces. Two students from
+    the same seed and batches, with and without the teacher; the distilled one ends closer."""
+    from training import train_gen
+    from training.common import load_checkpoint
+    from training.data import attach_units, fit_basis, load_dir
+
+    common = ["--data", str(shards), "--dev", str(shards), "--threads", "1", "--batch", "2", "--lr", "3e-3"]
+    teacher = tmp_path / "teacher"
+    assert train_gen.main([*common, "--out", str(teacher), "--steps", "3", "--base", "12"]) == 0
+    alone, taught = tmp_path / "alone", tmp_path / "taught"
+    student = [*common, "--steps", "6", "--base", "8", "--seed", "1"]
+    assert train_gen.main([*student, "--out", str(alone)]) == 0
+    assert train_gen.main([*student, "--out", str(taught), "--teacher", str(teacher), "--kd-weight", "20"]) == 0
+    meta = json.loads((taught / "meta.json").read_text())
+    assert meta["recipe"]["teacher"] == str(teacher) and meta["recipe"]["kd_weight"] == 20
+
+    clips = load_dir(shards)
+    attach_units(clips, fit_basis(clips))
+    cfg = GenConfig(size=96, units=9, base=8)
+    w = np.array([c.valid.sum() for c in clips], np.float64)
+    pose, ref, units, _ = train_gen.make_batch(clips, w / w.sum(), 8, cfg, np.random.default_rng(5), aug=False)
+    t_model = train_gen.load_teacher(teacher, cfg)
+    dist = {}
+    with torch.no_grad():
+        t_out = t_model(pose, ref, units)
+        for run in (alone, taught):
+            m = LipToFace(cfg)
+            load_checkpoint(run, m)
+            m.eval()
+            dist[run.name] = float((m(pose, ref, units) - t_out).abs().mean())
+    assert dist["taught"] < 0.8 * dist["alone"], dist
+
+
+def test_face_loss_is_zero_only_on_the_target() -> None:
+    from training.train_gen import face_loss
+
+    soft = torch.from_numpy(face_mask(96).soft.copy())[None, None]
+    x = torch.rand(2, 3, 96, 96)
+    assert float(face_loss(x, x, 1 + 4 * soft, soft)) == 0.0
+    assert float(face_loss(x, x.flip(-1), 1 + 4 * soft, soft)) > 0.01
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         ["--ss-weight", "-1"],
+        ["--kd-weight", "-1"],
+        ["--teacher", "/nonexistent/run"],
         ["--init", "/nonexistent/run"],
         ["--silent-ref", "/nonexistent/run"],
         ["--sync-weight", "0.1", "--expert", "/nonexistent/run"],

@@ -2,6 +2,7 @@
 
     python -m training.evaluate --clips ../shared/media/clips --model engines/default --out runs/eval
         [--render-size 0|96|192|...]   (0: the runtime's choice from the face size; 96: no hi-res)
+        [--open-quantile Q]            (identity reference: target mouth opening; 0: most closed)
 
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
 LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness, for
@@ -35,6 +36,7 @@ from rtdub.dub import DubOptions, LoopedFrames, dub_file
 from rtdub.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
 from rtdub.hires import RenderSizeConfig
 from rtdub.model import ModelBundle, load_bundle
+from rtdub.reference import ReferenceConfig
 
 logger = logging.getLogger("training.evaluate")
 
@@ -45,13 +47,14 @@ def reconstruction(
     backend: Backend,
     lookahead_ms: float,
     render: RenderSizeConfig | None = None,
+    reference: ReferenceConfig | None = None,
 ) -> dict[str, dict[str, float]]:
     """Scores of every mode on ``clip`` dubbed with its own audio (rtdub.evaluation), with
     the pipeline's per-frame compute (median ms) and the median render size."""
     data = load_clip(clip, bundle)
     res = {}
     for mode in MODES:
-        r = reconstruct(data, mode, bundle, backend, lookahead_ms, render=render)
+        r = reconstruct(data, mode, bundle, backend, lookahead_ms, render=render, reference=reference)
         res[mode] = dict(r.scores)
         res[mode]["frame_ms_p50"] = float(np.median(r.frame_ms))
         if r.composite_ms is not None and r.render_size is not None:
@@ -62,7 +65,12 @@ def reconstruction(
 
 
 def dubbing_auc(
-    clip: Path, bundle: ModelBundle, backend: Backend, lookahead_ms: float, render: RenderSizeConfig | None = None
+    clip: Path,
+    bundle: ModelBundle,
+    backend: Backend,
+    lookahead_ms: float,
+    render: RenderSizeConfig | None = None,
+    reference: ReferenceConfig | None = None,
 ) -> dict[str, object]:
     """Dub ``clip`` (ping-pong looped) with TTS speech of known phoneme timings; AUC of the
     inner-lip gap between open-vowel frames and /p b m/ frames (0.5 = no closure signal)."""
@@ -74,7 +82,15 @@ def dubbing_auc(
         try:
             frames = (src.at(i / fps) for i in range(10**9))
             lc = lip_closure(
-                frames, speech, fps, bundle, backend, lookahead_ms, frozen=mode == "frozen", render=render
+                frames,
+                speech,
+                fps,
+                bundle,
+                backend,
+                lookahead_ms,
+                frozen=mode == "frozen",
+                render=render,
+                reference=reference,
             )
         finally:
             src.close()
@@ -108,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--render-size", type=int, default=None, help="hi-res render size (0: from the face size; 96: off)")
     p.add_argument(
-        "--render-size", type=int, default=None, help="hi-res render size (0: from the face size; 96: off)"
+        "--open-quantile",
+        type=float,
+        default=None,
+        help="identity reference: target mouth opening, a quantile of the recent ones (0: most closed)",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -124,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     if render is not None and 0 < render.size < bundle.crop_size:
         print(f"evaluate: error: --render-size must be 0 or at least {bundle.crop_size}")
         return 2
-    results = {c.stem: reconstruction(c, bundle, backend, args.lookahead_ms, render) for c in clips}
+    if args.open_quantile is not None and not 0.0 <= args.open_quantile <= 1.0:
+        print("evaluate: error: --open-quantile must be in [0, 1]")
+        return 2
+    reference = None if args.open_quantile is None else ReferenceConfig(open_quantile=args.open_quantile)
+    results = {c.stem: reconstruction(c, bundle, backend, args.lookahead_ms, render, reference) for c in clips}
     report: dict[str, object] = {
         "model": str(bundle.root),
         "lookahead_ms": args.lookahead_ms,
         "render_size": args.render_size,
+        "open_quantile": args.open_quantile,
         "reconstruction": results,
     }
-    report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render)
+    report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render, reference)
     if not args.skip_speed and args.audio.is_file():
         t0 = time.perf_counter()
         rep = dub_file(DubOptions(clips[0], args.audio, args.out / "speed.mp4", model=args.model, threads=args.threads))

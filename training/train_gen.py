@@ -22,6 +22,9 @@ The seed losses (training/gen_losses.py; all off by default, so the recipe above
                         generator G_S: a frozen generator (RUN, trained without any sync
                         loss) driven by the units of a closed, neutral mouth
     --init RUN          start from RUN's weights (fresh optimizer, step 0): a fine-tune
+    --teacher RUN       distil: a frozen (wider) generator run renders the same batch, and
+                        --kd-weight W · (its L1 + gradient loss against the teacher's face) is
+                        added to the ground-truth loss (training/ABLATION.md, "Distillation")
 """
 
 from __future__ import annotations
@@ -153,6 +156,23 @@ def silent_reference(gs: LipToFace, ref: torch.Tensor, closed: torch.Tensor) -> 
         return gs(ref * (1 - hidden), ref, closed.expand(len(ref), -1, -1))
 
 
+def load_teacher(run: Path, student: GenConfig) -> LipToFace:
+    """A frozen generator run to distil from: same crop size, units and context as the
+    student (its width may differ)."""
+    meta = json.loads((run / "meta.json").read_text())
+    cfg = GenConfig(**meta["config"])
+    for name in ("size", "units", "context"):
+        if getattr(cfg, name) != getattr(student, name):
+            raise SystemExit(
+                f"error: teacher {run} has {name} {getattr(cfg, name)}, the student {getattr(student, name)}"
+            )
+    model = LipToFace(cfg)
+    load_checkpoint(run, model)
+    model.eval()
+    logger.info("teacher %s: base %d, %d params", run, cfg.base, sum(q.numel() for q in model.parameters()))
+    return model
+
+
 def mouth_box(x: torch.Tensor, size: int) -> torch.Tensor:
     x0, y0, x1, y1 = face_mask(size).bbox
     return x[..., y0:y1, x0:x1]
@@ -162,6 +182,15 @@ def grad_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
     dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
     return ((dxa - dxb).abs() * w[..., :, 1:]).mean() + ((dya - dyb).abs() * w[..., 1:, :]).mean()
+
+
+GRAD_WEIGHT = 2.0  # image-gradient L1 beside the plain L1
+
+
+def face_loss(out: torch.Tensor, target: torch.Tensor, wmap: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """The reconstruction loss: L1 weighted towards the mouth (``wmap``) plus the gradient L1
+    inside the mouth mask (``soft``). Against the teacher's face it is the distillation term."""
+    return ((out - target).abs() * wmap).mean() + GRAD_WEIGHT * grad_l1(out, target, soft)
 
 
 def laplacian_var(img: np.ndarray) -> float:
@@ -224,12 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--a2l", type=Path, default=Path("runs/a2l_s0"), help="frozen audio stage for --sync-units a2l")
     p.add_argument("--lookahead", type=float, default=0.1, help="s, for --sync-units a2l")
     p.add_argument("--silent-ref", type=Path, default=None, help="G_S: closed-lip references from this frozen run")
+    p.add_argument("--teacher", type=Path, default=None, help="distil from this frozen generator run")
+    p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the teacher's face as a target")
     distributed.add_arguments(p)
     args = p.parse_args(argv)
-    for name in ("ssim_weight", "gan_weight", "sync_weight", "ss_weight"):
+    for name in ("ssim_weight", "gan_weight", "sync_weight", "ss_weight", "kd_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("init", "silent_ref"):
+    for name in ("init", "silent_ref", "teacher"):
         run = getattr(args, name)
         if run is not None and not (run / "model.safetensors").is_file():
             p.error(f"--{name.replace('_', '-')} {run}: no model.safetensors")
@@ -273,6 +304,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         load_checkpoint(args.silent_ref, gs)
         gs.eval()
         closed = torch.from_numpy(closed_units(clips)).expand(cfg.context, -1)[None]
+    teacher = load_teacher(args.teacher, cfg) if args.teacher is not None else None
     use_sync = args.sync_weight > 0 or args.ss_weight > 0
     expert = a2l = None
     a2l_cfg = A2LConfig()
@@ -307,6 +339,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "sync_batch",
             "sync_units",
             "silent_ref",
+            "teacher",
+            "kd_weight",
             "lr",
             "batch",
             "seed",
@@ -341,8 +375,14 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             out = net(pose, ref, units)
         l1 = ((out - tgt).abs() * wmap).mean()
         lg = grad_l1(out, tgt, soft)
-        loss = l1 + 2.0 * lg
+        loss = l1 + GRAD_WEIGHT * lg
         terms = {"l1": l1.item(), "grad": lg.item()}
+        if teacher is not None:
+            with torch.no_grad():
+                t_out = teacher(pose[:nb], ref, units[:nb])
+            lkd = face_loss(out, t_out, wmap, soft)
+            loss = loss + args.kd_weight * lkd
+            terms["kd"] = lkd.item()
         if args.ssim_weight > 0:
             ls = gen_losses.ssim_loss(out, tgt, soft)
             loss = loss + args.ssim_weight * ls
