@@ -158,7 +158,7 @@ class Rendered:
     scores: dict[str, float]
     frame_ms: np.ndarray  # (N,) sum of the pipeline stages per frame
     stage_ms: dict[str, np.ndarray]  # per stage, over the frames that ran it
-    composite_ms: np.ndarray | None = None  # (N,) hi-res compositing, part of "generator"
+    composite_ms: np.ndarray | None = None  # (N,) hi-res compositing and paste, part of "blend"
     render_size: np.ndarray | None = None  # (N,) side of the pasted crop, 0 without a face
     # the output frames as the lip-sync expert sees them (rtdub.scoring.expert_crop, aligned
     # with the output's own landmarks, None where no face was found); empty unless asked for

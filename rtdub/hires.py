@@ -21,8 +21,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from . import blend
 from .align import Alignment
-from .blend import FaceMask
+from .blend import FaceMask, PasteRegion
 
 FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
 
@@ -116,14 +117,75 @@ def composite(
     map_x += xs
     map_y = mo[..., 1] * k
     map_y += ys
-    warped = cv2.remap(
-        np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE
-    )
+    warped = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     warped *= mo[..., 2:3]
     warped += _upsample(synth, r, (x0, y0, x1, y1))
     out = np.zeros((r, r, 3), np.float32)
     out[y0:y1, x0:x1] = warped
     return out
+
+
+def composite_into(
+    frame: np.ndarray,
+    reference: np.ndarray,
+    fields: np.ndarray,
+    al: Alignment,
+    mask: FaceMask,
+    interpolation: int = cv2.INTER_CUBIC,
+    offset: np.ndarray | None = None,
+) -> PasteRegion | None:
+    """:func:`composite` and the paste-back in one resampling of the reference.
+
+    ``frame`` (H, W, 3) uint8 is blended in place, like ``blend.paste(frame, composite(...),
+    al, mask)``, but each frame pixel maps through the alignment and the flow straight into
+    ``reference`` (R, R, 3; ``al`` and ``mask`` are at R), so the reference's texture is
+    interpolated once instead of twice (once into the R crop, once into the frame): the
+    second interpolation is what blurs teeth and lip edges most. The fields (6, S, S) and the
+    mask are sampled bilinearly at the same frame pixels; ``offset`` (3,) is the colour shift
+    added to the face before blending. Returns the touched region, or None when the mask falls
+    outside the frame."""
+    r = reference.shape[0]
+    if reference.ndim != 3 or reference.shape[1:] != (r, 3) or al.size != r or mask.soft.shape[0] != r:
+        raise ValueError(f"reference {reference.shape}, alignment {al.size} and mask must share the size R")
+    if fields.ndim != 3 or fields.shape[0] != FIELD_CHANNELS or fields.shape[1] != fields.shape[2]:
+        raise ValueError(f"fields must be ({FIELD_CHANNELS}, S, S), got {fields.shape}")
+    h, w = frame.shape[:2]
+    box = blend.paste_box(w, h, al, mask)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    size = (x1 - x0, y1 - y0)
+    s = fields.shape[1]
+    m = al.matrix.astype(np.float64).copy()  # box pixel -> R crop pixel
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    ms = m * (s / r)  # box pixel -> S field pixel (pixel j of R is pixel j * S / R of S)
+    inv = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    weight = cv2.warpAffine(mask.soft, m, size, flags=inv, borderValue=0.0)
+    touched = weight > 0
+    if not touched.any():
+        return PasteRegion(x0, y0, weight)
+    f = np.asarray(fields, np.float32)
+    motion = cv2.warpAffine(
+        np.ascontiguousarray(f[0:3].transpose(1, 2, 0)), ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE
+    )
+    synth = np.ascontiguousarray(((1.0 - f[2:3]) * f[3:6] * 255.0).transpose(1, 2, 0))
+    synth = cv2.warpAffine(synth, ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE)
+    xs, ys = _base_grid(0, 0, size[0], size[1])
+    k = (s - 1) / 2 * (r / s)  # flow in grid units (align_corners=True at S), in R pixels
+    map_x = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.float32)
+    map_x += motion[..., 0] * k
+    map_y = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.float32)
+    map_y += motion[..., 1] * k
+    face = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    face *= motion[..., 2:3]
+    face += synth
+    if offset is not None:
+        face += np.asarray(offset, np.float32)
+    roi = frame[y0:y1, x0:x1]
+    a = weight[touched][:, None]
+    mixed = roi[touched].astype(np.float32) * (1 - a) + face[touched] * a
+    roi[touched] = np.clip(np.rint(mixed), 0, 255).astype(frame.dtype)
+    return PasteRegion(x0, y0, weight)
 
 
 def crop(frame: np.ndarray, al: Alignment, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:

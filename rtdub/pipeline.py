@@ -5,9 +5,9 @@
                                             └─► generator ─► colour match ─► paste (mask only)
 
 With a bundle whose generator also outputs its fields (flow, mixing weight, colour), the face
-is composited again at a render size R > S from an R px crop of the reference (rtdub/hires.py)
-and that crop is pasted, so the mouth keeps the frame's resolution; R follows the face's size
-in the frame (``PipelineConfig.render``). Old bundles, and backends without the fields
+is composited again at a render size R > S from an R px crop of the reference (rtdub/hires.py),
+in the same resampling as the paste, so the mouth keeps the frame's resolution; R follows the
+face's size in the frame (``PipelineConfig.render``). Old bundles, and backends without the fields
 (TensorRT), render at S as before.
 
 Every stage is synchronous; callers that live on an event loop run :meth:`DubPipeline.process`
@@ -63,7 +63,17 @@ class FrameResult:
     region: PasteRegion | None = None
     units: np.ndarray | None = None
     render_size: int = 0  # side of the pasted face crop (the bundle's crop size, or R)
-    composite_ms: float = 0.0  # part of "generator": the hi-res compositing
+    composite_ms: float = 0.0  # part of "blend": the hi-res compositing and paste (one resampling)
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """A hi-res render still to be composited: the generator's fields for one frame, the
+    reference they warp and the colour offset to add."""
+
+    fields: np.ndarray  # (6, S, S)
+    reference: Candidate
+    offset: np.ndarray | None
 
 
 class AudioStage:
@@ -157,7 +167,7 @@ class DubPipeline:
         self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
         self._last_obs: FaceObservation | None = None
         self._units_t: float | None = None  # the frame of the newest units in the context
-        self._last_face: np.ndarray | None = None
+        self._last_render: np.ndarray | _Fields | None = None  # what a skipped generator reuses
         self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
         self.sizer = RenderSizer(self.config.render, s)
         self._ref_cache: tuple[float, int, np.ndarray] | None = None
@@ -181,7 +191,7 @@ class DubPipeline:
         self._units.clear()
         self._units_t = None
         self._last_obs = None
-        self._last_face = None
+        self._last_render = None
         self.sizer.reset()
         self._ref_cache = None
 
@@ -268,8 +278,9 @@ class DubPipeline:
         t2 = time.perf_counter()
         times["align"] = (t2 - t1) * 1000
         composite_ms = 0.0
-        if skip_generator and self._last_face is not None:
-            face = self._last_face
+        render: np.ndarray | _Fields
+        if skip_generator and self._last_render is not None:
+            render = self._last_render
         else:
             assert ref is not None
             crop_f = crop.astype(np.float32) * (1 / 255)
@@ -283,27 +294,37 @@ class DubPipeline:
             out, fields = self.backend.generate_fields(self._pose, self._ref, self._ctx)
             face = np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255
             if fields is not None and size > s:
-                tc = time.perf_counter()
                 # colour offset measured at S (the same band, the same means), applied at R
-                shift = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else 0.0
-                box = hires.paste_box(size, self.mask_at(size).bbox)
-                face = hires.composite(self._reference_at(ref, size), fields[0], box, interp)
-                face += shift
-                composite_ms = (time.perf_counter() - tc) * 1000
-            elif self.config.colour_match and self._gpu_blender is None:
-                face = match_colour(face, crop.astype(np.float32), self.mask)
-            self._last_face = face
+                shift = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
+                render = _Fields(fields[0], ref, shift)
+            else:
+                if self.config.colour_match and self._gpu_blender is None:
+                    face = match_colour(face, crop.astype(np.float32), self.mask)
+                render = face
+            self._last_render = render
         t3 = time.perf_counter()
         times["generator"] = (t3 - t2) * 1000
-        fs = face.shape[0]
-        if self._gpu_blender is not None and fs == s:
-            offset = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
-            self._gpu_blender.paste_rgb(image, face, al, offset)  # type: ignore[attr-defined]
+        if isinstance(render, _Fields):
+            # hi-res: the fields applied to the reference's R px crop and pasted in one resampling
+            # (a skipped generator re-renders its last fields at this frame's alignment)
+            fs = max(size, s)
+            region = hires.composite_into(
+                image,
+                self._reference_at(render.reference, fs),
+                render.fields,
+                hires.scaled(al, fs),
+                self.mask_at(fs),
+                interp,
+                render.offset,
+            )
+            composite_ms = (time.perf_counter() - t3) * 1000
+        elif self._gpu_blender is not None and render.shape[0] == s:
+            fs = s
+            offset = colour_offset(render, crop.astype(np.float32), self.mask) if self.config.colour_match else None
+            self._gpu_blender.paste_rgb(image, render, al, offset)  # type: ignore[attr-defined]
             region = None
         else:  # the CUDA kernel holds the S px mask: hi-res faces are pasted on the CPU
-            if fs == s:
-                region = paste(image, face, al, self.mask)
-            else:
-                region = paste(image, face, hires.scaled(al, fs), self.mask_at(fs), interp)
+            fs = s
+            region = paste(image, render, al, self.mask)
         times["blend"] = (time.perf_counter() - t3) * 1000
         return FrameResult(image, True, silent, times, region, units, fs, composite_ms)
