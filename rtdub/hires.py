@@ -26,6 +26,8 @@ from .align import Alignment
 from .blend import FaceMask, PasteRegion
 
 FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
+# interpolation of the reference texture: bilinear blurs most; Lanczos (8×8 taps) keeps most
+KERNELS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
 
 def scaled(al: Alignment, size: int) -> Alignment:
@@ -231,11 +233,15 @@ class RenderSizeConfig:
     max_size: int = 384
     step: int = 32
     oversample: float = 1.0
-    cubic: bool = True  # bicubic reference crop, warp and paste (bilinear: False)
+    kernel: str = "cubic"  # the reference's crop and its warp into the frame: one of KERNELS
+
+    def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {self.kernel!r}")
 
     @property
     def interpolation(self) -> int:
-        return cv2.INTER_CUBIC if self.cubic else cv2.INTER_LINEAR
+        return KERNELS[self.kernel]
 
 
 def render_size_problem(size: int, crop_size: int) -> str | None:

@@ -215,6 +215,9 @@ def test_render_sizer_follows_the_face_with_hysteresis() -> None:
     assert RenderSizer(RenderSizeConfig(size=S), S).size_for(al_for(1000)) == S
     with pytest.raises(ValueError):
         RenderSizer(RenderSizeConfig(size=50), S)
+    with pytest.raises(ValueError, match="kernel"):
+        RenderSizeConfig(kernel="nearest")
+    assert RenderSizeConfig(kernel="lanczos").interpolation == cv2.INTER_LANCZOS4
 
 
 def _face_only_bundle(root: Path) -> Path:
