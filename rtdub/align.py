@@ -91,9 +91,7 @@ def estimate(landmarks: np.ndarray, size: int) -> Alignment:
 
 def warp_to_crop(frame: np.ndarray, al: Alignment) -> np.ndarray:
     """Bilinear crop of the aligned face, (S, S, C), edge pixels replicated."""
-    return cv2.warpAffine(
-        frame, al.matrix, (al.size, al.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+    return cv2.warpAffine(frame, al.matrix, (al.size, al.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def landmarks_to_crop(landmarks: np.ndarray, al: Alignment) -> np.ndarray:

@@ -25,9 +25,7 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_LOOKAHEAD_MS,
         help=f"audio lookahead of the lip stage (0-120, default {DEFAULT_LOOKAHEAD_MS:g})",
     )
-    p.add_argument(
-        "--model", type=Path, default=None, help="model bundle directory (default: engines/default)"
-    )
+    p.add_argument("--model", type=Path, default=None, help="model bundle directory (default: engines/default)")
     p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument(
@@ -90,9 +88,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
         f"{rep.frames} frames ({rep.duration:.2f} s at {rep.fps:.2f} fps) in {rep.wall:.2f} s: "
         f"{rep.frames_per_second:.1f} frames/s, {rep.realtime_factor:.2f}x real time"
     )
-    print(
-        f"faces: {rep.faces}, frames without a face (copied unchanged): {rep.no_face}, silent: {rep.silent}"
-    )
+    print(f"faces: {rep.faces}, frames without a face (copied unchanged): {rep.no_face}, silent: {rep.silent}")
     if rep.pixels_changed_outside_mask is not None:
         print(f"pixels changed outside the blend mask: {rep.pixels_changed_outside_mask}")
     stages = "  ".join(f"{k} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in rep.percentiles().items())
@@ -142,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from .quiet import install_native_log_filter
 
         install_native_log_filter()
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except (InputError, ModelError, BackendUnavailable) as exc:

@@ -22,9 +22,7 @@ from .dub import DubOptions, dub_file
 TEXT = "Guten Tag! Willkommen zu unserer Besprechung. Heute sprechen wir über die Pläne für das nächste Jahr."
 
 
-def build_sample(
-    out: Path, voice: str = "de", video_seconds: float = 5.0, fps: float = 25.0
-) -> tuple[Path, Path]:
+def build_sample(out: Path, voice: str = "de", video_seconds: float = 5.0, fps: float = 25.0) -> tuple[Path, Path]:
     """Write the sample video and the dubbed speech; return their paths."""
     speech = tts.synthesize(TEXT, voice=voice, rate=150).resampled(16000)
     wav_path = out / "demo_dubbed_de.wav"

@@ -66,11 +66,7 @@ class DubReport:
         return self.duration / self.wall if self.wall > 0 else 0.0
 
     def percentiles(self) -> dict[str, tuple[float, float]]:
-        return {
-            k: (float(np.percentile(v, 50)), float(np.percentile(v, 95)))
-            for k, v in self.stage_ms.items()
-            if v
-        }
+        return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 95))) for k, v in self.stage_ms.items() if v}
 
 
 class LoopedFrames:
@@ -177,9 +173,7 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             FaceTracker() as tracker,
             media.VideoWriter(opts.output, info.fps, w, h, mux_audio, rate) as writer,
         ):
-            cmp_writer = (
-                media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
-            )
+            cmp_writer = media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
             config = PipelineConfig(lookahead_ms=opts.lookahead_ms, render=RenderSizeConfig(size=opts.render_size))
             pipe = DubPipeline(bundle, backend, tracker, config)
             try:

@@ -1,7 +1,8 @@
 """The evaluation protocols of DESIGN §5 in the runtime (torch-free), for ``rtdub bench``.
 
 Reconstruction: a clip is dubbed with its own audio and compared with itself on LMD,
-mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness, for
+mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness
+and, on the open half of the frames, the mouth-interior contrast (a teeth proxy), for
 
     model        the bundle, driven by the audio (what users get)
     true-units   the bundle's generator fed the clip's own lip units (the audio stage's ceiling)
@@ -35,7 +36,7 @@ from . import align, audio, media, metrics, tts
 from .backends.base import Backend
 from .blend import face_mask
 from .hires import RenderSizeConfig
-from .lipunits import LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
+from .lipunits import INNER_LIP, LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from .model import ModelBundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
 from .reference import ReferenceConfig
@@ -45,7 +46,7 @@ from .tracker import FaceTracker
 logger = logging.getLogger(__name__)
 
 MODES = ("model", "true-units", "frozen")
-SCORES = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
+SCORES = ("LMD", "MOC", "PSNR", "SSIM", "sharpness", "interior")
 
 TTS_TEXT = (
     "Bob may buy a big map. Papa and mama baked apple pie. My father parked the car by the park. Maybe Bob is happy."
@@ -197,11 +198,15 @@ def reconstruct(
     ps: list[float] = []
     ss: list[float] = []
     sh: list[float] = []
+    inner: list[float] = []
+    # the open half of the clip (inner gap above its median): where teeth can show
+    opened = np.nan_to_num(clip.truth.gap, nan=-np.inf) > np.nanmedian(clip.truth.gap)
     frame_ms = np.zeros(n)
     comp_ms = np.zeros(n)
     sizes = np.zeros(n, np.int64)
     acc: dict[str, list[float]] = {}
     crops: list[np.ndarray | None] = []
+    nan = float("nan")
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
         pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
         for i, (f, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
@@ -223,14 +228,18 @@ def reconstruct(
             ps.append(metrics.psnr(a, b, lower))
             ss.append(metrics.ssim(a, b, lower))
             sh.append(metrics.sharpness_ratio(img, f, metrics.mouth_box(lm, LIP_IDX)))
+            if opened[i]:
+                a_in = metrics.interior_contrast(img, o.landmarks, INNER_LIP)
+                b_in = metrics.interior_contrast(f, lm, INNER_LIP)
+                inner.append(a_in / b_in if b_in > 0 else nan)
     ok = np.isfinite(clip.truth.gap) & np.isfinite(out_gap)
-    nan = float("nan")
     scores = {
         "LMD": metrics.lmd(out_lips[ok], clip.truth.lips[ok]) if ok.any() else nan,
         "MOC": metrics.pearson(out_gap[ok], clip.truth.gap[ok]) if ok.sum() > 1 else nan,
         "PSNR": float(np.mean(ps)) if ps else nan,
         "SSIM": float(np.mean(ss)) if ss else nan,
         "sharpness": float(np.nanmedian(sh)) if sh and np.isfinite(sh).any() else nan,
+        "interior": float(np.nanmedian(inner)) if inner and np.isfinite(inner).any() else nan,
         "frames": int(ok.sum()),
         "tracked_out_of": n,
     }

@@ -296,9 +296,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
             "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "cpu_cores": round(cpu / wall, 2) if wall > 0 else None,
             "track_ahead": stats.get("track_ahead"),
-            "engine_config": {
-                k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(stream).items()
-            },
+            "engine_config": {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(stream).items()},
         }
     )
 

@@ -169,9 +169,7 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if et is None:
             self.close()
         else:
@@ -200,9 +198,7 @@ class VideoWriter:
             part = self._audio[:, self._apos : self._apos + chunk]
             if part.shape[1] < chunk:
                 part = np.pad(part, ((0, 0), (0, chunk - part.shape[1])))
-            af = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name
-            )
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name)
             af.sample_rate = self._arate
             af.pts = self._apos
             af.time_base = Fraction(1, self._arate)

@@ -5,10 +5,15 @@
   frame's landmarks are first mapped to the canonical face frame, so pose and scale drop out).
 - MOC: mouth-opening correlation, the Pearson correlation of the inner-lip gap over frames.
 - Mouth sharpness: Laplacian variance of the mouth box, output over input.
+- Mouth-interior contrast (a teeth proxy): the spread of lightness (L*, 90th minus 10th
+  percentile) inside the inner lips. In an open mouth the teeth are its brightest part and the
+  cavity its darkest; lips stretched over the gap, with no teeth, make it flat.
 - AUC of a score between two sets (e.g. inner gap on open vowels vs on /p b m/).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -73,6 +78,28 @@ def sharpness_ratio(out: np.ndarray, ref: np.ndarray, box: tuple[int, int, int, 
     a = laplacian_var(out[y0:y1, x0:x1])
     b = laplacian_var(ref[y0:y1, x0:x1])
     return a / b if b > 0 else float("nan")
+
+
+def interior_contrast(
+    img: np.ndarray, landmarks: np.ndarray, inner_idx: Sequence[int] | np.ndarray, min_open: float = 0.04
+) -> float:
+    """L* p90 − p10 (0..255 scale) of the RGB ``img`` pixels inside the inner-lip polygon
+    (``landmarks[inner_idx]``, frame pixels, in contour order). NaN when the polygon's area is
+    below ``min_open`` times its width squared (or 20 px): a closed mouth has no interior."""
+    poly = np.round(np.asarray(landmarks, np.float64)[inner_idx]).astype(np.int32)
+    h, w = img.shape[:2]
+    x0, y0 = np.clip(poly.min(0) - 1, 0, None)
+    x1, y1 = np.minimum(poly.max(0) + 2, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [poly - (x0, y0)], 1)
+    width = float(np.ptp(poly[:, 0]))
+    if int(mask.sum()) < max(20.0, min_open * width * width):
+        return float("nan")
+    lightness = cv2.cvtColor(np.ascontiguousarray(img[y0:y1, x0:x1], np.uint8), cv2.COLOR_RGB2LAB)[..., 0]
+    lo, hi = np.percentile(lightness[mask > 0], [10, 90])
+    return float(hi - lo)
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -109,3 +109,24 @@ def test_colour_match_moves_generated_mean_towards_original() -> None:
     out = blend.match_colour(gen, orig, fm)
     band = (fm.soft > 0.02) & (fm.soft < 0.7)
     np.testing.assert_allclose(out[band].mean(0), 150.0, atol=1e-3)
+
+
+def test_interior_contrast_sees_teeth_in_an_open_mouth() -> None:
+    """Bright teeth over a dark cavity inside the inner lips give a high L* spread; lip colour
+    stretched over the same opening gives a low one; a closed mouth has no interior (NaN)."""
+    from rtdub.lipunits import INNER_LIP
+    from rtdub.metrics import interior_contrast
+
+    n = len(INNER_LIP)
+    ang = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    lm = np.zeros((468, 2))
+    lm[INNER_LIP] = np.stack([100 + 40 * np.cos(ang), 100 + 15 * np.sin(ang)], 1)
+    lips = np.full((200, 200, 3), (170, 80, 90), np.uint8)
+    teeth = lips.copy()
+    teeth[85:100, 60:140] = 235  # upper teeth
+    teeth[100:116, 60:140] = 25  # cavity
+    high, flat = interior_contrast(teeth, lm, INNER_LIP), interior_contrast(lips, lm, INNER_LIP)
+    assert high > 150 and flat < 1, (high, flat)
+    closed = lm.copy()
+    closed[INNER_LIP, 1] = 100 + 0.2 * np.sin(ang)
+    assert np.isnan(interior_contrast(teeth, closed, INNER_LIP))

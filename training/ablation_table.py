@@ -9,7 +9,7 @@ dev crop sharpness the same way.
 
 Each NAME=RUN reads RUN/eval/eval.json and gives one row per mode (the audio-driven
 ``model`` and the ``true-units`` generator ceiling; ``frozen`` once, from the first run):
-LMD, MOC, PSNR, SSIM and mouth sharpness, averaged over ``--clips`` (default: the clips
+LMD, MOC, PSNR, SSIM, mouth sharpness and mouth-interior contrast, averaged over ``--clips`` (default: the clips
 every run has), plus the dubbing AUC (/p b m/ vs open vowels), the run's training recipe and its dev
 reconstruction from meta.json.
 """
@@ -24,8 +24,15 @@ from typing import Any
 
 import numpy as np
 
-COLS = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
-FMT = {"LMD": "{:.3f}", "MOC": "{:.3f}", "PSNR": "{:.2f}", "SSIM": "{:.4f}", "sharpness": "{:.3f}"}
+COLS = ("LMD", "MOC", "PSNR", "SSIM", "sharpness", "interior")
+FMT = {
+    "LMD": "{:.3f}",
+    "MOC": "{:.3f}",
+    "PSNR": "{:.2f}",
+    "SSIM": "{:.4f}",
+    "sharpness": "{:.3f}",
+    "interior": "{:.3f}",
+}
 
 
 def _report(run: Path) -> dict[str, Any]:
@@ -46,10 +53,11 @@ def _cells(vals: list[float]) -> str:
 
 
 def mean_row(rec: dict[str, dict[str, dict[str, float]]], mode: str, clips: list[str]) -> list[float]:
-    return [float(np.mean([rec[c][mode][k] for c in clips])) for k in COLS]
+    # evaluations from before a score existed give NaN for it
+    return [float(np.mean([rec[c][mode].get(k, float("nan")) for c in clips])) for k in COLS]
 
 
-HEADS = " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness"))
+HEADS = " | ".join(("LMD ↓", "MOC ↑", "PSNR ↑", "SSIM ↑", "sharpness", "interior"))
 
 
 def _clips(recs: list[dict[str, dict[str, dict[str, float]]]], clips: list[str] | None) -> list[str]:

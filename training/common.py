@@ -52,9 +52,7 @@ def _optim_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(
-    out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]
-) -> None:
+def save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
     """Weights and optimizer tensors as safetensors, everything else as JSON: nothing is
     pickled. Each file is written to a temporary name and renamed."""
     out.mkdir(parents=True, exist_ok=True)

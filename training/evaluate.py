@@ -6,7 +6,8 @@
         [--kernel linear|cubic|lanczos] (interpolation of the reference texture at R)
 
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
-LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness, for
+LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness
+and, on the open half of the frames, the mouth-interior contrast (a teeth proxy), for
     model        the bundle, driven by the audio (what users get)
     true-units   the bundle's generator fed the clip's own lip units (the audio stage's ceiling)
     frozen       the identity reference pasted back with no motion (the baseline to beat)
@@ -101,9 +102,12 @@ def dubbing_auc(
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    cols = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
-    fmt = {"LMD": "{:.2f}", "MOC": "{:.3f}", "PSNR": "{:.2f}", "SSIM": "{:.3f}", "sharpness": "{:.3f}"}
-    lines = ["| clip | mode | LMD ↓ | MOC ↑ | PSNR ↑ | SSIM ↑ | sharpness |", "|---|---|---|---|---|---|---|"]
+    cols = ("LMD", "MOC", "PSNR", "SSIM", "sharpness", "interior")
+    fmt = {c: "{:.2f}" if c in ("LMD", "PSNR") else "{:.3f}" for c in cols}
+    lines = [
+        "| clip | mode | LMD ↓ | MOC ↑ | PSNR ↑ | SSIM ↑ | sharpness | interior |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
 
     def row(name: str, mode: str, r: dict[str, float]) -> str:
         return f"| {name} | {mode} | " + " | ".join(fmt[c].format(r[c]) for c in cols) + " |"
@@ -111,7 +115,7 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     for clip, modes in results.items():
         lines += [row(clip, mode, r) for mode, r in modes.items()]
     for mode in MODES:
-        mean = {c: float(np.mean([m[mode][c] for m in results.values()])) for c in cols}
+        mean = {c: float(np.nanmean([m[mode][c] for m in results.values()])) for c in cols}
         lines.append(row("**mean**", mode, mean))
     return "\n".join(lines)
 
