@@ -35,10 +35,34 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="side in px of the re-rendered face crop: 0 (default) follows the face's size in the frame, "
         "the model's crop size (96) turns high-resolution compositing off",
     )
+    add_look_options(p, "lanczos")
     p.add_argument("--compare", type=Path, default=None, help="also write input|output side by side")
     p.add_argument("--check-locality", action="store_true", help="verify that only masked pixels change")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dub)
+
+
+def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
+    """--kernel and --reference-opening, shared by ``dub`` and the streaming commands."""
+    p.add_argument(
+        "--kernel",
+        choices=("linear", "cubic", "lanczos"),
+        default=kernel,
+        help=f"interpolation of the reference's texture in hi-res compositing (default {kernel})",
+    )
+    p.add_argument(
+        "--reference-opening",
+        type=float,
+        default=0.5,
+        metavar="Q",
+        help="identity reference: the mouth opening to look for, as a quantile of the last 10 s "
+        "(0 = most closed; the default 0.5 shows the speaker's teeth)",
+    )
+
+
+def check_look_options(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.reference_opening <= 1.0:
+        raise InputError("--reference-opening", "must be between 0 and 1")
 
 
 def cmd_dub(args: argparse.Namespace) -> int:
@@ -50,6 +74,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
         raise InputError("--lookahead-ms", "must be >= 0")
     if args.render_size < 0:
         raise InputError("--render-size", "must be 0 (automatic) or a size in pixels")
+    check_look_options(args)
     opts = DubOptions(
         video=args.video,
         audio=args.audio,
@@ -58,6 +83,8 @@ def cmd_dub(args: argparse.Namespace) -> int:
         backend=args.backend,
         lookahead_ms=args.lookahead_ms,
         render_size=args.render_size,
+        kernel=args.kernel,
+        reference_opening=args.reference_opening,
         threads=args.threads,
         compare=args.compare,
         check_locality=args.check_locality,

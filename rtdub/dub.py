@@ -25,6 +25,7 @@ from .exceptions import InputError
 from .hires import RenderSizeConfig, render_size_problem
 from .model import load_bundle
 from .pipeline import STAGES, DubPipeline, PipelineConfig
+from .reference import ReferenceConfig
 from .tracker import FaceTracker
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class DubOptions:
     backend: str = "onnx"
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
     render_size: int = 0  # hi-res face crop (rtdub/hires.py): 0 follows the face, the crop size turns it off
+    kernel: str = RenderSizeConfig.kernel  # interpolation of the reference texture (hires.KERNELS)
+    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
     threads: int = 2
     compare: Path | None = None  # also write input | output side by side here
     check_locality: bool = False  # verify that only masked pixels changed (costs a copy)
@@ -174,7 +177,11 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             media.VideoWriter(opts.output, info.fps, w, h, mux_audio, rate) as writer,
         ):
             cmp_writer = media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
-            config = PipelineConfig(lookahead_ms=opts.lookahead_ms, render=RenderSizeConfig(size=opts.render_size))
+            config = PipelineConfig(
+                lookahead_ms=opts.lookahead_ms,
+                render=RenderSizeConfig(size=opts.render_size, kernel=opts.kernel),
+                reference=ReferenceConfig(open_quantile=opts.reference_opening),
+            )
             pipe = DubPipeline(bundle, backend, tracker, config)
             try:
                 for i in range(n_out):

@@ -36,7 +36,7 @@ class ReferenceConfig:
     sample_every: float = 0.1  # s between stored candidates
     refresh: float = 2.0  # s between re-picks
     switch_margin: float = 0.01  # score a new pick must win by
-    open_quantile: float = 0.0  # target opening: this quantile of the history's (0: most closed)
+    open_quantile: float = 0.5  # target opening: this quantile of the history's (0: most closed)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.open_quantile <= 1.0:

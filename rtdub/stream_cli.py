@@ -33,6 +33,9 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
         default=0,
         help="hi-res compositing: 0 (default) picks the size per face, N px fixes it, the crop size (96) turns it off",
     )
+    from .cli import add_look_options
+
+    add_look_options(p, "cubic")  # bicubic: the stream has a frame deadline
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (default: none)")
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 
@@ -55,6 +58,9 @@ def _stream_config(args: argparse.Namespace) -> Any:
             raise InputError("--" + name.replace("_", "-"), "must be >= 0")
     if args.threads < 1:
         raise InputError("--threads", "must be >= 1")
+    from .cli import check_look_options
+
+    check_look_options(args)
     if args.render_size:
         from .hires import render_size_problem
         from .model import load_bundle
@@ -70,6 +76,8 @@ def _stream_config(args: argparse.Namespace) -> Any:
         threads=args.threads,
         model=args.model,
         render_size=args.render_size,
+        kernel=args.kernel,
+        reference_opening=args.reference_opening,
     )
 
 

@@ -41,6 +41,7 @@ from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
 from .hires import RenderSizeConfig, render_size_problem
 from .pipeline import DubPipeline, PipelineConfig
+from .reference import ReferenceConfig
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig, to_rgb
 from .trackahead import AheadTracker
@@ -67,6 +68,10 @@ class StreamConfig:
     # hi-res compositing (rtdub/hires.py): 0 picks the render size per face, the bundle's crop
     # size (96) turns it off, another size fixes it
     render_size: int = 0
+    # interpolation of the reference texture (hires.KERNELS): bicubic, cheaper than the offline
+    # default (Lanczos), for the frame deadline
+    kernel: str = "cubic"
+    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
 
     @property
     def delay(self) -> float:
@@ -95,7 +100,11 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
             bundle,
             backend,
             cast(FaceTracker, tracker),
-            PipelineConfig(lookahead_ms=config.lookahead_ms, render=RenderSizeConfig(size=config.render_size)),
+            PipelineConfig(
+                lookahead_ms=config.lookahead_ms,
+                render=RenderSizeConfig(size=config.render_size, kernel=config.kernel),
+                reference=ReferenceConfig(open_quantile=config.reference_opening),
+            ),
         )
         warm_up(pipe)
         return pipe

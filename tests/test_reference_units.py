@@ -4,6 +4,7 @@ and the silent-audio closed-mouth rule."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rtdub import align, audio
 from rtdub.backends import get_backend
@@ -26,7 +27,9 @@ def face(gap: float, yaw: float = 0.0) -> np.ndarray:
 
 
 def test_reference_is_old_enough_and_prefers_a_closed_frontal_mouth() -> None:
-    sel = ReferenceSelector(ReferenceConfig(min_age=1.0, history=10.0, sample_every=0.1, refresh=0.5))
+    sel = ReferenceSelector(
+        ReferenceConfig(min_age=1.0, history=10.0, sample_every=0.1, refresh=0.5, open_quantile=0.0)
+    )
     rng = np.random.default_rng(0)
     chosen = []
     for i in range(200):  # 8 s at 25 fps
@@ -42,6 +45,23 @@ def test_reference_is_old_enough_and_prefers_a_closed_frontal_mouth() -> None:
     # once frame 60 is old enough it is picked, and kept while it stays in the history
     assert abs(chosen[100] - 60 / 25) < 1e-9
     assert abs(chosen[199] - 60 / 25) < 1e-9
+
+
+def test_reference_targets_a_quantile_of_the_recent_openings() -> None:
+    """The default picks a mouth about as open as the speaker's median (teeth showing), not
+    the most closed nor the most open one, and still prefers a frontal face."""
+    sel = ReferenceSelector(ReferenceConfig(min_age=1.0, history=10.0, sample_every=0.1, refresh=0.5))
+    assert sel.config.open_quantile == 0.5
+    gaps = np.random.default_rng(1).uniform(0.0, 0.1, 200)
+    for i, g in enumerate(gaps):
+        sel.observe(i / 25, np.zeros((4, 4, 3), np.uint8), face(float(g), yaw=0.3 if i == 50 else 0.0))
+    ref = sel.reference(200 / 25)
+    assert ref is not None
+    kept = [c.gap for c in sel._cands]
+    assert abs(ref.gap - float(np.median(kept))) < 0.01, (ref.gap, np.median(kept))
+    assert ref.yaw < 0.1
+    with pytest.raises(ValueError, match="open_quantile"):
+        ReferenceConfig(open_quantile=1.5)
 
 
 def test_reference_history_is_bounded_and_drops_oldest() -> None:
