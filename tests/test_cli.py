@@ -128,3 +128,23 @@ def test_variable_frame_rate_and_odd_audio_rate(tmp_path: Path) -> None:
     info = media.probe_video(out)
     n = sum(1 for _ in media.iter_frames(out))
     assert abs(n / float(info.fps) - 1.0) < 0.1  # the output lasts as long as the audio
+
+
+def test_dub_with_the_offline_quality_bundle(
+    tmp_path: Path, talking_clip: Path, dubbed_wav: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """engines/hq (the wide generator) is a complete bundle: it loads, dubs only inside the
+    mask, and renders a different mouth from the default bundle on the same input."""
+    from rtdub.model import DEFAULT_MODEL_DIR, load_bundle
+
+    hq = DEFAULT_MODEL_DIR.parent / "hq"
+    assert load_bundle(hq).n_units == load_bundle().n_units
+    outs = []
+    for name, model in (("hq", hq), ("default", DEFAULT_MODEL_DIR)):
+        out = tmp_path / f"{name}.mp4"
+        args = ["--video", str(talking_clip), "--audio", str(dubbed_wav), "-o", str(out), "--model", str(model)]
+        assert main(["dub", *args, "--check-locality", "-q"]) == 0
+        assert "pixels changed outside the blend mask: 0" in capsys.readouterr().out
+        outs.append(np.stack([f.image for f in media.iter_frames(out)]).astype(np.int16))
+    assert outs[0].shape == outs[1].shape
+    assert np.abs(outs[0] - outs[1]).mean() > 0.05  # another generator, another mouth
