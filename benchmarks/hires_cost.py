@@ -1,15 +1,16 @@
 """Per-frame compute that high-resolution compositing adds (rtdub/hires.py).
 
     python -m benchmarks.hires_cost --clip ../shared/media/clips/speaker_a.mp4 [--frames 120]
-        [--sizes 96 0 288 384] [--threads 1] [--json OUT]
+        [--sizes 96 0 288 384] [--kernel cubic] [--threads 1] [--json OUT]
 
 Every frame of the clip is rendered by one pipeline per render size (96 = the crop size: no
 hi-res; 0 = chosen from the face size), interleaved frame by frame so that all of them see
 the same machine load. The cost compared is what the render size changes: align (which makes
-the hi-res reference crop), generator (which includes the compositing) and blend, summed per
-frame; face tracking and the audio stage are the same in every pipeline and left out. The
-minimum over frames is the least disturbed by other processes on a shared machine; "added" is
-the median over frames of the per-frame difference with the first size.
+the hi-res reference crop), generator and blend (which includes the compositing, done in the
+same resampling as the paste; "composite" columns), summed per frame; face tracking and the
+audio stage are the same in every pipeline and left out. The minimum over frames is the least
+disturbed by other processes on a shared machine; "added" is the median over frames of the
+per-frame difference with the first size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from benchmarks.common import write_json
 from rtdub import audio, media
 from rtdub.backends import BackendConfig, get_backend
-from rtdub.hires import RenderSizeConfig
+from rtdub.hires import KERNELS, RenderSizeConfig
 from rtdub.model import load_bundle
 from rtdub.pipeline import DubPipeline, PipelineConfig
 from rtdub.tracker import FaceTracker
@@ -32,7 +33,7 @@ PARTS = ("align", "generator", "blend")
 
 
 def measure(
-    clip: Path, sizes: list[int], frames: int, threads: int, model: Path | None = None
+    clip: Path, sizes: list[int], frames: int, threads: int, model: Path | None = None, kernel: str = "cubic"
 ) -> dict[str, dict[str, float]]:
     bundle = load_bundle(model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=threads))
@@ -43,7 +44,7 @@ def measure(
             break
         images.append((fr.image, fr.time))
     trackers = [FaceTracker() for _ in sizes]
-    configs = [PipelineConfig(render=RenderSizeConfig(size=s)) for s in sizes]
+    configs = [PipelineConfig(render=RenderSizeConfig(size=s, kernel=kernel)) for s in sizes]
     pipes = [DubPipeline(bundle, backend, tr, c) for c, tr in zip(configs, trackers, strict=True)]
     cost: list[list[float]] = [[] for _ in sizes]
     comp: list[list[float]] = [[] for _ in sizes]
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 0])
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--kernel", choices=sorted(KERNELS), default="cubic", help="hi-res interpolation")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if not args.clip.is_file():
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(s != 0 and s < 96 for s in args.sizes):
         print("hires_cost: error: --sizes: 0 (automatic) or at least the crop size", file=sys.stderr)
         return 2
-    res = measure(args.clip, args.sizes, args.frames, args.threads, args.model)
+    res = measure(args.clip, args.sizes, args.frames, args.threads, args.model, args.kernel)
     head = ("size", "R p50", "ms min", "ms p50", "ms p95", "comp min", "comp p50", "added")
     print(" ".join(f"{h:>8}" for h in head))
     for s, r in res.items():

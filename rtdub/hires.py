@@ -91,7 +91,8 @@ def composite(
     box: tuple[int, int, int, int] | None = None,
     interpolation: int = cv2.INTER_LINEAR,
 ) -> np.ndarray:
-    """The face at the reference's resolution R from fields predicted at S.
+    """The face at the reference's resolution R from fields predicted at S (the definition
+    :func:`composite_into`, which the runtime uses, is tested against).
 
     ``reference`` (R, R, 3) float32 in 0..255 (an R px crop of the identity reference);
     ``fields`` (6, S, S) float32, the generator's second output for one frame. Returns the
@@ -192,7 +193,7 @@ def composite_into(
 
 def crop(frame: np.ndarray, al: Alignment, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
     """The aligned crop of ``frame`` at ``al.size`` px, bicubic by default: it is resampled
-    twice more, by the warp and by the paste, so the first step should lose as little as it can."""
+    once more (:func:`composite_into`), so this step should lose as little as it can."""
     return cv2.warpAffine(frame, al.matrix, (al.size, al.size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -212,12 +213,6 @@ def scaled_mask(mask: FaceMask, size: int) -> FaceMask:
     for x in (soft, hidden):
         x.setflags(write=False)
     return FaceMask(soft, hidden, bbox)
-
-
-def paste_box(size: int, bbox: tuple[int, int, int, int], margin: int = 4) -> tuple[int, int, int, int]:
-    """A mask box grown by ``margin`` px: what a bilinear or bicubic paste may read around it."""
-    x0, y0, x1, y1 = bbox
-    return max(0, x0 - margin), max(0, y0 - margin), min(size, x1 + margin), min(size, y1 + margin)
 
 
 @dataclass(frozen=True)

@@ -323,7 +323,7 @@ class DubPipeline:
             offset = colour_offset(render, crop.astype(np.float32), self.mask) if self.config.colour_match else None
             self._gpu_blender.paste_rgb(image, render, al, offset)  # type: ignore[attr-defined]
             region = None
-        else:  # the CUDA kernel holds the S px mask: hi-res faces are pasted on the CPU
+        else:  # the 96 px face (old bundles, --render-size 96, small faces) on the CPU
             fs = s
             region = paste(image, render, al, self.mask)
         times["blend"] = (time.perf_counter() - t3) * 1000
