@@ -136,9 +136,14 @@ def paste(
     size = (x1 - x0, y1 - y0)
     alpha = cv2.warpAffine(mask.soft, m, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
     gen = cv2.warpAffine(np.asarray(crop, np.float32), m, size, flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
-    roi = frame[y0:y1, x0:x1]
-    touched = alpha > 0
-    a = alpha[touched][:, None]
-    mixed = roi[touched].astype(np.float32) * (1 - a) + gen[touched] * a
-    roi[touched] = np.clip(np.rint(mixed), 0, 255).astype(frame.dtype)
+    mix_into(frame[y0:y1, x0:x1], gen, alpha)
     return PasteRegion(x0, y0, alpha)
+
+
+def mix_into(roi: np.ndarray, face: np.ndarray, weight: np.ndarray) -> None:
+    """``roi`` (h, w, 3) uint8 becomes ``weight * face + (1 - weight) * roi`` in place, rounded;
+    only pixels with a weight above zero are read or written."""
+    touched = weight > 0
+    a = weight[touched][:, None]
+    mixed = roi[touched].astype(np.float32) * (1 - a) + face[touched] * a
+    roi[touched] = np.clip(np.rint(mixed), 0, 255).astype(roi.dtype)

@@ -44,6 +44,8 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
     """--kernel and --reference-opening, shared by ``dub`` and the streaming commands."""
+    from .reference import ReferenceConfig
+
     p.add_argument(
         "--kernel",
         choices=("linear", "cubic", "lanczos"),
@@ -53,7 +55,7 @@ def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
     p.add_argument(
         "--reference-opening",
         type=float,
-        default=0.5,
+        default=ReferenceConfig.open_quantile,
         metavar="Q",
         help="identity reference: the mouth opening to look for, as a quantile of the last 10 s "
         "(0 = most closed; the default 0.5 shows the speaker's teeth)",

@@ -16,7 +16,6 @@ half-pixel convention, so at R = S everything reduces to the generator's own com
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -67,67 +66,6 @@ def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
     return out if out.ndim == crop.ndim else out[..., None]
 
 
-@lru_cache(maxsize=8)
-def _base_grid(x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
-    for a in (xs, ys):
-        a.setflags(write=False)
-    return xs, ys
-
-
-def _upsample(img: np.ndarray, r: int, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The part ``box`` of ``img`` (S, S, C <= 4) resampled to R px with the crops' geometry."""
-    x0, y0, x1, y1 = box
-    k = img.shape[0] / r
-    m = np.array([[k, 0.0, k * x0], [0.0, k, k * y0]])
-    return cv2.warpAffine(
-        img, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
-    )
-
-
-def composite(
-    reference: np.ndarray,
-    fields: np.ndarray,
-    box: tuple[int, int, int, int] | None = None,
-    interpolation: int = cv2.INTER_LINEAR,
-) -> np.ndarray:
-    """The face at the reference's resolution R from fields predicted at S (the definition
-    :func:`composite_into`, which the runtime uses, is tested against).
-
-    ``reference`` (R, R, 3) float32 in 0..255 (an R px crop of the identity reference);
-    ``fields`` (6, S, S) float32, the generator's second output for one frame. Returns the
-    (R, R, 3) float32 face in 0..255, ``alpha * warp(reference, flow) + (1 - alpha) * colour``
-    with flow and alpha bilinearly upsampled to R and ``(1 - alpha) * colour`` upsampled as one
-    image. With ``box`` (x0, y0, x1, y1) only that part is computed (the rest is 0): the paste
-    never reads outside the mask's box. ``interpolation`` samples the reference (the fields are
-    always bilinear, like the generator's): bicubic keeps more of the texture than bilinear."""
-    r = reference.shape[0]
-    if reference.ndim != 3 or reference.shape[1:] != (r, 3):
-        raise ValueError(f"reference must be (R, R, 3), got {reference.shape}")
-    if fields.ndim != 3 or fields.shape[0] != FIELD_CHANNELS or fields.shape[1] != fields.shape[2]:
-        raise ValueError(f"fields must be ({FIELD_CHANNELS}, S, S), got {fields.shape}")
-    s = fields.shape[1]
-    box = box or (0, 0, r, r)
-    x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), min(r, box[2]), min(r, box[3])
-    f = np.asarray(fields, np.float32)
-    motion = np.ascontiguousarray(f[0:3].transpose(1, 2, 0))  # flow x, flow y, alpha
-    synth = np.ascontiguousarray(((1.0 - f[2:3]) * f[3:6] * 255.0).transpose(1, 2, 0))
-    mo = _upsample(motion, r, (x0, y0, x1, y1))
-    # flow in grid units (align_corners=True at S): one unit is (S-1)/2 px at S, times R/S at R
-    k = (s - 1) / 2 * (r / s)
-    xs, ys = _base_grid(x0, y0, x1, y1)
-    map_x = mo[..., 0] * k
-    map_x += xs
-    map_y = mo[..., 1] * k
-    map_y += ys
-    warped = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-    warped *= mo[..., 2:3]
-    warped += _upsample(synth, r, (x0, y0, x1, y1))
-    out = np.zeros((r, r, 3), np.float32)
-    out[y0:y1, x0:x1] = warped
-    return out
-
-
 def composite_into(
     frame: np.ndarray,
     reference: np.ndarray,
@@ -137,10 +75,11 @@ def composite_into(
     interpolation: int = cv2.INTER_CUBIC,
     offset: np.ndarray | None = None,
 ) -> PasteRegion | None:
-    """:func:`composite` and the paste-back in one resampling of the reference.
+    """The face ``alpha * warp(reference, flow) + (1 - alpha) * colour`` at the reference's
+    resolution R, from fields predicted at S, pasted back in one resampling of the reference.
 
-    ``frame`` (H, W, 3) uint8 is blended in place, like ``blend.paste(frame, composite(...),
-    al, mask)``, but each frame pixel maps through the alignment and the flow straight into
+    ``frame`` (H, W, 3) uint8 is blended in place, like pasting an R px face made of the fields
+    with ``blend.paste``, but each frame pixel maps through the alignment and the flow straight into
     ``reference`` (R, R, 3; ``al`` and ``mask`` are at R), so the reference's texture is
     interpolated once instead of twice (once into the R crop, once into the frame): the
     second interpolation is what blurs teeth and lip edges most. The fields (6, S, S) and the
@@ -164,8 +103,7 @@ def composite_into(
     ms = m * (s / r)  # box pixel -> S field pixel (pixel j of R is pixel j * S / R of S)
     inv = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     weight = cv2.warpAffine(mask.soft, m, size, flags=inv, borderValue=0.0)
-    touched = weight > 0
-    if not touched.any():
+    if not weight.any():
         return PasteRegion(x0, y0, weight)
     f = np.asarray(fields, np.float32)
     motion = cv2.warpAffine(
@@ -173,21 +111,17 @@ def composite_into(
     )
     synth = np.ascontiguousarray(((1.0 - f[2:3]) * f[3:6] * 255.0).transpose(1, 2, 0))
     synth = cv2.warpAffine(synth, ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE)
-    xs, ys = _base_grid(0, 0, size[0], size[1])
-    k = (s - 1) / 2 * (r / s)  # flow in grid units (align_corners=True at S), in R pixels
-    map_x = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(np.float32)
-    map_x += motion[..., 0] * k
-    map_y = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(np.float32)
-    map_y += motion[..., 1] * k
+    xs = np.arange(size[0], dtype=np.float32)[None, :]
+    ys = np.arange(size[1], dtype=np.float32)[:, None]
+    k = np.float32((s - 1) / 2 * (r / s))  # flow in grid units (align_corners=True at S), in R pixels
+    map_x = motion[..., 0] * k + (np.float32(m[0, 0]) * xs + np.float32(m[0, 1]) * ys + np.float32(m[0, 2]))
+    map_y = motion[..., 1] * k + (np.float32(m[1, 0]) * xs + np.float32(m[1, 1]) * ys + np.float32(m[1, 2]))
     face = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
     face *= motion[..., 2:3]
     face += synth
     if offset is not None:
         face += np.asarray(offset, np.float32)
-    roi = frame[y0:y1, x0:x1]
-    a = weight[touched][:, None]
-    mixed = roi[touched].astype(np.float32) * (1 - a) + face[touched] * a
-    roi[touched] = np.clip(np.rint(mixed), 0, 255).astype(frame.dtype)
+    blend.mix_into(frame[y0:y1, x0:x1], face, weight)
     return PasteRegion(x0, y0, weight)
 
 

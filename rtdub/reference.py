@@ -59,13 +59,8 @@ class Candidate:
         return abs(self.gap - target_gap) + YAW_WEIGHT * self.yaw
 
 
-def neutrality(canonical: np.ndarray) -> float:
-    """Lower is better: an open mouth and a turned head both cost (the score at target 0)."""
-    gap, yaw = _pose(canonical)
-    return gap + YAW_WEIGHT * yaw
-
-
-def _pose(canonical: np.ndarray) -> tuple[float, float]:
+def pose(canonical: np.ndarray) -> tuple[float, float]:
+    """The inner-lip opening (>= 0) and the yaw of a face, as a :class:`Candidate` keeps them."""
     return max(0.0, inner_gap(canonical)), abs(float(canonical[NOSE_TIP, 0]) - NOSE_TIP_X)
 
 
@@ -97,7 +92,7 @@ class ReferenceSelector:
         if not self.wants(t):
             return
         big = None if hires is None else np.array(hires, copy=True)
-        gap, yaw = _pose(canonical)
+        gap, yaw = pose(canonical)
         self._cands.append(Candidate(t, gap, yaw, crop.copy(), big))
         while self._cands and t - self._cands[0].time > c.history:
             self._cands.popleft()

@@ -72,8 +72,11 @@ def test_reference_history_is_bounded_and_drops_oldest() -> None:
     assert sel._cands[0].time >= 500 / 25 - 2.0 - 0.1
 
 
-def test_neutrality_penalises_open_mouth_and_turned_head() -> None:
-    from rtdub.reference import neutrality
+def test_score_at_target_zero_penalises_open_mouth_and_turned_head() -> None:
+    from rtdub.reference import Candidate, pose
+
+    def neutrality(canonical: np.ndarray) -> float:
+        return Candidate(0.0, *pose(canonical), np.zeros((1, 1, 3), np.uint8)).score(0.0)
 
     assert neutrality(face(0.0)) < neutrality(face(0.08))
     assert neutrality(face(0.0)) < neutrality(face(0.0, yaw=0.2))

@@ -3,7 +3,7 @@
     python -m training.evaluate --clips ../shared/media/clips --model engines/default --out runs/eval
         [--render-size 0|96|192|...]   (0: the runtime's choice from the face size; 96: no hi-res)
         [--open-quantile Q]            (identity reference: target mouth opening; 0: most closed)
-        [--kernel linear|cubic|lanczos] (interpolation of the reference texture at R)
+        [--kernel linear|cubic|lanczos] (interpolation of the reference texture at R; lanczos)
 
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
 LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness
@@ -130,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--render-size", type=int, default=None, help="hi-res render size (0: from the face size; 96: off)")
-    p.add_argument("--kernel", choices=sorted(KERNELS), default=None, help="hi-res interpolation (default: cubic)")
+    p.add_argument(
+        "--kernel",
+        choices=sorted(KERNELS),
+        default=RenderSizeConfig.kernel,
+        help="hi-res interpolation (default: %(default)s)",
+    )
     p.add_argument(
         "--open-quantile",
         type=float,
@@ -146,12 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=args.threads))
-    render = None
-    if args.render_size is not None or args.kernel is not None:
-        render = RenderSizeConfig(
-            size=args.render_size if args.render_size is not None else 0, kernel=args.kernel or "cubic"
-        )
-    if render is not None and 0 < render.size < bundle.crop_size:
+    render = RenderSizeConfig(size=args.render_size or 0, kernel=args.kernel)
+    if 0 < render.size < bundle.crop_size:
         print(f"evaluate: error: --render-size must be 0 or at least {bundle.crop_size}")
         return 2
     if args.open_quantile is not None and not 0.0 <= args.open_quantile <= 1.0:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "lookahead_ms": args.lookahead_ms,
         "render_size": args.render_size,
         "open_quantile": args.open_quantile,
-        "kernel": args.kernel or "cubic",
+        "kernel": args.kernel,
         "reconstruction": results,
     }
     report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render, reference)
