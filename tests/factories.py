@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from rtdub import media, samples
+from rtdub.lipunits import GAP_PAIRS
 
 if TYPE_CHECKING:
     from training.models import LipToFace
@@ -114,3 +115,34 @@ def random_generator(bias_std: float = 0.3) -> LipToFace:
     assert gen.head.bias is not None
     torch.nn.init.normal_(gen.head.bias, 0, bias_std)
     return gen
+
+
+def prepared_shard(path: Path, seconds: float, seed: int, fps: float = 25.0) -> None:
+    """A prepared shard (training/prepare.py's format) made directly: a textured 96 px crop
+    whose lower half moves with the audio envelope, and random canonical landmarks whose
+    lower lip follows the same envelope."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * fps)
+    wav = speechlike(seconds, seed=seed)
+    times = np.arange(n) / fps
+    env = np.array([np.sqrt(np.mean(wav[int(t * 16000) : int((t + 0.04) * 16000)] ** 2)) for t in times])
+    env = env / max(env.max(), 1e-6)
+    base = rng.uniform(50, 200, size=(96, 96, 3))
+    crops = np.empty((n, 96, 96, 3), np.uint8)
+    for i in range(n):
+        img = base.copy()
+        open_px = int(4 + 14 * env[i])
+        img[60 : 60 + open_px, 30:66] = 20  # the "mouth"
+        crops[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+    canon = np.repeat(rng.normal(0, 0.3, size=(1, 468, 2)), n, axis=0).astype(np.float32)
+    canon += rng.normal(0, 0.005, size=canon.shape).astype(np.float32)
+    canon[:, GAP_PAIRS[:, 1], 1] = canon[:, GAP_PAIRS[:, 0], 1] + 0.2 * env[:, None].astype(np.float32)
+    np.savez(
+        path,
+        crops=crops,
+        canon=canon,
+        times=times,
+        valid=np.ones(n, bool),
+        wav=wav,
+        fps=np.float64(fps),
+    )

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -21,50 +20,16 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 from safetensors.torch import load_file  # noqa: E402
 
-from .factories import speechlike  # noqa: E402
+from .factories import prepared_shard  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FPS = 25.0
-
-
-def _shard(path: Path, seconds: float, seed: int) -> None:
-    """A prepared shard (training/prepare.py's format) made directly: a textured 96 px crop
-    whose lower half moves with the audio envelope, and random canonical landmarks whose
-    lower lip follows the same envelope."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * FPS)
-    wav = speechlike(seconds, seed=seed)
-    times = np.arange(n) / FPS
-    env = np.array([np.sqrt(np.mean(wav[int(t * 16000) : int((t + 0.04) * 16000)] ** 2)) for t in times])
-    env = env / max(env.max(), 1e-6)
-    base = rng.uniform(50, 200, size=(96, 96, 3))
-    crops = np.empty((n, 96, 96, 3), np.uint8)
-    for i in range(n):
-        img = base.copy()
-        open_px = int(4 + 14 * env[i])
-        img[60 : 60 + open_px, 30:66] = 20  # the "mouth"
-        crops[i] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-    canon = np.repeat(rng.normal(0, 0.3, size=(1, 468, 2)), n, axis=0).astype(np.float32)
-    canon += rng.normal(0, 0.005, size=canon.shape).astype(np.float32)
-    from rtdub.lipunits import GAP_PAIRS
-
-    canon[:, GAP_PAIRS[:, 1], 1] = canon[:, GAP_PAIRS[:, 0], 1] + 0.2 * env[:, None].astype(np.float32)
-    np.savez(
-        path,
-        crops=crops,
-        canon=canon,
-        times=times,
-        valid=np.ones(n, bool),
-        wav=wav,
-        fps=np.float64(FPS),
-    )
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("shards")
     for i in range(2):
-        _shard(d / f"clip{i}.npz", 2.4, seed=i)
+        prepared_shard(d / f"clip{i}.npz", 2.4, seed=i)
     return d
 
 

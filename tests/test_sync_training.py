@@ -185,3 +185,58 @@ def test_eval_sync_trials_find_every_delay_and_reuse_audio() -> None:
     flat[:] = 128  # no video signal: the cached audio is reused, the offsets are no longer found
     s2 = summarise(offset_trials(_BrightnessExpert(), clip, flat, range(-10, 11), 100, False, cache))
     assert len(cache) == 21 and s2["exact"] < 0.5
+
+
+def _clip_of(n: int, name: str = "c") -> Clip:
+    crops = np.zeros((n, 8, 8, 3), np.uint8)
+    return Clip(
+        name,
+        crops,
+        np.zeros((n, 40, 2), np.float32),
+        np.arange(n) / 25.0,
+        np.ones(n, bool),
+        np.zeros((4 * n, audio.N_MELS), np.float32),
+        np.ones(10, np.float32),
+        25.0,
+    )
+
+
+def test_run_weights_give_extra_clips_their_share() -> None:
+    from training.train_sync import run_weights
+
+    real, extra = [_clip_of(104), _clip_of(54)], [_clip_of(24), _clip_of(24), _clip_of(54)]
+    w = run_weights(real, [], 0.5, 5)
+    assert np.allclose(w, [100 / 150, 50 / 150])
+    w = run_weights(real, extra, 0.75, 5)
+    assert np.isclose(w.sum(), 1) and np.isclose(w[:2].sum(), 0.25) and np.isclose(w[2:].sum(), 0.75)
+    assert np.allclose(w[2:] / 0.75, [2 / 9, 2 / 9, 5 / 9])  # 20, 20 and 50 windows
+
+
+def test_validation_clips_pick_the_best_checkpoint_and_stay_out_of_training(tmp_path: Path) -> None:
+    from training.train_sync import main
+
+    from .factories import prepared_shard
+
+    data, dev, extra, out = (tmp_path / d for d in ("data", "dev", "extra", "out"))
+    for d in (data, dev, extra):
+        d.mkdir()
+    prepared_shard(data / "train_a.npz", 2.4, seed=0)
+    prepared_shard(data / "val_a.npz", 4.4, seed=1)
+    prepared_shard(data / "held_a.npz", 2.4, seed=2)
+    prepared_shard(dev / "speaker_x.npz", 2.4, seed=3)
+    prepared_shard(extra / "synth_x.npz", 2.4, seed=4)
+    args = ["--data", str(data), "--dev", str(dev), "--extra", str(extra), "--holdout", "held*"]
+    args += ["--validate", "val*", "--out", str(out), "--steps", "3", "--save-every", "1", "--threads", "1"]
+    args += ["--batch", "8", "--run-length", "4", "--width", "8", "--embed", "32"]
+    assert main(args) == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["train"] == ["train_a", "synth_x"] and meta["validation"] == ["val_a"]
+    assert meta["held_out"] == ["held_a", "speaker_x"] and meta["extra_share"] == 0.5
+    # OUT/best holds the first checkpoint with the highest (within ±1, exact) on validation
+    scores = [(r["validation_offsets"]["within_1"], r["validation_offsets"]["exact"]) for r in log]
+    best = json.loads((out / "best" / "meta.json").read_text())
+    assert best["step"] == log[scores.index(max(scores))]["step"]
+    assert best["validation_offsets"] == log[scores.index(max(scores))]["validation_offsets"]
+    assert log[0]["validation_offsets"]["trials"] == 21  # one 100-frame segment × 21 delays

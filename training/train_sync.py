@@ -220,6 +220,28 @@ def dense_losses(
     return bce, ce
 
 
+def run_weights(train: list[Clip], extra: list[Clip], share: float, frames: int) -> np.ndarray:
+    """Sampling probability of each clip of ``train + extra``: by window count within each
+    group, the extra group getting ``share`` of the runs in all (none without extra clips)."""
+
+    def within(clips: list[Clip]) -> np.ndarray:
+        n = np.array([len(window_starts(c, frames)) for c in clips], np.float64)
+        return n / n.sum() if n.sum() > 0 else n
+
+    if not extra:
+        return within(train)
+    return np.concatenate([within(train) * (1 - share), within(extra) * share])
+
+
+def _best_score(path: Path) -> tuple[float, float] | None:
+    """The validation score of the checkpoint kept in ``path`` (a resumed run keeps its best)."""
+    meta = path / "meta.json"
+    if not meta.is_file():
+        return None
+    vo = json.loads(meta.read_text()).get("validation_offsets")
+    return (float(vo["within_1"]), float(vo["exact"])) if vo else None
+
+
 @torch.no_grad()
 def held_out_scores(model: SyncNet, clips: list[Clip], cfg: SyncConfig, seed: int = 123) -> dict[str, float]:
     """Loss and pair accuracy (P > 0.5) on a fixed set of held-out pairs."""
@@ -243,6 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("data2/train"))
     p.add_argument("--dev", type=Path, default=Path("data2/clips"), help="held out (speaker_*)")
     p.add_argument("--holdout", default="*feifeili*", help="held-out training identity (glob)")
+    p.add_argument(
+        "--validate",
+        default="",
+        help="clips of --data (glob) left out of training and used to pick the checkpoint: OUT/best",
+    )
+    p.add_argument(
+        "--extra", type=Path, action="append", default=[], help="more training shards (e.g. training.synth_talk)"
+    )
+    p.add_argument("--extra-share", type=float, default=0.5, help="fraction of runs drawn from --extra clips")
     p.add_argument("--out", type=Path, default=Path("runs/sync"))
     p.add_argument("--augment", action="store_true", help="AVSyncNet shift/rotation/scale augmentation")
     p.add_argument("--appearance", action="store_true", help="colour/blur/noise/erasing augmentation")
@@ -279,11 +310,21 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     rng = ddp.setup(args.seed, args.threads)
 
-    every = load_dir(args.data)
-    train = [c for c in every if c.has_audio and not fnmatch.fnmatch(c.name, args.holdout)]
-    held = [c for c in every if c.has_audio and fnmatch.fnmatch(c.name, args.holdout)]
+    every = [c for c in load_dir(args.data) if c.has_audio]
+    val = [c for c in every if args.validate and fnmatch.fnmatch(c.name, args.validate)]
+    train = [c for c in every if not fnmatch.fnmatch(c.name, args.holdout) and c not in val]
+    held = [c for c in every if fnmatch.fnmatch(c.name, args.holdout)]
     held += [c for c in load_dir(args.dev) if c.has_audio]
-    logger.info("train %s; held out %s", [c.name for c in train], [c.name for c in held])
+    extra = [c for d in args.extra for c in load_dir(d) if c.has_audio]
+    if not 0 <= args.extra_share < 1 or (extra and args.extra_share == 0):
+        raise SystemExit("error: --extra-share must be in (0, 1) with --extra, [0, 1) without")
+    logger.info(
+        "train %s + %d extra; validation %s; held out %s",
+        [c.name for c in train],
+        len(extra),
+        [c.name for c in val],
+        [c.name for c in held],
+    )
     cfg = SyncConfig(
         crop_size=int(train[0].crops.shape[1]),
         embed=args.embed,
@@ -303,9 +344,9 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     elapsed = float(meta.get("seconds", 0.0)) if meta else 0.0
     embeddings = Embeddings(model)
     net = ddp.wrap(embeddings)
+    weights = run_weights(train, extra, args.extra_share, cfg.frames)
+    train = train + extra
     starts = [window_starts(c, cfg.frames) for c in train]
-    weights = np.array([len(s) for s in starts], np.float64)
-    weights /= weights.sum()
     aug = Augment() if args.augment else None
     appearance = Appearance() if args.appearance else None
     voice = Voice() if args.voice else None
@@ -326,7 +367,11 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
 
     losses: list[float] = []
 
+    best_path = args.out / "best"
+    best = _best_score(best_path)
+
     def checkpoint() -> None:
+        nonlocal best
         ev = held_out_scores(model, held, cfg)
         off = offset_probe(model, held)
         rec = {
@@ -336,30 +381,40 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "held_out": ev,
             "held_out_offsets": off,
         }
-        logger.info("step %d held-out %s offsets %s", step, ev, off)
+        vo = offset_probe(model, val) if val else None
+        if vo is not None:
+            rec["validation_offsets"] = vo
+        logger.info("step %d held-out %s offsets %s validation %s", step, ev, off, rec.get("validation_offsets"))
         with log_path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
-        save_checkpoint(
-            args.out,
-            model,
-            opt,
-            {
-                "step": step,
-                "seconds": time.time() - t0,
-                "config": cfg.to_dict(),
-                "augment": args.augment,
-                "appearance": args.appearance,
-                "voice": args.voice,
-                "lip_weight": args.lip_weight,
-                "lr": args.lr,
-                "lr_schedule": args.lr_schedule,
-                "weight_decay": args.weight_decay,
-                "train": [c.name for c in train],
-                "held_out": [c.name for c in held],
-                "held_out_scores": ev,
-                "held_out_offsets": off,
-            },
-        )
+        meta = {
+            "step": step,
+            "seconds": time.time() - t0,
+            "config": cfg.to_dict(),
+            "augment": args.augment,
+            "appearance": args.appearance,
+            "voice": args.voice,
+            "lip_weight": args.lip_weight,
+            "lr": args.lr,
+            "lr_schedule": args.lr_schedule,
+            "weight_decay": args.weight_decay,
+            "train": [c.name for c in train],
+            "held_out": [c.name for c in held],
+            "held_out_scores": ev,
+            "held_out_offsets": off,
+            "extra": [str(d) for d in args.extra],
+            "extra_share": args.extra_share if extra else 0.0,
+            "validation": [c.name for c in val],
+        }
+        if vo is not None:
+            meta["validation_offsets"] = vo
+        save_checkpoint(args.out, model, opt, meta)
+        if vo is not None:
+            score = (float(vo["within_1"]), float(vo["exact"]))
+            if best is None or score > best:
+                best = score
+                save_checkpoint(best_path, model, opt, meta)
+                logger.info("step %d: best on validation so far %s", step, score)
 
     model.train()
     while step < args.steps:
