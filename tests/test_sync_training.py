@@ -212,7 +212,10 @@ def test_run_weights_give_extra_clips_their_share() -> None:
     assert np.allclose(w[2:] / 0.75, [2 / 9, 2 / 9, 5 / 9])  # 20, 20 and 50 windows
 
 
-def test_validation_clips_pick_the_best_checkpoint_and_stay_out_of_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_validation_clips_pick_the_best_checkpoint_and_stay_out_of_training(tmp_path: Path, ema: float) -> None:
+    from safetensors.torch import load_file
+
     from training.train_sync import main
 
     from .factories import prepared_shard
@@ -227,7 +230,7 @@ def test_validation_clips_pick_the_best_checkpoint_and_stay_out_of_training(tmp_
     prepared_shard(extra / "synth_x.npz", 2.4, seed=4)
     args = ["--data", str(data), "--dev", str(dev), "--extra", str(extra), "--holdout", "held*"]
     args += ["--validate", "val*", "--out", str(out), "--steps", "3", "--save-every", "1", "--threads", "1"]
-    args += ["--batch", "8", "--run-length", "4", "--width", "8", "--embed", "32"]
+    args += ["--batch", "8", "--run-length", "4", "--width", "8", "--embed", "32", "--ema", str(ema)]
     assert main(args) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
@@ -240,3 +243,30 @@ def test_validation_clips_pick_the_best_checkpoint_and_stay_out_of_training(tmp_
     assert best["step"] == log[scores.index(max(scores))]["step"]
     assert best["validation_offsets"] == log[scores.index(max(scores))]["validation_offsets"]
     assert log[0]["validation_offsets"]["trials"] == 21  # one 100-frame segment × 21 delays
+    if ema:  # the average is what is saved and probed; the raw weights go on beside it
+        avg, raw = load_file(str(out / "model.safetensors")), load_file(str(out / "raw" / "model.safetensors"))
+        assert avg.keys() == raw.keys() and any(not torch.equal(avg[k], raw[k]) for k in avg)
+        assert json.loads((out / "raw" / "meta.json").read_text())["step"] == 3
+    else:
+        assert not (out / "raw").exists()
+
+
+def test_ema_update_averages_floats_and_copies_counters() -> None:
+    from training.train_sync import ema_update
+
+    torch.manual_seed(0)
+    a, b = (
+        torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)),
+        torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)),
+    )
+    b[1].num_batches_tracked.fill_(7)
+    b[1].running_mean.fill_(1.0)
+    before = {k: v.clone() for k, v in a.state_dict().items()}
+    ema_update(a, b, 0.75)
+    after, src = a.state_dict(), b.state_dict()
+    for k, v in after.items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.75 * before[k] + 0.25 * src[k])
+        else:
+            assert torch.equal(v, src[k])
+    assert torch.allclose(a[1].running_mean, torch.full((2,), 0.25))

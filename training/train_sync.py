@@ -233,6 +233,17 @@ def run_weights(train: list[Clip], extra: list[Clip], share: float, frames: int)
     return np.concatenate([within(train) * (1 - share), within(extra) * share])
 
 
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema ← decay·ema + (1 − decay)·model for floating-point tensors (parameters and
+    BatchNorm statistics alike); integer buffers (batch counters) are copied."""
+    for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+        if e.is_floating_point():
+            e.mul_(decay).add_(m, alpha=1 - decay)
+        else:
+            e.copy_(m)
+
+
 def _best_score(path: Path) -> tuple[float, float] | None:
     """The validation score of the checkpoint kept in ``path`` (a resumed run keeps its best)."""
     meta = path / "meta.json"
@@ -245,13 +256,14 @@ def _best_score(path: Path) -> tuple[float, float] | None:
 @torch.no_grad()
 def held_out_scores(model: SyncNet, clips: list[Clip], cfg: SyncConfig, seed: int = 123) -> dict[str, float]:
     """Loss and pair accuracy (P > 0.5) on a fixed set of held-out pairs."""
+    was = model.training
     model.eval()
     rng = np.random.default_rng(seed)
     starts = [window_starts(c, cfg.frames) for c in clips]
     w = np.array([len(s) for s in starts], np.float64)
     v, m, y = sample_batch(clips, starts, w / w.sum(), 256, cfg, rng, 15, None)
     p = model(v, m)
-    model.train()
+    model.train(was)
     return {
         "loss": float(sync_loss(p, y)),
         "acc": float(((p > 0.5).float() == y).float().mean()),
@@ -283,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--standardize", action="store_true", help="standardise each video window")
     p.add_argument("--lip-weight", type=float, default=0.0, help="auxiliary mouth-geometry regression")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="keep an exponential moving average of the weights (decay per step, e.g. 0.995): "
+        "checkpoints, probes and OUT/best are the average (the raw weights go on in OUT/raw)",
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time")
     p.add_argument("--batch", type=int, default=64, help="video windows per step")
@@ -337,7 +356,16 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     model = SyncNet(cfg)
     logger.info("SyncNet: %d parameters", count_params(model))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    meta = load_checkpoint(args.out, model, opt)
+    if not 0 <= args.ema < 1:
+        raise SystemExit("error: --ema must be in [0, 1)")
+    ema = SyncNet(cfg) if args.ema > 0 else None
+    raw_path = args.out / "raw" if ema is not None else args.out
+    meta = load_checkpoint(raw_path, model, opt) or load_checkpoint(args.out, model, opt)
+    if ema is not None:
+        ema.load_state_dict(model.state_dict())
+        load_checkpoint(args.out, ema)
+        ema.eval()
+    shown = ema if ema is not None else model  # what is probed, saved and exported
     for g in opt.param_groups:  # a resumed run takes this invocation's settings
         g["lr"], g["weight_decay"] = args.lr, args.weight_decay
     step = int(meta["step"]) if meta else 0
@@ -372,8 +400,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
 
     def checkpoint() -> None:
         nonlocal best
-        ev = held_out_scores(model, held, cfg)
-        off = offset_probe(model, held)
+        ev = held_out_scores(shown, held, cfg)
+        off = offset_probe(shown, held)
         rec = {
             "step": step,
             "seconds": time.time() - t0,
@@ -381,7 +409,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "held_out": ev,
             "held_out_offsets": off,
         }
-        vo = offset_probe(model, val) if val else None
+        vo = offset_probe(shown, val) if val else None
         if vo is not None:
             rec["validation_offsets"] = vo
         logger.info("step %d held-out %s offsets %s validation %s", step, ev, off, rec.get("validation_offsets"))
@@ -398,6 +426,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "lr": args.lr,
             "lr_schedule": args.lr_schedule,
             "weight_decay": args.weight_decay,
+            "ema": args.ema,
             "train": [c.name for c in train],
             "held_out": [c.name for c in held],
             "held_out_scores": ev,
@@ -408,12 +437,14 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         }
         if vo is not None:
             meta["validation_offsets"] = vo
-        save_checkpoint(args.out, model, opt, meta)
+        if ema is not None:
+            save_checkpoint(raw_path, model, opt, meta)
+        save_checkpoint(args.out, shown, opt, meta)
         if vo is not None:
             score = (float(vo["within_1"]), float(vo["exact"]))
             if best is None or score > best:
                 best = score
-                save_checkpoint(best_path, model, opt, meta)
+                save_checkpoint(best_path, shown, opt, meta)
                 logger.info("step %d: best on validation so far %s", step, score)
 
     model.train()
@@ -431,6 +462,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema_update(ema, model, args.ema)
         step += 1
         losses.append(bce.item())
         if step % 50 == 0:
