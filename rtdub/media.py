@@ -70,6 +70,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mono: bool = True) -> np.ndarray:
     """Decode the first audio stream, resampled to ``sample_rate``.
 
+    In a file that also holds video, the samples are placed on :func:`iter_frames`' timeline,
+    whose 0 is the first video frame: audio that starts later than the video (an edit list, a
+    late stream) is preceded by silence, audio that starts earlier loses its lead, so sample
+    ``k`` plays with the frame at ``k / sample_rate`` s as the file intends.
+
     Returns float32 of shape (n,) when ``mono`` else (channels, n) with 1 or 2 channels."""
     with _open(path) as c:
         if not c.streams.audio:
@@ -78,20 +83,39 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mon
         layout = "mono" if mono or stream.codec_context.channels < 2 else "stereo"
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         chunks: list[np.ndarray] = []
+        first: float | None = None
         try:
             for frame in c.decode(stream):
+                if first is None and frame.time is not None:
+                    first = float(frame.time)
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray())
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             raise InputError(str(path), f"audio stream cannot be decoded ({exc})") from exc
+        lead = 0
+        if c.streams.video and first is not None:
+            lead = int(round((first - _video_start(c.streams.video[0])) * sample_rate))
     n_ch = 1 if layout == "mono" else 2
     data = np.concatenate(chunks, axis=1) if chunks else np.zeros((n_ch, 0), np.float32)
     data = data.astype(np.float32, copy=False)
     if data.shape[1] == 0:
         raise InputError(str(path), "audio stream holds no samples")
+    if lead > 0:
+        data = np.concatenate([np.zeros((n_ch, lead), np.float32), data], axis=1)
+    elif lead < 0:
+        data = data[:, -lead:]
+        if data.shape[1] == 0:
+            raise InputError(str(path), "audio stream ends before the video starts")
     return data[0] if mono else data
+
+
+def _video_start(stream: av.video.stream.VideoStream) -> float:
+    """Presentation time of the stream's first frame (its start_time; 0 when unknown)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def audio_sample_rate(path: str | os.PathLike[str]) -> int:

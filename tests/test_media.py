@@ -88,3 +88,58 @@ def test_not_a_media_file(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(InputError, match="not a readable media file|no audio stream"):
         media.load_audio(junk)
+
+
+def _offset_clip(path: Path, video_start: float, audio_start: float, burst_at: float) -> Path:
+    """1.6 s of grey video and of silent 16 kHz AAC with a 1 kHz burst ``burst_at`` s into the
+    audio stream; each stream's first timestamp is set as given (an edit list in effect)."""
+    from fractions import Fraction
+
+    import av
+
+    sr, fps = 16000, 25
+    t = np.arange(int(1.6 * sr)) / sr
+    wav = np.where((t >= burst_at) & (t < burst_at + 0.1), 0.5 * np.sin(2 * np.pi * 1000 * t), 0.0)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.time_base = Fraction(1, fps)
+        aus = c.add_stream("aac", rate=sr, layout="mono")
+        aus.codec_context.time_base = Fraction(1, sr)
+        for i in range(int(1.6 * fps)):
+            f = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")
+            f.pts, f.time_base = i + round(video_start * fps), Fraction(1, fps)
+            c.mux(vs.encode(f))
+        c.mux(vs.encode(None))
+        for k in range(0, len(wav) - 1024 + 1, 1024):
+            a = av.AudioFrame.from_ndarray(wav[None, k : k + 1024].astype(np.float32), format="fltp", layout="mono")
+            a.sample_rate, a.pts, a.time_base = sr, k + round(audio_start * sr), Fraction(1, sr)
+            c.mux(aus.encode(a))
+        c.mux(aus.encode(None))
+    return path
+
+
+def _burst_onset(wav: np.ndarray, sr: int = 16000) -> float:
+    env = np.convolve(np.abs(wav), np.ones(160) / 160, mode="same")
+    return float(np.argmax(env > 0.15) / sr)
+
+
+@pytest.mark.parametrize(("video_start", "audio_start"), [(0.0, 0.4), (0.4, 0.0), (0.0, 0.0)])
+def test_audio_is_placed_on_the_video_timeline(tmp_path: Path, video_start: float, audio_start: float) -> None:
+    path = _offset_clip(tmp_path / "c.mp4", video_start, audio_start, burst_at=0.6)
+    frames = list(media.iter_frames(path))
+    assert frames[0].time == 0.0  # the timeline starts at the first frame
+    wav = media.load_audio(path)
+    # the burst plays 0.6 s after the audio stream starts: that is audio_start + 0.6 on the
+    # container's clock, so (audio_start + 0.6 - video_start) s after the first frame
+    expected = audio_start + 0.6 - video_start
+    assert abs(_burst_onset(wav) - expected) < 0.012, (_burst_onset(wav), expected)
+    stereo = media.load_audio(path, mono=False)
+    assert stereo.shape[1] == wav.shape[0]
+
+
+def test_audio_that_ends_before_the_video_starts_is_an_input_error(tmp_path: Path) -> None:
+    path = _offset_clip(tmp_path / "c.mp4", video_start=3.0, audio_start=0.0, burst_at=0.6)
+    with pytest.raises(InputError, match="ends before the video starts"):
+        media.load_audio(path)
