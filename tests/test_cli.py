@@ -130,17 +130,20 @@ def test_variable_frame_rate_and_odd_audio_rate(tmp_path: Path) -> None:
     assert abs(n / float(info.fps) - 1.0) < 0.1  # the output lasts as long as the audio
 
 
-def test_dub_with_the_offline_quality_bundle(
-    tmp_path: Path, talking_clip: Path, dubbed_wav: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("bundle", ["hq", "fast"])
+def test_dub_with_the_other_shipped_bundles(
+    tmp_path: Path, talking_clip: Path, dubbed_wav: Path, capsys: pytest.CaptureFixture[str], bundle: str
 ) -> None:
-    """engines/hq (the wide generator) is a complete bundle: it loads, dubs only inside the
-    mask, and renders a different mouth from the default bundle on the same input."""
+    """engines/hq (the wide generator, offline) and engines/fast (the base-16 generator, for
+    loaded hosts) are complete bundles: each loads, dubs only inside the mask, and renders a
+    different mouth from the default bundle on the same input."""
     from rtdub.model import DEFAULT_MODEL_DIR, load_bundle
 
-    hq = DEFAULT_MODEL_DIR.parent / "hq"
-    assert load_bundle(hq).n_units == load_bundle().n_units
+    other = DEFAULT_MODEL_DIR.parent / bundle
+    assert load_bundle(other).n_units == load_bundle().n_units
+    assert load_bundle(other).info["name"] == f"rtdub-{bundle}"
     outs = []
-    for name, model in (("hq", hq), ("default", DEFAULT_MODEL_DIR)):
+    for name, model in ((bundle, other), ("default", DEFAULT_MODEL_DIR)):
         out = tmp_path / f"{name}.mp4"
         args = ["--video", str(talking_clip), "--audio", str(dubbed_wav), "-o", str(out), "--model", str(model)]
         assert main(["dub", *args, "--check-locality", "-q"]) == 0
