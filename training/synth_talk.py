@@ -33,11 +33,10 @@ import onnxruntime as ort
 from rtdub import align
 from rtdub.blend import face_mask
 from rtdub.exceptions import InputError, ModelError
-from rtdub.lipunits import UnitStats
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.tracker import FaceTracker
 
-from .data import Clip, context_units, load_clip
+from .data import Clip, attach_units, context_units, load_clip
 
 logger = logging.getLogger("training.synth_talk")
 
@@ -57,22 +56,14 @@ def portrait_crop(path: Path, size: int) -> np.ndarray:
     return align.warp_to_crop(image, align.estimate(obs.landmarks, size))
 
 
-def drive_units(clip: Clip, bundle: ModelBundle) -> np.ndarray:
-    """Per-clip z-scored lip units of the clip's tracked lips (0 where no face), as training uses."""
-    raw = np.zeros((len(clip.lips), bundle.n_units), np.float32)
-    raw[clip.valid] = bundle.basis.raw_units(clip.lips[clip.valid])
-    units = UnitStats.fit(raw[clip.valid]).normalize(raw)
-    units[~clip.valid] = 0
-    return units.astype(np.float32)
-
-
 def animate(
     session: ort.InferenceSession, crop: np.ndarray, clip: Clip, bundle: ModelBundle, batch: int = 64
 ) -> np.ndarray:
     """(N, S, S, 3) uint8 frames: ``crop`` with its mouth driven by ``clip``'s lip units; frames
-    where the clip has no face are the still crop unchanged (they are marked invalid anyway)."""
+    where the clip has no face are the still crop unchanged (they are marked invalid anyway).
+    The units are the clip's, z-scored over the clip as in training (set on ``clip``)."""
     s = bundle.crop_size
-    clip.units = drive_units(clip, bundle)
+    attach_units([clip], bundle.basis)
     img = crop.astype(np.float32).transpose(2, 0, 1)[None] / 255
     pose = img * (1 - face_mask(s).hidden.astype(np.float32))
     out = np.repeat(crop[None], len(clip.lips), axis=0)

@@ -331,7 +331,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
 
     every = [c for c in load_dir(args.data) if c.has_audio]
     val = [c for c in every if args.validate and fnmatch.fnmatch(c.name, args.validate)]
-    train = [c for c in every if not fnmatch.fnmatch(c.name, args.holdout) and c not in val]
+    val_names = {c.name for c in val}
+    train = [c for c in every if not fnmatch.fnmatch(c.name, args.holdout) and c.name not in val_names]
     held = [c for c in every if fnmatch.fnmatch(c.name, args.holdout)]
     held += [c for c in load_dir(args.dev) if c.has_audio]
     extra = [c for d in args.extra for c in load_dir(d) if c.has_audio]
