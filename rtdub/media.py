@@ -94,9 +94,10 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mon
                 chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             raise InputError(str(path), f"audio stream cannot be decoded ({exc})") from exc
-        lead = 0
-        if c.streams.video and first is not None:
-            lead = int(round((first - _video_start(c.streams.video[0])) * sample_rate))
+        has_video = bool(c.streams.video)
+    lead = 0
+    if has_video and first is not None:
+        lead = int(round((first - _first_frame_time(path)) * sample_rate))
     n_ch = 1 if layout == "mono" else 2
     data = np.concatenate(chunks, axis=1) if chunks else np.zeros((n_ch, 0), np.float32)
     data = data.astype(np.float32, copy=False)
@@ -111,11 +112,17 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mon
     return data[0] if mono else data
 
 
-def _video_start(stream: av.video.stream.VideoStream) -> float:
-    """Presentation time of the stream's first frame (its start_time; 0 when unknown)."""
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
+def _first_frame_time(path: str | os.PathLike[str]) -> float:
+    """The presentation time of the first decoded video frame: the 0 of :func:`iter_frames`'
+    timeline (which takes the same frame as its origin); 0 when no frame decodes (the audio
+    is then taken from its own start)."""
+    with _open(path) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                return float(frame.time) if frame.time is not None else 0.0
+        except av.error.FFmpegError:
+            pass
+    return 0.0
 
 
 def audio_sample_rate(path: str | os.PathLike[str]) -> int:

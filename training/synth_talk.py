@@ -80,11 +80,13 @@ def animate(
     return out
 
 
-def write_shard(dst: Path, frames: np.ndarray, source: Path) -> None:
-    """The driving shard's landmarks, times, validity, audio and rate with the new frames."""
-    z = np.load(source)
+KEPT = ("canon", "times", "valid", "wav", "fps")  # what a shard takes from its driving shard
+
+
+def write_shard(dst: Path, frames: np.ndarray, kept: dict[str, np.ndarray]) -> None:
+    """The driving shard's ``KEPT`` arrays with the new frames, written atomically."""
     tmp = dst.with_name(dst.name + ".part.npz")
-    np.savez(tmp, crops=frames, canon=z["canon"], times=z["times"], valid=z["valid"], wav=z["wav"], fps=z["fps"])
+    np.savez(tmp, crops=frames, **kept)
     tmp.replace(dst)
 
 
@@ -124,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as exc:
             logger.warning("skipped: %s", exc)
     for src in sources:
+        todo = {n: args.out / f"synth_{n}__{src.stem}.npz" for n in crops}
+        todo = {n: dst for n, dst in todo.items() if not dst.exists()}
+        if not todo:
+            continue
         clip = load_clip(src)
         if not clip.has_audio or clip.valid.sum() < 2:
             continue
-        for name, crop in crops.items():
-            dst = args.out / f"synth_{name}__{src.stem}.npz"
-            if dst.exists():
-                continue
-            write_shard(dst, animate(session, crop, clip, bundle), src)
+        with np.load(src) as z:
+            kept = {k: z[k] for k in KEPT}
+        for name, dst in todo.items():
+            write_shard(dst, animate(session, crops[name], clip, bundle), kept)
             logger.info("%s: %d frames", dst.name, int(clip.valid.sum()))
     return 0
 
