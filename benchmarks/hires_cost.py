@@ -1,7 +1,7 @@
 """Per-frame compute that high-resolution compositing adds (rtdub/hires.py).
 
     python -m benchmarks.hires_cost --clip ../shared/media/clips/speaker_a.mp4 [--frames 120]
-        [--sizes 96 0 288 384] [--kernel cubic] [--threads 1] [--json OUT]
+        [--sizes 96 0 288 384] [--kernel cubic] [--details 1] [--threads 1] [--json OUT]
 
 Every frame of the clip is rendered by one pipeline per render size (96 = the crop size: no
 hi-res; 0 = chosen from the face size), interleaved frame by frame so that all of them see
@@ -10,7 +10,8 @@ the hi-res reference crop), generator and blend (which includes the compositing,
 same resampling as the paste; "composite" columns), summed per frame; face tracking and the
 audio stage are the same in every pipeline and left out. The minimum over frames is the least
 disturbed by other processes on a shared machine; "added" is the median over frames of the
-per-frame difference with the first size.
+per-frame difference with the first size. With several ``--details`` (the fine-detail gain of
+hi-res compositing) every size runs with each, labelled SIZE@DETAIL.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from benchmarks.common import write_json
 from rtdub import audio, media
 from rtdub.backends import BackendConfig, get_backend
-from rtdub.hires import KERNELS, RenderSizeConfig
+from rtdub.hires import KERNELS, RenderSizeConfig, detail_problem
 from rtdub.model import load_bundle
 from rtdub.pipeline import DubPipeline, PipelineConfig
 from rtdub.tracker import FaceTracker
@@ -33,7 +34,13 @@ PARTS = ("align", "generator", "blend")
 
 
 def measure(
-    clip: Path, sizes: list[int], frames: int, threads: int, model: Path | None = None, kernel: str = "cubic"
+    clip: Path,
+    sizes: list[int],
+    frames: int,
+    threads: int,
+    model: Path | None = None,
+    kernel: str = "cubic",
+    details: tuple[float, ...] = (RenderSizeConfig.detail,),
 ) -> dict[str, dict[str, float]]:
     bundle = load_bundle(model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=threads))
@@ -43,12 +50,13 @@ def measure(
         if len(images) >= frames:
             break
         images.append((fr.image, fr.time))
-    trackers = [FaceTracker() for _ in sizes]
-    configs = [PipelineConfig(render=RenderSizeConfig(size=s, kernel=kernel)) for s in sizes]
+    runs = [(s, d) for s in sizes for d in details]
+    trackers = [FaceTracker() for _ in runs]
+    configs = [PipelineConfig(render=RenderSizeConfig(size=s, kernel=kernel, detail=d)) for s, d in runs]
     pipes = [DubPipeline(bundle, backend, tr, c) for c, tr in zip(configs, trackers, strict=True)]
-    cost: list[list[float]] = [[] for _ in sizes]
-    comp: list[list[float]] = [[] for _ in sizes]
-    used: list[list[int]] = [[] for _ in sizes]
+    cost: list[list[float]] = [[] for _ in runs]
+    comp: list[list[float]] = [[] for _ in runs]
+    used: list[list[int]] = [[] for _ in runs]
     try:
         for img, t in images:
             for k, pipe in enumerate(pipes):
@@ -61,9 +69,9 @@ def measure(
         for tr in trackers:
             tr.close()
     out: dict[str, dict[str, float]] = {}
-    for k, s in enumerate(sizes):
+    for k, (s, d) in enumerate(runs):
         c = np.asarray(cost[k][10:])  # after warm-up
-        out[str(s)] = {
+        out[str(s) if len(details) == 1 else f"{s}@{d:g}"] = {
             "render_size_p50": float(np.median(used[k])),
             "align_generator_blend_ms_p50": float(np.median(c)),
             "align_generator_blend_ms_p95": float(np.percentile(c, 95)),
@@ -84,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=120)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kernel", choices=sorted(KERNELS), default="cubic", help="hi-res interpolation")
+    p.add_argument(
+        "--details", type=float, nargs="+", default=[RenderSizeConfig.detail], help="fine-detail gains, 0..1"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if not args.clip.is_file():
@@ -92,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(s != 0 and s < 96 for s in args.sizes):
         print("hires_cost: error: --sizes: 0 (automatic) or at least the crop size", file=sys.stderr)
         return 2
-    res = measure(args.clip, args.sizes, args.frames, args.threads, args.model, args.kernel)
+    if any(detail_problem(d) is not None for d in args.details):
+        print("hires_cost: error: --details: each must be between 0 and 1", file=sys.stderr)
+        return 2
+    res = measure(args.clip, args.sizes, args.frames, args.threads, args.model, args.kernel, tuple(args.details))
     head = ("size", "R p50", "ms min", "ms p50", "ms p95", "comp min", "comp p50", "added")
     print(" ".join(f"{h:>8}" for h in head))
     for s, r in res.items():

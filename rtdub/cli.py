@@ -43,7 +43,8 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
-    """--kernel and --reference-opening, shared by ``dub`` and the streaming commands."""
+    """--kernel, --detail and --reference-opening, shared by ``dub`` and the streaming commands."""
+    from .hires import RenderSizeConfig
     from .reference import ReferenceConfig
 
     p.add_argument(
@@ -51,6 +52,14 @@ def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
         choices=("linear", "cubic", "lanczos"),
         default=kernel,
         help=f"interpolation of the reference's texture in hi-res compositing (default {kernel})",
+    )
+    p.add_argument(
+        "--detail",
+        type=float,
+        default=RenderSizeConfig.detail,
+        metavar="G",
+        help="hi-res compositing: how much of the reference's fine detail to keep under the "
+        f"synthesised colour, 0..1 (default {RenderSizeConfig.detail:g}; 0 = the generator's mix alone)",
     )
     p.add_argument(
         "--reference-opening",
@@ -63,6 +72,11 @@ def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
 
 
 def check_look_options(args: argparse.Namespace) -> None:
+    from .hires import detail_problem
+
+    problem = detail_problem(args.detail)
+    if problem is not None:
+        raise InputError("--detail", problem)
     if not 0.0 <= args.reference_opening <= 1.0:
         raise InputError("--reference-opening", "must be between 0 and 1")
 
@@ -86,6 +100,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
         lookahead_ms=args.lookahead_ms,
         render_size=args.render_size,
         kernel=args.kernel,
+        detail=args.detail,
         reference_opening=args.reference_opening,
         threads=args.threads,
         compare=args.compare,

@@ -41,6 +41,7 @@ class DubOptions:
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
     render_size: int = 0  # hi-res face crop (rtdub/hires.py): 0 follows the face, the crop size turns it off
     kernel: str = RenderSizeConfig.kernel  # interpolation of the reference texture (hires.KERNELS)
+    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/hires.py)
     reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
     threads: int = 2
     compare: Path | None = None  # also write input | output side by side here
@@ -179,7 +180,7 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             cmp_writer = media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
             config = PipelineConfig(
                 lookahead_ms=opts.lookahead_ms,
-                render=RenderSizeConfig(size=opts.render_size, kernel=opts.kernel),
+                render=RenderSizeConfig(size=opts.render_size, kernel=opts.kernel, detail=opts.detail),
                 reference=ReferenceConfig(open_quantile=opts.reference_opening),
             )
             pipe = DubPipeline(bundle, backend, tracker, config)

@@ -11,6 +11,15 @@ Geometry: an R px crop covers exactly the canonical region of the S px crop, so 
 of the R crop is at pixel ``j * S / R`` of the S crop (``align.canonical_to_crop`` scales
 linearly with the size). Fields are resampled with that mapping, not ``cv2.resize``'s
 half-pixel convention, so at R = S everything reduces to the generator's own composition.
+
+Fine detail (``detail``): the colour term is only S px sharp, so wherever the generator mixes
+some of it in (alpha ≈ 0.9 over most of the mouth) it also mixes out that share of the
+reference's texture. With ``detail`` > 0 the share is put back: the warped reference's detail
+above the S grid's resolution (the reference minus a Gaussian blur of ``DETAIL_SIGMA`` S px)
+is added with weight ``detail * (1 - alpha)``, faded out where alpha falls from
+``DETAIL_ALPHA[1]`` to ``DETAIL_ALPHA[0]``: there the generator paints what the reference does
+not have (an open mouth's interior over a closed reference), and the reference's edges would
+show through as ghosts. At alpha 1 the term vanishes; the colour's low frequencies are unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +36,17 @@ from .blend import FaceMask, PasteRegion
 FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
 # interpolation of the reference texture: bilinear blurs most; Lanczos (8×8 taps) keeps most
 KERNELS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+DETAIL_SIGMA = 0.5  # S px: the blur that leaves what the S grid can carry (its Nyquist band)
+DETAIL_ALPHA = (0.6, 0.9)  # mixing weights over which the detail fades in
+
+
+def detail_weight(alpha: np.ndarray, detail: float) -> np.ndarray:
+    """Weight of the reference's fine detail added back at mixing weight ``alpha``:
+    ``detail * (1 - alpha)``, faded to 0 below ``DETAIL_ALPHA`` (see the module docstring)."""
+    lo, hi = DETAIL_ALPHA
+    a = np.asarray(alpha, np.float32)
+    ramp = np.clip((a - np.float32(lo)) * np.float32(1 / (hi - lo)), 0.0, 1.0)
+    return np.float32(detail) * (1.0 - a) * ramp
 
 
 def scaled(al: Alignment, size: int) -> Alignment:
@@ -74,6 +94,7 @@ def composite_into(
     mask: FaceMask,
     interpolation: int = cv2.INTER_CUBIC,
     offset: np.ndarray | None = None,
+    detail: float = 0.0,
 ) -> PasteRegion | None:
     """The face ``alpha * warp(reference, flow) + (1 - alpha) * colour`` at the reference's
     resolution R, from fields predicted at S, pasted back in one resampling of the reference.
@@ -84,7 +105,8 @@ def composite_into(
     interpolated once instead of twice (once into the R crop, once into the frame): the
     second interpolation is what blurs teeth and lip edges most. The fields (6, S, S) and the
     mask are sampled bilinearly at the same frame pixels; ``offset`` (3,) is the colour shift
-    added to the face before blending. Returns the touched region, or None when the mask falls
+    added to the face before blending; ``detail`` puts back the reference's fine detail under
+    the colour term (module docstring). Returns the touched region, or None when the mask falls
     outside the frame."""
     r = reference.shape[0]
     if reference.ndim != 3 or reference.shape[1:] != (r, 3) or al.size != r or mask.soft.shape[0] != r:
@@ -116,9 +138,13 @@ def composite_into(
     k = np.float32((s - 1) / 2 * (r / s))  # flow in grid units (align_corners=True at S), in R pixels
     map_x = motion[..., 0] * k + (np.float32(m[0, 0]) * xs + np.float32(m[0, 1]) * ys + np.float32(m[0, 2]))
     map_y = motion[..., 1] * k + (np.float32(m[1, 0]) * xs + np.float32(m[1, 1]) * ys + np.float32(m[1, 2]))
-    face = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-    face *= motion[..., 2:3]
+    warped = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    face = warped * motion[..., 2:3]
     face += synth
+    if detail > 0:
+        sigma = DETAIL_SIGMA * r / (s * max(float(np.sqrt(abs(np.linalg.det(m[:, :2])))), 1e-9))  # S px in box px
+        warped -= cv2.GaussianBlur(warped, (0, 0), sigma)
+        face += detail_weight(motion[..., 2:3], detail) * warped
     if offset is not None:
         face += np.asarray(offset, np.float32)
     blend.mix_into(frame[y0:y1, x0:x1], face, weight)
@@ -165,14 +191,26 @@ class RenderSizeConfig:
     # the reference's crop and its warp into the frame, one of KERNELS: Lanczos keeps the most
     # texture (training/ABLATION.md) and costs ~50 % more compositing than bicubic
     kernel: str = "lanczos"
+    # the reference's fine detail put back under the colour term, 0..1 (module docstring)
+    detail: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {self.kernel!r}")
+        problem = detail_problem(self.detail)
+        if problem is not None:
+            raise ValueError(f"detail {problem}")
 
     @property
     def interpolation(self) -> int:
         return KERNELS[self.kernel]
+
+
+def detail_problem(detail: float) -> str | None:
+    """Why ``detail`` is not a valid detail gain (None: it is)."""
+    if not 0.0 <= detail <= 1.0:
+        return f"must be between 0 and 1, got {detail}"
+    return None
 
 
 def render_size_problem(size: int, crop_size: int) -> str | None:

@@ -316,6 +316,7 @@ class DubPipeline:
                 self.mask_at(fs),
                 interp,
                 render.offset,
+                self.config.render.detail,
             )
             composite_ms = (time.perf_counter() - t3) * 1000
         elif self._gpu_blender is not None and render.shape[0] == s:

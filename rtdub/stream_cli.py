@@ -77,6 +77,7 @@ def _stream_config(args: argparse.Namespace) -> Any:
         model=args.model,
         render_size=args.render_size,
         kernel=args.kernel,
+        detail=args.detail,
         reference_opening=args.reference_opening,
     )
 

@@ -71,6 +71,7 @@ class StreamConfig:
     # interpolation of the reference texture (hires.KERNELS): bicubic, cheaper than the offline
     # default (Lanczos), for the frame deadline
     kernel: str = "cubic"
+    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/hires.py)
     reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
 
     @property
@@ -102,7 +103,7 @@ def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
             cast(FaceTracker, tracker),
             PipelineConfig(
                 lookahead_ms=config.lookahead_ms,
-                render=RenderSizeConfig(size=config.render_size, kernel=config.kernel),
+                render=RenderSizeConfig(size=config.render_size, kernel=config.kernel, detail=config.detail),
                 reference=ReferenceConfig(open_quantile=config.reference_opening),
             ),
         )

@@ -232,6 +232,54 @@ def test_composite_into_is_composite_and_paste_in_one_resampling() -> None:
     assert one > 1.15 * two, (two, one)
 
 
+def _detailed(frame: np.ndarray, big: align.Alignment, ref: np.ndarray, fields: np.ndarray, detail: float) -> np.ndarray:
+    out = frame.copy()
+    assert hires.composite_into(out, ref, fields, big, face_mask(big.size), cv2.INTER_CUBIC, detail=detail) is not None
+    return out
+
+
+def test_detail_puts_back_the_texture_the_colour_term_mixes_out() -> None:
+    """A copying generator (zero flow, alpha 0.92, colour = the reference at S px): without
+    the detail term the mouth keeps ~alpha of the reference's fine texture; with it the
+    result is sharper and closer to pasting the reference itself. Where alpha is 1 (nothing
+    mixed out) or under the fade-in (the generator paints), the term changes nothing."""
+    al = align.Alignment(np.array([[S / 380, 0.01, -130 * S / 380], [-0.01, S / 380, -100 * S / 380]]), S)
+    big = hires.scaled(al, 288)
+    sharp = textured_face(640, seed=6)
+    ref = hires.crop(sharp, big).astype(np.float32)
+    fields = np.zeros((6, S, S), np.float32)
+    fields[2] = 0.92
+    fields[3:6] = (hires.resize_crop(np.ascontiguousarray(ref), S) / 255.0).transpose(2, 0, 1)
+    pts = align.apply(big.inverse, np.array([[0.35 * 288, 0.72 * 288], [0.65 * 288, 0.88 * 288]]))
+    x0, y0 = np.floor(pts.min(0)).astype(int)
+    x1, y1 = np.ceil(pts.max(0)).astype(int)
+    still = np.zeros_like(fields)
+    still[2] = 1.0
+    target = _detailed(sharp, big, ref, still, 0.0)[y0:y1, x0:x1].astype(np.float64)
+    plain, full = (_detailed(sharp, big, ref, fields, g) for g in (0.0, 1.0))
+    s_plain, s_full = (metrics.sharpness_ratio(o, sharp, (x0, y0, x1, y1)) for o in (plain, full))
+    e_plain, e_full = (np.abs(o[y0:y1, x0:x1] - target).mean() for o in (plain, full))
+    assert s_full > 1.1 * s_plain, (s_plain, s_full)
+    assert e_full < 0.8 * e_plain, (e_plain, e_full)
+    # alpha 1: nothing was mixed out; alpha under the fade-in: the generator's own colour
+    for a in (1.0, hires.DETAIL_ALPHA[0] - 0.05):
+        f = fields.copy()
+        f[2] = a
+        assert np.array_equal(_detailed(sharp, big, ref, f, 0.0), _detailed(sharp, big, ref, f, 1.0)), a
+
+
+def test_detail_weight_fades_in_over_the_mixing_weight() -> None:
+    lo, hi = hires.DETAIL_ALPHA
+    a = np.array([0.0, lo, (lo + hi) / 2, hi, 0.95, 1.0], np.float32)
+    w = hires.detail_weight(a, 1.0)
+    assert w[0] == 0 and w[1] == 0 and w[-1] == 0
+    assert w[2] == pytest.approx(0.5 * (1 - (lo + hi) / 2))
+    assert w[3] == pytest.approx(1 - hi) and w[4] == pytest.approx(0.05)
+    assert np.allclose(hires.detail_weight(a, 0.5), 0.5 * w)
+    with pytest.raises(ValueError, match="detail"):
+        RenderSizeConfig(detail=1.5)
+
+
 def face_region(frame: np.ndarray, al: align.Alignment) -> np.ndarray:
     """Frame pixels the mask at ``al`` can touch (its weight > 0 there after the warp)."""
     h, w = frame.shape[:2]
@@ -321,12 +369,19 @@ def test_pipeline_renders_hires_and_old_bundles_at_the_crop_size(tmp_path: Path,
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--render-size", "-1"), ("--render-size", "50"), ("--reference-opening", "1.5"), ("--reference-opening", "-0.1")],
+    [
+        ("--render-size", "-1"),
+        ("--render-size", "50"),
+        ("--reference-opening", "1.5"),
+        ("--reference-opening", "-0.1"),
+        ("--detail", "1.5"),
+        ("--detail", "nan"),
+    ],
 )
 def test_dub_rejects_bad_render_options(
     talking_clip: Path, dubbed_wav: Path, tmp_path: Path, flag: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A render size below the crop size, a reference opening outside [0, 1]: one line, exit
+    """A render size below the crop size, a reference opening or detail outside [0, 1]: one line, exit
     2, no output; an unknown --kernel is argparse's choice error."""
     from rtdub.cli import main
 

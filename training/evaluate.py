@@ -4,6 +4,7 @@
         [--render-size 0|96|192|...]   (0: the runtime's choice from the face size; 96: no hi-res)
         [--open-quantile Q]            (identity reference: target mouth opening; 0: most closed)
         [--kernel linear|cubic|lanczos] (interpolation of the reference texture at R; lanczos)
+        [--detail G]                   (the reference's fine detail kept under the colour; 1)
 
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
 LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness
@@ -36,7 +37,7 @@ from rtdub.backends.base import Backend
 from rtdub.defaults import DEFAULT_LOOKAHEAD_MS
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
 from rtdub.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
-from rtdub.hires import KERNELS, RenderSizeConfig
+from rtdub.hires import KERNELS, RenderSizeConfig, detail_problem
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.reference import ReferenceConfig
 
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         help="hi-res interpolation (default: %(default)s)",
     )
     p.add_argument(
+        "--detail",
+        type=float,
+        default=RenderSizeConfig.detail,
+        help="hi-res: the reference's fine detail kept under the colour, 0..1 (default: %(default)s)",
+    )
+    p.add_argument(
         "--open-quantile",
         type=float,
         default=None,
@@ -151,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=args.threads))
-    render = RenderSizeConfig(size=args.render_size or 0, kernel=args.kernel)
+    if detail_problem(args.detail) is not None:
+        print(f"evaluate: error: --detail {detail_problem(args.detail)}")
+        return 2
+    render = RenderSizeConfig(size=args.render_size or 0, kernel=args.kernel, detail=args.detail)
     if 0 < render.size < bundle.crop_size:
         print(f"evaluate: error: --render-size must be 0 or at least {bundle.crop_size}")
         return 2
@@ -166,12 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         "render_size": args.render_size,
         "open_quantile": args.open_quantile,
         "kernel": args.kernel,
+        "detail": args.detail,
         "reconstruction": results,
     }
     report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render, reference)
     if not args.skip_speed and args.audio.is_file():
         t0 = time.perf_counter()
-        rep = dub_file(DubOptions(clips[0], args.audio, args.out / "speed.mp4", model=args.model, threads=args.threads))
+        opts = DubOptions(
+            clips[0],
+            args.audio,
+            args.out / "speed.mp4",
+            model=args.model,
+            threads=args.threads,
+            render_size=render.size,
+            kernel=render.kernel,
+            detail=render.detail,
+        )
+        rep = dub_file(opts)
         report["speed"] = {
             "clip": clips[0].name,
             "audio": args.audio.name,
