@@ -143,8 +143,8 @@ def composite_into(
     face += synth
     if detail > 0:
         sigma = DETAIL_SIGMA * r / (s * max(float(np.sqrt(abs(np.linalg.det(m[:, :2])))), 1e-9))  # S px in box px
-        k = 2 * int(np.ceil(2.5 * sigma)) + 1  # taps to 2.5 sigma: half of OpenCV's float default, ~1 % off
-        warped -= cv2.GaussianBlur(warped, (k, k), sigma)
+        taps = 2 * int(np.ceil(2.5 * sigma)) + 1  # to 2.5 sigma: half of OpenCV's float default, ~1 % off
+        warped -= cv2.GaussianBlur(warped, (taps, taps), sigma)
         face += detail_weight(motion[..., 2:3], detail) * warped
     if offset is not None:
         face += np.asarray(offset, np.float32)

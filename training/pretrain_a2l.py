@@ -3,7 +3,8 @@
     python -m training.pretrain_a2l --task phones --tts data2/tts --out runs/pre_phones
     python -m training.pretrain_a2l --task masked --arch cals --tts data2/tts --data data2/train --out runs/pre_cals
 
-``phones``: framewise classification on the TTS shards of training.tts_data. The input is
+``phones``: framewise classification on the TTS shards of training.tts_data (and on real
+speech labelled by training.asr_phones: ``--tts`` is repeatable). The input is
 the same mel window the audio-to-lip model sees (ending ``lookahead`` after the frame,
 lookahead drawn from [0, max_lookahead]); the targets are the visual class of the phoneme
 sounding at the frame (VISEME_CLASSES: pause, bilabial closure, open vowel, rounded, ...)
@@ -16,7 +17,8 @@ audio there is, the TTS shards plus the real training audio (the held-out identi
 dev clips are left out). Spans of the input are replaced by a learned mask vector and the
 causal encoder predicts the clean log-mel of every masked step from the context before it.
 
-The last TTS shard is held out; the log reports its accuracy (or masked loss).
+The last shard of the first ``--tts`` directory is held out; the log reports its accuracy
+(or masked loss).
 """
 
 from __future__ import annotations
@@ -125,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="pretrain the audio-to-lip encoder")
     p.add_argument("--task", choices=("phones", "masked"), default="phones")
     p.add_argument("--arch", choices=("conv", "cals"), default="conv")
-    p.add_argument("--tts", type=Path, default=Path("data2/tts"))
+    p.add_argument(
+        "--tts",
+        type=Path,
+        action="append",
+        help="phone-labelled shards: TTS (training.tts_data) or recognised real speech (training.asr_phones); "
+        "repeatable, default data2/tts",
+    )
     p.add_argument("--data", type=Path, help="real training shards (masked task: their audio)")
     p.add_argument("--holdout", default="*feifeili*", help="training clips left out (glob)")
     p.add_argument("--out", type=Path, required=True)
@@ -139,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=500)
     args = p.parse_args(argv)
     rng = setup(args.seed, args.threads)
+    dirs = args.tts or [Path("data2/tts")]
     try:
-        shards = load_shards(args.tts)
+        groups = [load_shards(d) for d in dirs]
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if len(shards) < 2:
-        print(f"error: {args.tts}: need at least 2 TTS shards (one is held out)", file=sys.stderr)
+    if len(groups[0]) < 2:
+        print(f"error: {dirs[0]}: need at least 2 shards (the last is held out)", file=sys.stderr)
         return 2
+    # the first directory's last shard is held out; the others are all trained on
+    shards = groups[0][:-1] + [s for g in groups[1:] for s in g] + groups[0][-1:]
     train_idx, val_idx = list(range(len(shards) - 1)), [len(shards) - 1]
     base = A2LConfig.for_arch(args.arch)
     vrng = np.random.default_rng(12345)

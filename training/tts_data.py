@@ -405,7 +405,7 @@ class TtsShard:
 
 def load_shards(path: Path) -> list[TtsShard]:
     out = []
-    for p in sorted(Path(path).glob("tts_*.npz")):
+    for p in sorted(Path(path).glob("*.npz")):  # tts_*.npz here, asr_*.npz from training.asr_phones
         if p.name.endswith(".part.npz"):
             continue
         z = np.load(p)
