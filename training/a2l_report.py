@@ -54,6 +54,18 @@ PRE_PHONES = Step(
     ("--task", "phones", "--tts", TTS_DIR, "--out", "{root}/pre_phones", "--steps", "800"),
     "{root}/pre_phones/pretrain.json",
 )
+ASR_DIR = "data2/asr"
+ASR_DATA = Step("training.asr_phones", ("--data", "data2/train", "--out", ASR_DIR), ASR_DIR + "/asr.json")
+PRE_ASR = Step(
+    "training.pretrain_a2l",
+    ("--task", "phones", "--tts", ASR_DIR, "--out", "{root}/pre_asr", "--steps", "800"),
+    "{root}/pre_asr/pretrain.json",
+)
+PRE_TTS_ASR = Step(
+    "training.pretrain_a2l",
+    ("--task", "phones", "--tts", TTS_DIR, "--tts", ASR_DIR, "--out", "{root}/pre_tts_asr", "--steps", "800"),
+    "{root}/pre_tts_asr/pretrain.json",
+)
 PRE_CALS = Step(
     "training.pretrain_a2l",
     ("--task", "masked", "--arch", "cals", "--tts", TTS_DIR, "--data", "data2/train", "--out", "{root}/pre_cals",
@@ -76,6 +88,19 @@ CONFIGS: dict[str, Config] = {
         "visual phoneme class and the phoneme of each frame, then trained on the real data",
         ("--init", "{root}/pre_phones"),
         (TTS_DATA, PRE_PHONES),
+    ),
+    "asr": Config(
+        "AudioToLip, encoder pretrained to classify the visual phoneme class and the phoneme of each frame of the "
+        "real training audio, labelled by pocketsphinx's en-us model (training.asr_phones), then trained on the "
+        "real data",
+        ("--init", "{root}/pre_asr"),
+        (ASR_DATA, PRE_ASR),
+    ),
+    "tts_asr": Config(
+        "AudioToLip, encoder pretrained on the TTS speech and the recognised real audio together, then trained on "
+        "the real data",
+        ("--init", "{root}/pre_tts_asr"),
+        (TTS_DATA, ASR_DATA, PRE_TTS_ASR),
     ),
     "cals_scratch": Config("CALS encoder (1.3 s causal window, 0.16 M), no pretraining", ("--arch", "cals")),
     "cals": Config(

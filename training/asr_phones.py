@@ -14,13 +14,15 @@ of training.tts_data (``wav`` int16 16 kHz, ``phone`` per mel frame, ``symbols``
 training.pretrain_a2l can pretrain on them next to the TTS speech (``--tts DIR``, repeatable),
 with the same visual phoneme classes and one phoneme vocabulary. Clips matching ``--holdout``
 are skipped: their identity is held out of every training. Shards that exist are kept
-(resumable); each is written atomically.
+(resumable); each is written atomically, and ``OUT/asr.json`` (written last) lists what the
+run labelled: its presence means the directory is complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     args.out.mkdir(parents=True, exist_ok=True)
     rec = Recogniser()
+    summary_path = args.out / "asr.json"
+    summary: dict[str, dict[str, object]] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     done = 0
     for d in args.data:
         for clip in load_dir(d):
@@ -178,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             write_shard(path, clip.wav, labels)
             speech = sum(s != PAUSE for s in labels) / max(1, len(labels))
             logger.info("%s: %d phones (%s), %.0f%% of frames speech", clip.name, len(segs), how, 100 * speech)
+            summary[path.name] = {"clip": clip.name, "phones": len(segs), "method": how, "speech": speech}
             done += 1
+    tmp = summary_path.with_name(summary_path.name + ".part")
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(summary_path)
     print(f"labelled {done} clips into {args.out}")
     return 0
 
