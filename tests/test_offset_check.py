@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.asr_phones import PhoneSegment
 from training.data import Clip
-from training.offset_check import check, main
+from training.offset_check import asr_predictor, check, main
 
 
 def _clip(n: int, fps: float, valid: np.ndarray | None = None) -> Clip:
@@ -81,3 +82,42 @@ def test_cli_rejects_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--a2l", str(missing), "--basis", str(missing), "--data", str(missing)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
+
+
+def _phones(seed: int, seconds: float) -> list[PhoneSegment]:
+    """Random phones of 60-200 ms: /m/, /a/, /s/ and pauses."""
+    rng = np.random.default_rng(seed)
+    out, t = [], 0.0
+    while t < seconds:
+        d = float(rng.uniform(0.06, 0.2))
+        out.append(PhoneSegment(str(rng.choice(["m", "a", "s", "_"])), t, t + d))
+        t += d
+    return out
+
+
+OPENING = {"m": 0.0, "a": 1.0, "s": 0.4, "_": 0.2}
+
+
+def _gap_of(segments: list[PhoneSegment], times: np.ndarray) -> np.ndarray:
+    out = np.full(len(times), OPENING["_"])
+    for s in segments:
+        out[(times >= s.start) & (times < s.end)] = OPENING[s.phone]
+    return out
+
+
+@pytest.mark.parametrize("lag", [0, 2, -3])
+def test_recognised_phones_find_the_lag(lag: int) -> None:
+    """The ASR predictor learns each visual class's mean opening on an in-sync clip, then
+    finds a clip's lag from its phones alone (a fake recogniser: the phones are known)."""
+    fps = 25.0
+    phones = {"fit": _phones(1, 9.0), "test": _phones(2, 9.0)}
+    fit, test = _clip(200, fps), _clip(200, fps)
+    fit.name, test.name = "fit", "test"
+    rng = np.random.default_rng(lag + 5)
+    fit_gap = _gap_of(phones["fit"], fit.times) + rng.normal(0, 0.1, 200)
+    # the audio lags the video by `lag` frames: the mouth at t is the phone heard at t + lag/fps
+    test_gap = _gap_of(phones["test"], test.times + lag / fps) + rng.normal(0, 0.1, 200)
+    predict = asr_predictor([fit], [fit_gap], lambda c: phones[c.name])
+    r = check(test, test_gap, predict, max_shift=6)
+    assert r.shift == lag and r.decided, r
+    assert r.peak > 0.8

@@ -16,6 +16,14 @@ teacher``): it sees audio on both sides of the frame, so it has no lookahead bia
 confidence is the peak minus the median of the curve (as syncnet_python's); a peak at the
 edge of the search or a confidence under ``--min-confidence`` is reported as undecided.
 Prints one line per clip; ``--json`` writes the curves.
+
+``--asr`` replaces the audio-to-lip model by recognised phones (training/asr_phones.py:
+pocketsphinx's en-us model, trained on other speech than any clip here): each phone's visual
+class (lips closed for /p b m/, open for open vowels, ...) predicts the mean inner gap that
+class has on the real ``--fit`` clips (z-scored per clip; the held-out identity excluded). No
+model trained on this project's data times anything, so its lean is not the expert's.
+
+    python -m training.offset_check --asr --basis engines/default --data data2/clips --fit data2/train
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .asr_phones import PhoneSegment
 from .common import pearson
 from .data import Clip, attach_units, load_dir
+from .tts_data import VISEME_CLASSES, viseme_class
 
 Predictor = Callable[[Clip, np.ndarray], np.ndarray]  # clip, times (s) -> predicted gap per time
+SegmentSource = Callable[[Clip], list[PhoneSegment]]  # a clip's recognised phones
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,60 @@ def a2l_predictor(run: Path) -> Predictor:
     return predict
 
 
+def phone_classes(segments: list[PhoneSegment], times: np.ndarray) -> np.ndarray:
+    """The visual class (training.tts_data.VISEME_CLASSES) of the phone sounding at each time;
+    0 (pause) outside every segment."""
+    out = np.zeros(len(times), np.int64)
+    for s in segments:
+        out[(times >= s.start) & (times < s.end)] = viseme_class(s.phone)
+    return out
+
+
+def asr_predictor(fit: list[Clip], fit_gaps: list[np.ndarray], segments: SegmentSource) -> Predictor:
+    """Predicts the gap from the recognised phones: the mean z-scored gap of the phone's
+    visual class on the ``fit`` clips (at their own times); a class never seen there gets 0."""
+    n = len(VISEME_CLASSES)
+    total, count = np.zeros(n), np.zeros(n)
+    for c, g in zip(fit, fit_gaps, strict=True):
+        ok = c.valid & np.isfinite(g)
+        if ok.sum() < 2:
+            continue
+        z = (g[ok] - g[ok].mean()) / max(float(g[ok].std()), 1e-9)
+        cls = phone_classes(segments(c), c.times[ok])
+        np.add.at(total, cls, z)
+        np.add.at(count, cls, 1)
+    means = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+    def predict(clip: Clip, times: np.ndarray) -> np.ndarray:
+        return means[phone_classes(segments(clip), times)]
+
+    return predict
+
+
+def recognised_segments() -> SegmentSource:
+    """Phone segments of a clip's audio by pocketsphinx, recognised once per clip."""
+    from .asr_phones import Recogniser
+
+    rec = Recogniser()
+    cache: dict[str, list[PhoneSegment]] = {}
+
+    def segments(clip: Clip) -> list[PhoneSegment]:
+        if clip.name not in cache:
+            cache[clip.name] = rec.phones(clip.wav)[0]
+        return cache[clip.name]
+
+    return segments
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="AV offset of prepared clips from an audio-to-lip model")
-    p.add_argument("--a2l", type=Path, required=True, help="trained audio-to-lip run (a teacher is best)")
+    p = argparse.ArgumentParser(
+        description="AV offset of prepared clips from an audio-to-lip model or recognised phones"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--a2l", type=Path, help="trained audio-to-lip run (a teacher is best)")
+    src.add_argument("--asr", action="store_true", help="recognised phones (pocketsphinx en-us) instead")
+    p.add_argument("--fit", type=Path, default=Path("data2/train"), help="--asr: clips the class means come from")
+    p.add_argument("--fit-holdout", default="*feifeili*", help="--asr: fit clips left out (glob)")
     p.add_argument("--basis", type=Path, required=True, help="unit basis: the run's or a bundle's")
     p.add_argument("--data", type=Path, action="append", required=True, help="prepared shards (repeatable)")
     p.add_argument("--match", default="*", help="clip names (glob)")
@@ -84,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-confidence", type=float, default=0.1, help="peak − median below this: undecided")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    for d in [args.a2l, args.basis, *args.data]:
+    for d in [args.a2l or args.fit, args.basis, *args.data]:
         if not d.exists():
             print(f"offset_check: error: {d} does not exist", file=sys.stderr)
             return 2
@@ -97,8 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print("offset_check: error: no clip with audio matches", file=sys.stderr)
         return 2
-    attach_units(clips, load_basis(args.basis))
-    predict = a2l_predictor(args.a2l)
+    basis = load_basis(args.basis)
+    attach_units(clips, basis)
+    if args.asr:
+        fit = [
+            c for c in load_dir(args.fit) if c.has_audio and c.real and not fnmatch.fnmatch(c.name, args.fit_holdout)
+        ]
+        attach_units(fit, basis)
+        predict = asr_predictor(
+            fit, [c.raw_units[:, -1] for c in fit if c.raw_units is not None], recognised_segments()
+        )
+    else:
+        predict = a2l_predictor(args.a2l)
     results = []
     for c in clips:
         assert c.raw_units is not None
