@@ -97,4 +97,5 @@ def test_cli_labels_prepared_clips_resumably_and_keeps_the_holdout_out(tmp_path:
     mtime = (out / "asr_real_a.npz").stat().st_mtime_ns
     assert main(["--data", str(data), "--out", str(out), "--holdout", "*held*"]) == 0
     assert (out / "asr_real_a.npz").stat().st_mtime_ns == mtime
+    assert json.loads((out / "asr.json").read_text()) == summary  # the earlier run's entry is kept
     assert main(["--data", str(tmp_path / "missing"), "--out", str(out)]) == 2

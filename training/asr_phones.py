@@ -14,8 +14,8 @@ of training.tts_data (``wav`` int16 16 kHz, ``phone`` per mel frame, ``symbols``
 training.pretrain_a2l can pretrain on them next to the TTS speech (``--tts DIR``, repeatable),
 with the same visual phoneme classes and one phoneme vocabulary. Clips matching ``--holdout``
 are skipped: their identity is held out of every training. Shards that exist are kept
-(resumable); each is written atomically, and ``OUT/asr.json`` (written last) lists what the
-run labelled: its presence means the directory is complete.
+(resumable); each is written atomically, and ``OUT/asr.json`` (written last) lists every
+labelled clip: its presence means the directory is complete.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             path = args.out / f"asr_{clip.name}.npz"
             if path.exists():
+                summary.setdefault(path.name, {"clip": clip.name})  # labelled by an earlier run
                 continue
             segs, how = rec.phones(clip.wav)
             labels = frame_labels(segs, len(clip.mel))
