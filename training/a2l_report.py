@@ -49,23 +49,24 @@ class Config:
 
 TTS_DIR = "data2/tts"
 TTS_DATA = Step("training.tts_data", ("--out", TTS_DIR, "--minutes", "30"), TTS_DIR + "/tts_0014.npz")
-PRE_PHONES = Step(
-    "training.pretrain_a2l",
-    ("--task", "phones", "--tts", TTS_DIR, "--out", "{root}/pre_phones", "--steps", "800"),
-    "{root}/pre_phones/pretrain.json",
-)
 ASR_DIR = "data2/asr"
 ASR_DATA = Step("training.asr_phones", ("--data", "data2/train", "--out", ASR_DIR), ASR_DIR + "/asr.json")
-PRE_ASR = Step(
-    "training.pretrain_a2l",
-    ("--task", "phones", "--tts", ASR_DIR, "--out", "{root}/pre_asr", "--steps", "800"),
-    "{root}/pre_asr/pretrain.json",
-)
-PRE_TTS_ASR = Step(
-    "training.pretrain_a2l",
-    ("--task", "phones", "--tts", TTS_DIR, "--tts", ASR_DIR, "--out", "{root}/pre_tts_asr", "--steps", "800"),
-    "{root}/pre_tts_asr/pretrain.json",
-)
+
+
+def pretrain_phones(name: str, *dirs: str, per_seed: bool = False) -> Step:
+    """Phone-classification pretraining on ``dirs`` into ``{root}/pre_<name>``; with
+    ``per_seed`` once per seed (its own --seed and output), so that the spread over seeds
+    includes the pretraining's, not only the fine-tuning's."""
+    out = "{root}/pre_" + name + ("_s{seed}" if per_seed else "")
+    args = ["--task", "phones", *(a for d in dirs for a in ("--tts", d)), "--out", out, "--steps", "800"]
+    if per_seed:
+        args += ["--seed", "{seed}"]
+    return Step("training.pretrain_a2l", tuple(args), out + "/pretrain.json")
+
+
+PRE_PHONES = pretrain_phones("phones", TTS_DIR)
+PRE_ASR = pretrain_phones("asr", ASR_DIR)
+PRE_TTS_ASR = pretrain_phones("tts_asr", TTS_DIR, ASR_DIR)
 PRE_CALS = Step(
     "training.pretrain_a2l",
     ("--task", "masked", "--arch", "cals", "--tts", TTS_DIR, "--data", "data2/train", "--out", "{root}/pre_cals",
@@ -80,7 +81,8 @@ TEACHER = Step(
 )  # fmt: skip
 
 # Pretraining runs (TTS generation, encoder pretraining, the teacher) are shared by the seeds
-# of a config: the seed spread is that of the fine-tuning.
+# of a config: the seed spread is that of the fine-tuning. The *_ps configs repeat the
+# pretraining per seed.
 CONFIGS: dict[str, Config] = {
     "baseline": Config("AudioToLip (0.43 M, 300 ms window), real train audio only: the committed default's recipe"),
     "tts": Config(
@@ -101,6 +103,21 @@ CONFIGS: dict[str, Config] = {
         "the real data",
         ("--init", "{root}/pre_tts_asr"),
         (TTS_DATA, ASR_DATA, PRE_TTS_ASR),
+    ),
+    "tts_ps": Config(
+        "tts with the pretraining repeated per seed",
+        ("--init", "{root}/pre_phones_s{seed}"),
+        (TTS_DATA, pretrain_phones("phones", TTS_DIR, per_seed=True)),
+    ),
+    "asr_ps": Config(
+        "asr with the pretraining repeated per seed",
+        ("--init", "{root}/pre_asr_s{seed}"),
+        (ASR_DATA, pretrain_phones("asr", ASR_DIR, per_seed=True)),
+    ),
+    "tts_asr_ps": Config(
+        "tts_asr with the pretraining repeated per seed",
+        ("--init", "{root}/pre_tts_asr_s{seed}"),
+        (TTS_DATA, ASR_DATA, pretrain_phones("tts_asr", TTS_DIR, ASR_DIR, per_seed=True)),
     ),
     "cals_scratch": Config("CALS encoder (1.3 s causal window, 0.16 M), no pretraining", ("--arch", "cals")),
     "cals": Config(
