@@ -37,6 +37,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from . import atomic, encoders
 from .defaults import DEFAULT_LOOKAHEAD_MS
 from .dubsources import ClipSource, TrackSource, decode_audio
+from .hires import detail_problem
 from .mediatracks import FramesTrack, PacketsTrack, PcmTrack
 from .peer import drain
 from .streaming import DubSession, StreamConfig, default_pipeline_factory
@@ -207,6 +208,7 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
         speculate=not args.no_speculate,
         direct_tracking=not args.graph_tracking,
         render_size=args.render_size,
+        detail=args.detail,
         model=args.model,
         lookahead_ms=args.lookahead_ms,
     )
@@ -420,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
     p.add_argument("--render-size", type=int, default=0, help="hi-res compositing size of the dubbed session (0: auto)")
+    p.add_argument(
+        "--detail", type=float, default=StreamConfig.detail, help="fine-detail gain of hi-res compositing (0..1)"
+    )
     p.add_argument("--model", type=Path, default=None, help="model bundle of the dubbed session")
     p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
@@ -427,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     if args.out and (problem := atomic.writable_dir(args.out)) is not None:
         print(f"loopbench: error: --out: {problem}", file=sys.stderr)
+        return 2
+    if (problem := detail_problem(args.detail)) is not None:
+        print(f"loopbench: error: --detail {problem}", file=sys.stderr)
         return 2
     try:
         import uvloop
