@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .defaults import DEFAULT_LOOKAHEAD_MS
+from .defaults import DEFAULT_DETAIL, DEFAULT_LOOKAHEAD_MS
 from .exceptions import BackendUnavailable, InputError, ModelError, RtdubError
 
 EXIT_USAGE = 2
@@ -35,16 +35,16 @@ def _add_dub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="side in px of the re-rendered face crop: 0 (default) follows the face's size in the frame, "
         "the model's crop size (96) turns high-resolution compositing off",
     )
-    add_look_options(p, "lanczos")
+    add_look_options(p, "lanczos", DEFAULT_DETAIL)
     p.add_argument("--compare", type=Path, default=None, help="also write input|output side by side")
     p.add_argument("--check-locality", action="store_true", help="verify that only masked pixels change")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_dub)
 
 
-def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
-    """--kernel, --detail and --reference-opening, shared by ``dub`` and the streaming commands."""
-    from .hires import RenderSizeConfig
+def add_look_options(p: argparse.ArgumentParser, kernel: str, detail: float) -> None:
+    """--kernel, --detail and --reference-opening, shared by ``dub`` and the streaming commands
+    (with their own defaults for the first two)."""
     from .reference import ReferenceConfig
 
     p.add_argument(
@@ -56,10 +56,10 @@ def add_look_options(p: argparse.ArgumentParser, kernel: str) -> None:
     p.add_argument(
         "--detail",
         type=float,
-        default=RenderSizeConfig.detail,
+        default=detail,
         metavar="G",
         help="hi-res compositing: how much of the reference's fine detail to keep under the "
-        f"synthesised colour, 0..1 (default {RenderSizeConfig.detail:g}; 0 = the generator's mix alone)",
+        f"synthesised colour, 0..1 (default {detail:g}; 0 = the generator's mix alone, cheaper)",
     )
     p.add_argument(
         "--reference-opening",

@@ -32,6 +32,7 @@ import numpy as np
 from . import blend
 from .align import Alignment
 from .blend import FaceMask, PasteRegion
+from .defaults import DEFAULT_DETAIL
 
 FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
 # interpolation of the reference texture: bilinear blurs most; Lanczos (8×8 taps) keeps most
@@ -192,8 +193,9 @@ class RenderSizeConfig:
     # the reference's crop and its warp into the frame, one of KERNELS: Lanczos keeps the most
     # texture (training/ABLATION.md) and costs ~50 % more compositing than bicubic
     kernel: str = "lanczos"
-    # the reference's fine detail put back under the colour term, 0..1 (module docstring)
-    detail: float = 1.0
+    # the reference's fine detail put back under the colour term, 0..1 (module docstring);
+    # streams default to STREAM_DETAIL (rtdub/defaults.py)
+    detail: float = DEFAULT_DETAIL
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:

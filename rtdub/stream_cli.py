@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from .defaults import DEFAULT_LOOKAHEAD_MS
+from .defaults import DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
 from .exceptions import InputError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     )
     from .cli import add_look_options
 
-    add_look_options(p, "cubic")  # bicubic: the stream has a frame deadline
+    # bicubic and no fine-detail term: the stream has a frame deadline
+    add_look_options(p, "cubic", STREAM_DETAIL)
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (default: none)")
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 

@@ -36,7 +36,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .audio import SAMPLE_RATE
-from .defaults import DEFAULT_LOOKAHEAD_MS
+from .defaults import DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
 from .hires import RenderSizeConfig, render_size_problem
@@ -71,7 +71,9 @@ class StreamConfig:
     # interpolation of the reference texture (hires.KERNELS): bicubic, cheaper than the offline
     # default (Lanczos), for the frame deadline
     kernel: str = "cubic"
-    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/hires.py)
+    # the reference's fine detail under the colour (rtdub/hires.py): off by default in streams,
+    # for the frame deadline (rtdub/defaults.py)
+    detail: float = STREAM_DETAIL
     reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
 
     @property
