@@ -99,3 +99,25 @@ def test_cli_labels_prepared_clips_resumably_and_keeps_the_holdout_out(tmp_path:
     assert (out / "asr_real_a.npz").stat().st_mtime_ns == mtime
     assert json.loads((out / "asr.json").read_text()) == summary  # the earlier run's entry is kept
     assert main(["--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_pretraining_takes_tts_and_recognised_shards_together(tmp_path: Path) -> None:
+    """pretrain_a2l --tts A --tts B: one phone vocabulary over both directories, the last shard
+    of the first held out (its accuracy is logged at the checkpoint)."""
+    pytest.importorskip("torch")
+    from training.pretrain_a2l import main as pretrain
+
+    rng = np.random.default_rng(0)
+    for folder, names, phones in (("tts", ["tts_0000", "tts_0001"], ["a", "m", "s"]), ("asr", ["asr_x"], ["O:", "b"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            wav = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+            n = len(audio.melspectrogram(audio.normalize_loudness(wav)))
+            write_shard(tmp_path / folder / f"{name}.npz", wav, [phones[(k // 8) % len(phones)] for k in range(n)])
+    out = tmp_path / "pre"
+    argv = ["--task", "phones", "--tts", str(tmp_path / "tts"), "--tts", str(tmp_path / "asr"), "--out", str(out)]
+    assert pretrain([*argv, "--steps", "2", "--batch", "4", "--save-every", "2"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert {"O:", "b", "a", "m", "s"} <= set(meta["vocab"]) and meta["step"] == 2
+    assert set(meta["eval"]) == {"val_loss", "val_class_acc", "val_phone_acc"}
+    assert pretrain(["--task", "phones", "--tts", str(tmp_path / "asr"), "--out", str(tmp_path / "p2")]) == 2

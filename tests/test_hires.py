@@ -232,7 +232,9 @@ def test_composite_into_is_composite_and_paste_in_one_resampling() -> None:
     assert one > 1.15 * two, (two, one)
 
 
-def _detailed(frame: np.ndarray, big: align.Alignment, ref: np.ndarray, fields: np.ndarray, detail: float) -> np.ndarray:
+def _detailed(
+    frame: np.ndarray, big: align.Alignment, ref: np.ndarray, fields: np.ndarray, detail: float
+) -> np.ndarray:
     out = frame.copy()
     assert hires.composite_into(out, ref, fields, big, face_mask(big.size), cv2.INTER_CUBIC, detail=detail) is not None
     return out

@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             c for c in load_dir(args.fit) if c.has_audio and c.real and not fnmatch.fnmatch(c.name, args.fit_holdout)
         ]
         attach_units(fit, basis)
-        predict = asr_predictor(
-            fit, [c.raw_units[:, -1] for c in fit if c.raw_units is not None], recognised_segments()
-        )
+        gaps = []
+        for c in fit:
+            assert c.raw_units is not None  # attach_units sets it
+            gaps.append(c.raw_units[:, -1])
+        predict = asr_predictor(fit, gaps, recognised_segments())
     else:
         predict = a2l_predictor(args.a2l)
     results = []
