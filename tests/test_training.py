@@ -22,16 +22,40 @@ from .factories import speechlike, talking_clip  # noqa: E402
 PARITY_TOL = 1e-4  # float32 torch vs onnxruntime, max abs over outputs in [0, 1] / unit scale
 
 
-@pytest.mark.parametrize("batch", [None, 1, 5])
-def test_generator_export_parity(tmp_path: Path, batch: int | None) -> None:
+@pytest.mark.parametrize(("batch", "full_colour"), [(None, False), (1, False), (5, False), (None, True)])
+def test_generator_export_parity(tmp_path: Path, batch: int | None, full_colour: bool) -> None:
     torch.manual_seed(0)
-    m = LipToFace(GenConfig(base=8)).eval()
+    m = LipToFace(GenConfig(base=8, full_colour=full_colour)).eval()
     for p in m.parameters():  # non-trivial weights (the head starts at zero)
         p.data.normal_(0, 0.05)
     f = tmp_path / "g.onnx"
     export_onnx(m, f, batch)
     err = parity(m, f, batch or 3)
     assert err < PARITY_TOL, err
+
+
+def test_full_colour_head_starts_as_the_half_resolution_colour() -> None:
+    """The full-resolution colour head is a residual that starts at zero: with the same
+    weights elsewhere, the fields equal the half-resolution model's; once it has weights it
+    changes the colour only."""
+    torch.manual_seed(0)
+    half = LipToFace(GenConfig(base=8)).eval()
+    full = LipToFace(GenConfig(base=8, full_colour=True)).eval()
+    for p in half.parameters():
+        p.data.normal_(0, 0.05)
+    missing = full.load_state_dict(half.state_dict(), strict=False)
+    assert all(k.startswith("colour_head.") for k in missing.missing_keys) and not missing.unexpected_keys
+    pose, ref = torch.rand(2, 3, 96, 96), torch.rand(2, 3, 96, 96)
+    units = torch.randn(2, 5, 9)
+    with torch.no_grad():
+        a, b = half.fields(pose, ref, units), full.fields(pose, ref, units)
+        assert torch.equal(a, b)
+        assert full.colour_head is not None
+        for p in full.colour_head.parameters():
+            p.data.normal_(0, 0.2)
+        c = full.fields(pose, ref, units)
+    assert torch.equal(c[:, :3], a[:, :3])  # flow and alpha untouched
+    assert not torch.allclose(c[:, 3:], a[:, 3:], atol=1e-3)
 
 
 def test_a2l_export_parity(tmp_path: Path) -> None:

@@ -192,6 +192,9 @@ class GenConfig:
     context: int = 5  # frames of units, t-4..t
     base: int = 24  # channels at full resolution
     max_flow: float = 0.25  # max displacement, in [-1, 1] grid units
+    # a second colour head at full resolution S, fed the input crops as well (residual on the
+    # S/2 colour; starts equal to it): the colour is otherwise only S/2 sharp
+    full_colour: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -242,6 +245,15 @@ class LipToFace(nn.Module):
         nn.init.zeros_(self.head.weight)
         assert self.head.bias is not None
         nn.init.zeros_(self.head.bias)
+        self.colour_head: nn.Sequential | None = None
+        if cfg.full_colour:
+            last = nn.Conv2d(chans[0], 3, 3, padding=1)
+            nn.init.zeros_(last.weight)
+            assert last.bias is not None
+            nn.init.zeros_(last.bias)
+            self.colour_head = nn.Sequential(
+                nn.Conv2d(chans[0] + 6, chans[0], 3, padding=1), nn.ReLU(inplace=True), last
+            )
         lin = torch.linspace(-1, 1, cfg.size)
         ys, xs = torch.meshgrid(lin, lin, indexing="ij")
         self.grid: torch.Tensor
@@ -279,7 +291,11 @@ class LipToFace(nn.Module):
         out = F.interpolate(self.head(h), scale_factor=2.0, mode="bilinear", align_corners=False)
         flow = torch.tanh(out[:, 0:2]) * self.cfg.max_flow
         alpha = torch.sigmoid(out[:, 2:3] + 2.0)  # starts near "copy the reference"
-        rgb = torch.sigmoid(out[:, 3:6])
+        colour = out[:, 3:6]
+        if self.colour_head is not None:
+            full = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+            colour = colour + self.colour_head(torch.cat([full, pose, ref], dim=1))
+        rgb = torch.sigmoid(colour)
         return torch.cat([flow, alpha, rgb], dim=1)
 
 

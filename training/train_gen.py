@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--base", type=int, default=16, help="generator width")
+    p.add_argument("--full-colour", action="store_true", help="a colour head at full resolution (GenConfig)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=250)
@@ -283,7 +284,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         tmp = args.out / "units.json.part"
         tmp.write_text(json.dumps(basis_json))
         tmp.replace(args.out / "units.json")
-    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=args.base)
+    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=args.base, full_colour=args.full_colour)
     model = LipToFace(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     meta = load_checkpoint(args.out, model, opt)
