@@ -1,7 +1,7 @@
 """Per-frame compute that high-resolution compositing adds (rtdub/hires.py).
 
     python -m benchmarks.hires_cost --clip ../shared/media/clips/speaker_a.mp4 [--frames 120]
-        [--sizes 96 0 288 384] [--kernel cubic] [--details 1] [--threads 1] [--json OUT]
+        [--sizes 96 0 288 384] [--kernel cubic] [--details 0 1] [--threads 1] [--json OUT]
 
 Every frame of the clip is rendered by one pipeline per render size (96 = the crop size: no
 hi-res; 0 = chosen from the face size), interleaved frame by frame so that all of them see
@@ -25,6 +25,7 @@ import numpy as np
 from benchmarks.common import write_json
 from rtdub import audio, media
 from rtdub.backends import BackendConfig, get_backend
+from rtdub.defaults import STREAM_DETAIL
 from rtdub.hires import KERNELS, RenderSizeConfig, detail_problem
 from rtdub.model import load_bundle
 from rtdub.pipeline import DubPipeline, PipelineConfig
@@ -40,7 +41,7 @@ def measure(
     threads: int,
     model: Path | None = None,
     kernel: str = "cubic",
-    details: tuple[float, ...] = (RenderSizeConfig.detail,),
+    details: tuple[float, ...] = (STREAM_DETAIL,),
 ) -> dict[str, dict[str, float]]:
     bundle = load_bundle(model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=threads))
@@ -93,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kernel", choices=sorted(KERNELS), default="cubic", help="hi-res interpolation")
     p.add_argument(
-        "--details", type=float, nargs="+", default=[RenderSizeConfig.detail], help="fine-detail gains, 0..1"
+        "--details",
+        type=float,
+        nargs="+",
+        default=[STREAM_DETAIL],
+        help="fine-detail gains, 0..1 (default: the streams', like --kernel)",
     )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

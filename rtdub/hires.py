@@ -139,14 +139,17 @@ def composite_into(
     k = np.float32((s - 1) / 2 * (r / s))  # flow in grid units (align_corners=True at S), in R pixels
     map_x = motion[..., 0] * k + (np.float32(m[0, 0]) * xs + np.float32(m[0, 1]) * ys + np.float32(m[0, 2]))
     map_y = motion[..., 1] * k + (np.float32(m[1, 0]) * xs + np.float32(m[1, 1]) * ys + np.float32(m[1, 2]))
-    warped = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
-    face = warped * motion[..., 2:3]
-    face += synth
-    if detail > 0:
+    face = cv2.remap(np.asarray(reference, np.float32), map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    fine = None
+    if detail > 0:  # the warped reference's detail above the S grid, before alpha scales it
         sigma = DETAIL_SIGMA * r / (s * max(float(np.sqrt(abs(np.linalg.det(m[:, :2])))), 1e-9))  # S px in box px
         taps = 2 * int(np.ceil(2.5 * sigma)) + 1  # to 2.5 sigma: half of OpenCV's float default, ~1 % off
-        warped -= cv2.GaussianBlur(warped, (taps, taps), sigma)
-        face += detail_weight(motion[..., 2:3], detail) * warped
+        fine = face - cv2.GaussianBlur(face, (taps, taps), sigma)
+        fine *= detail_weight(motion[..., 2:3], detail)
+    face *= motion[..., 2:3]
+    face += synth
+    if fine is not None:
+        face += fine
     if offset is not None:
         face += np.asarray(offset, np.float32)
     blend.mix_into(frame[y0:y1, x0:x1], face, weight)

@@ -17,11 +17,9 @@ from training.asr_phones import (  # noqa: E402
     PhoneSegment,
     Recogniser,
     espeak_symbol,
-    frame_labels,
     main,
-    write_shard,
 )
-from training.tts_data import VISEME_CLASSES, load_shards, viseme_class  # noqa: E402
+from training.tts_data import VISEME_CLASSES, frame_labels, load_shards, save_shard, viseme_class  # noqa: E402
 
 from .factories import prepared_shard  # noqa: E402
 
@@ -41,15 +39,24 @@ def test_arpabet_phones_take_the_visual_class_of_their_espeak_mnemonic() -> None
     assert len(set(ARPABET.values())) == len(ARPABET)  # no two phones merged
 
 
+def _labels(segments: list[PhoneSegment], n: int, symbols: dict[str, int]) -> list[str]:
+    """Recognised segments as asr_phones labels them: one symbol per mel frame."""
+    phone = frame_labels([(s.phone, s.start, s.end) for s in segments], n, symbols)
+    names = {i: sym for sym, i in symbols.items()}
+    return [names[int(i)] for i in phone]
+
+
 def test_frame_labels_and_the_shard_load_as_tts_speech(tmp_path: Path) -> None:
     segs = [PhoneSegment("m", 0.10, 0.20), PhoneSegment("a", 0.20, 0.35)]
-    labels = frame_labels(segs, 40)
+    labels = _labels(segs, 40, {PAUSE: 0})
     assert labels[:8] == [PAUSE] * 8  # frames 0..7 (0.0..0.0875 s)
     assert labels[8:16] == ["m"] * 8 and labels[16:28] == ["a"] * 12 and labels[28:] == [PAUSE] * 12
     wav = (0.1 * np.sin(np.arange(8000) / 7)).astype(np.float32)
     n = len(audio.melspectrogram(audio.normalize_loudness(wav)))
-    labels = frame_labels(segs, n)
-    write_shard(tmp_path / "asr_x.npz", wav, labels)
+    symbols = {PAUSE: 0}
+    phone = frame_labels([(s.phone, s.start, s.end) for s in segs], n, symbols)
+    labels = _labels(segs, n, {PAUSE: 0})
+    save_shard(tmp_path / "asr_x.npz", wav, phone, symbols, "asr")
     assert [p.name for p in tmp_path.iterdir()] == ["asr_x.npz"]  # no .part left
     (shard,) = load_shards(tmp_path)
     assert [shard.symbols[i] for i in shard.phone] == labels
@@ -113,7 +120,9 @@ def test_pretraining_takes_tts_and_recognised_shards_together(tmp_path: Path) ->
         for name in names:
             wav = (0.1 * rng.standard_normal(16000)).astype(np.float32)
             n = len(audio.melspectrogram(audio.normalize_loudness(wav)))
-            write_shard(tmp_path / folder / f"{name}.npz", wav, [phones[(k // 8) % len(phones)] for k in range(n)])
+            spans = [(phones[k % len(phones)], k * 0.1, (k + 1) * 0.1) for k in range(int(n / audio.MEL_FPS / 0.1))]
+            symbols = {PAUSE: 0}
+            save_shard(tmp_path / folder / f"{name}.npz", wav, frame_labels(spans, n, symbols), symbols, "test")
     out = tmp_path / "pre"
     argv = ["--task", "phones", "--tts", str(tmp_path / "tts"), "--tts", str(tmp_path / "asr"), "--out", str(out)]
     assert pretrain([*argv, "--steps", "2", "--batch", "4", "--save-every", "2"]) == 0

@@ -15,7 +15,7 @@ import pytest
 from rtdub import samples
 from rtdub.blend import face_mask
 from rtdub.model import load_bundle
-from training.data import load_clip
+from training.data import attach_units, load_clip
 from training.synth_talk import animate, main
 
 from .factories import prepared_shard
@@ -42,6 +42,9 @@ def test_animate_feeds_masked_pose_portrait_and_causal_units(tmp_path: Path) -> 
     bundle = load_bundle()
     crop = (np.random.default_rng(0).uniform(0, 255, (96, 96, 3))).astype(np.uint8)
     fake = _FakeGenerator()
+    with pytest.raises(ValueError, match="no lip units"):
+        animate(fake, crop, clip, bundle)  # type: ignore[arg-type]
+    attach_units([clip], bundle.basis)
     out = animate(fake, crop, clip, bundle, batch=16)  # type: ignore[arg-type]
 
     assert out.shape == (len(clip.lips), 96, 96, 3) and out.dtype == np.uint8

@@ -33,11 +33,12 @@ import numpy as np
 from rtdub import audio
 
 from .data import load_dir
+from .tts_data import frame_labels, save_shard
 
 logger = logging.getLogger("training.asr_phones")
 
 FRAME_S = 0.01  # pocketsphinx's frame: 100 per second
-PAUSE = "_"  # espeak's pause mnemonic (tts_data.viseme_class: class 0)
+PAUSE = "_"  # espeak's pause mnemonic: index 0 of tts_data.frame_labels, visual class 0
 # CMU's 39 phones to the espeak en mnemonics of the same sounds. The bundled model and
 # dictionary carry no stress, so AH (ʌ stressed, ə unstressed) is taken as the more frequent ə.
 ARPABET: dict[str, str] = {
@@ -130,30 +131,6 @@ class Recogniser:
         return segs, "allphone"
 
 
-def frame_labels(segments: list[PhoneSegment], n: int, fps: float = audio.MEL_FPS) -> list[str]:
-    """The phone sounding at each of ``n`` frames (frame k at k / fps s); PAUSE elsewhere."""
-    out = [PAUSE] * n
-    for s in segments:
-        for k in range(max(0, int(np.ceil(s.start * fps))), min(n, int(np.ceil(s.end * fps)))):
-            out[k] = s.phone
-    return out
-
-
-def write_shard(path: Path, wav: np.ndarray, labels: list[str]) -> None:
-    """A shard in training.tts_data's format, written atomically."""
-    symbols = sorted(set(labels) | {PAUSE})
-    index = {s: i for i, s in enumerate(symbols)}
-    tmp = path.with_name(path.stem + ".part.npz")
-    np.savez(
-        tmp,
-        wav=(np.clip(wav, -1.0, 1.0) * 32767).astype(np.int16),
-        phone=np.array([index[s] for s in labels], np.int16),
-        symbols=np.array(symbols),
-        scenes=np.array("asr"),
-    )
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="phone labels for prepared clips' audio (pocketsphinx en-us)")
     p.add_argument("--data", type=Path, action="append", required=True, help="prepared shards (repeatable)")
@@ -179,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 summary.setdefault(path.name, {"clip": clip.name})  # labelled by an earlier run
                 continue
             segs, how = rec.phones(clip.wav)
-            labels = frame_labels(segs, len(clip.mel))
-            write_shard(path, clip.wav, labels)
-            speech = sum(s != PAUSE for s in labels) / max(1, len(labels))
+            symbols = {PAUSE: 0}
+            phone = frame_labels([(s.phone, s.start, s.end) for s in segs], len(clip.mel), symbols)
+            save_shard(path, clip.wav, phone, symbols, "asr")
+            speech = float(np.mean(phone != 0)) if len(phone) else 0.0
             logger.info("%s: %d phones (%s), %.0f%% of frames speech", clip.name, len(segs), how, 100 * speech)
             summary[path.name] = {"clip": clip.name, "phones": len(segs), "method": how, "speech": speech}
             done += 1

@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=args.threads))
-    if detail_problem(args.detail) is not None:
-        print(f"evaluate: error: --detail {detail_problem(args.detail)}")
+    if (problem := detail_problem(args.detail)) is not None:
+        print(f"evaluate: error: --detail {problem}")
         return 2
     render = RenderSizeConfig(size=args.render_size or 0, kernel=args.kernel, detail=args.detail)
     if 0 < render.size < bundle.crop_size:

@@ -61,9 +61,11 @@ def animate(
 ) -> np.ndarray:
     """(N, S, S, 3) uint8 frames: ``crop`` with its mouth driven by ``clip``'s lip units; frames
     where the clip has no face are the still crop unchanged (they are marked invalid anyway).
-    The units are the clip's, z-scored over the clip as in training (set on ``clip``)."""
+    The units are ``clip.units``: the clip's, z-scored over the clip as in training
+    (``attach_units`` with the bundle's basis, once per clip however many portraits it drives)."""
+    if clip.units is None:
+        raise ValueError(f"{clip.name}: no lip units (attach_units with the bundle's basis first)")
     s = bundle.crop_size
-    attach_units([clip], bundle.basis)
     img = crop.astype(np.float32).transpose(2, 0, 1)[None] / 255
     pose = img * (1 - face_mask(s).hidden.astype(np.float32))
     out = np.repeat(crop[None], len(clip.lips), axis=0)
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         clip = load_clip(src)
         if not clip.has_audio or clip.valid.sum() < 2:
             continue
+        attach_units([clip], bundle.basis)
         with np.load(src) as z:
             kept = {k: z[k] for k in KEPT}
         for name, dst in todo.items():

@@ -377,17 +377,22 @@ def make_shard(path: Path, seed: int, seconds: float) -> float:
         labels.append(frame_labels(spans, n_frames, symbols))
         scenes.append(info | {"start": round(total, 3)})
         total += n_frames * MEL_HOP / SR
-    wav = np.concatenate(wavs)
+    save_shard(path, np.concatenate(wavs), np.concatenate(labels), symbols, json.dumps(scenes))
+    return total
+
+
+def save_shard(path: Path, wav: np.ndarray, phone: np.ndarray, symbols: dict[str, int], scenes: str) -> None:
+    """A shard (module docstring) written atomically: float ``wav`` at 16 kHz, ``phone`` the
+    index per mel frame into ``symbols`` (symbol -> index, as :func:`frame_labels` fills it)."""
     tmp = path.with_name(path.stem + ".part.npz")
     np.savez_compressed(
         tmp,
         wav=(np.clip(wav, -1, 1) * 32767).astype(np.int16),
-        phone=np.concatenate(labels),
+        phone=np.asarray(phone, np.int16),
         symbols=np.array(sorted(symbols, key=symbols.__getitem__)),
-        scenes=np.array(json.dumps(scenes)),
+        scenes=np.array(scenes),
     )
     tmp.replace(path)
-    return total
 
 
 @dataclass
