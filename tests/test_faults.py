@@ -64,14 +64,22 @@ def _lossy(pc: RTCPeerConnection, rate: float, seed: int = 0) -> list[int]:
     return counts
 
 
+# The source's pace. The engine drops stale frames when it falls behind (a counted policy), so
+# at 25 fps a loaded 2-core host rendered as few as 1 of the 12 faceless frames (CI, eefaffd)
+# and the phases below could not all be checked; at 10 fps it keeps up with room to spare.
+FPS = 10
+
+
+@pytest.mark.flaky(reruns=2)  # lossy loopback transport on wall-clock time, like test_webrtc's
 async def test_engine_survives_loss_face_loss_resolution_change_silence_and_disconnect() -> None:
     srv = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
     await srv.start()
     base = f"http://127.0.0.1:{srv.port}"
     frames = _scenario()
     pc = RTCPeerConnection(ice_configuration())
-    pc.addTrack(FramesTrack(frames, 25))
-    pc.addTrack(PcmTrack(speechlike(1.0, seed=9) * 3, pad_seconds=3.0))  # speech stops after 1 s
+    pc.addTrack(FramesTrack(frames, FPS))
+    speech = speechlike(1.0, seed=9) * 3
+    pc.addTrack(PcmTrack(speech, pad_seconds=len(frames) / FPS))  # speech stops after 1 s
     rx = Receiver()
 
     def on_track(track: MediaStreamTrack) -> None:
@@ -93,7 +101,7 @@ async def test_engine_survives_loss_face_loss_resolution_change_silence_and_disc
             peer = srv.peers[answer["session"]]
             peer.session.probe = probe
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-            await rx.wait_for(len(frames), timeout=len(frames) / 25 + 3)
+            await rx.wait_for(len(frames), timeout=len(frames) / FPS + 3)
             async with http.get(f"{base}/stats") as r:
                 stats = (await r.json())["sessions"][0]
         assert counts[1] > 0  # packets really were lost
