@@ -1,6 +1,6 @@
 """The generator's seed losses (training/gen_losses.py) and their flags in training/train_gen.py:
 SSIM, the spectrally normalised mouth discriminator, the expert sync loss, the stabilized sync
-loss L_ss (DESIGN §3) and the silent-lip reference generator G_S."""
+loss L_ss (DESIGN §3), the focal frequency loss and the silent-lip reference generator G_S."""
 
 from __future__ import annotations
 
@@ -50,6 +50,41 @@ def test_ssim_gradient_reaches_the_prediction() -> None:
     a = _images(2)
     x = _images(3).requires_grad_(True)
     gl.ssim_loss(x, a).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# --- focal frequency loss ------------------------------------------------------------------
+def _wave(fy: int, fx: int, s: int = 16) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.arange(s, dtype=torch.float64), torch.arange(s, dtype=torch.float64), indexing="ij")
+    return torch.cos(2 * math.pi * (fy * y + fx * x) / s)
+
+
+def test_focal_frequency_loss_at_alpha_zero_is_the_mean_squared_error() -> None:
+    """Uniform weights: by Parseval (orthonormal DFT) it is the pixel MSE."""
+    a, b = _images(4), _images(5)
+    mse = ((a - b) ** 2).mean().item()
+    assert gl.focal_frequency_loss(a, b, alpha=0.0).item() == pytest.approx(mse, rel=1e-5)
+    assert gl.focal_frequency_loss(a, a).item() == 0.0
+
+
+def test_focal_frequency_loss_weights_each_frequency_by_its_own_error() -> None:
+    """Error = A·(low wave) + a·(high wave). The low wave's spectral peaks weigh 1, the high
+    wave's a/A: L = A²/2 + (a/A)·a²/2, against the MSE's A²/2 + a²/2."""
+    big, small = 0.5, 0.1
+    err = big * _wave(1, 0) + small * _wave(5, 7)
+    target = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    got = gl.focal_frequency_loss(err[None, None], target).item()
+    assert got == pytest.approx(big**2 / 2 + (small / big) * small**2 / 2, rel=1e-6)
+    # the weights are per image: the same error in a second image with a third of the
+    # amplitude costs a ninth, not a weight relative to the first image's peak
+    two = torch.stack([err, err / 3])[:, None]
+    assert gl.focal_frequency_loss(two, torch.zeros_like(two)).item() == pytest.approx(got * (1 + 1 / 9) / 2, rel=1e-6)
+
+
+def test_focal_frequency_loss_gradient_reaches_the_prediction() -> None:
+    a = _images(6)
+    x = _images(7).requires_grad_(True)
+    gl.focal_frequency_loss(x, a).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
@@ -221,12 +256,14 @@ def test_train_gen_with_every_seed_loss(shards: Path, tmp_path: Path) -> None:
         *common,
         *("--out", str(run), "--steps", "2", "--init", str(plain), "--silent-ref", str(plain)),
         *("--ssim-weight", "0.1", "--gan-weight", "0.05", "--sync-weight", "0.03", "--ss-weight", "0.03"),
+        *("--freq-weight", "10"),
         *("--expert", str(expert), "--sync-batch", "2"),
     ]
     assert train_gen.main(argv) == 0
     meta = json.loads((run / "meta.json").read_text())
     assert meta["step"] == 2
     assert meta["recipe"]["ss_weight"] == 0.03 and meta["recipe"]["silent_ref"] == str(plain)
+    assert meta["recipe"]["freq_weight"] == 10
     assert (run / "disc.safetensors").is_file()
     # the fine-tune started from --init and moved away from it
     from safetensors.torch import load_file

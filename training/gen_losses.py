@@ -9,6 +9,13 @@ is not used: the mouth box is ~60×44 px, too small for its coarser scales.
 
 Adversarial term: a spectrally normalised patch discriminator on the mouth box, hinge loss.
 
+Frequency term: the focal frequency loss (Jiang et al., ICCV 2021) on the mouth box. L1
+training has a spectral bias: the coarse errors dominate it, and the fine ones (lip edges,
+teeth) are averaged away. With F the orthonormal 2-D DFT of each channel,
+    L_ff = mean(w · |F(a) − F(b)|²),   w = (|F(a) − F(b)| / max |F(a) − F(b)|)^α  (no gradient),
+so each frequency is weighted by how badly it is rendered, per image; hard frequencies stay
+weighted however small their share of the energy.
+
 Sync terms, through the frozen lip-sync expert (training/syncnet.py): rendered frames
 t..t+4, lower halves stacked on channels, go to its video encoder and the 200 ms mel window
 starting at frame t to its audio encoder. ``sync_bce`` is Wav2Lip's −log P_sync with
@@ -67,6 +74,17 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = No
         return 1 - m.mean()
     w = weight.expand_as(m)
     return 1 - (m * w).sum() / w.sum().clamp(min=1e-8)
+
+
+def focal_frequency_loss(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """L_ff of the module docstring over the last two dimensions (``(..., H, W)``), per image
+    (every leading index is an image channel; its weights are normalised by its own maximum)."""
+    diff = torch.fft.fft2(a, norm="ortho") - torch.fft.fft2(b, norm="ortho")
+    dist = diff.real**2 + diff.imag**2
+    with torch.no_grad():
+        w = dist.sqrt() ** alpha
+        w = w / w.flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]
+    return (w * dist).mean()
 
 
 class PatchDiscriminator(nn.Module):

@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--init", type=Path, default=None, help="start from this run's weights (fine-tune)")
     p.add_argument("--ssim-weight", type=float, default=0.0, help="(1 - SSIM) of the lower face")
+    p.add_argument(
+        "--freq-weight", type=float, default=0.0, help="focal frequency loss on the mouth box (gen_losses)"
+    )
     p.add_argument("--gan-weight", type=float, default=0.0, help="hinge GAN, SN patch discriminator on the mouth")
     p.add_argument("--disc-lr", type=float, default=1e-4)
     p.add_argument("--sync-weight", type=float, default=0.0, help="expert sync BCE (Wav2Lip)")
@@ -258,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the teacher's face as a target")
     distributed.add_arguments(p)
     args = p.parse_args(argv)
-    for name in ("ssim_weight", "gan_weight", "sync_weight", "ss_weight", "kd_weight"):
+    for name in ("ssim_weight", "freq_weight", "gan_weight", "sync_weight", "ss_weight", "kd_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     for name in ("init", "silent_ref", "teacher"):
@@ -334,6 +337,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         in (
             "init",
             "ssim_weight",
+            "freq_weight",
             "gan_weight",
             "sync_weight",
             "ss_weight",
@@ -388,6 +392,10 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             ls = gen_losses.ssim_loss(out, tgt, soft)
             loss = loss + args.ssim_weight * ls
             terms["ssim"] = ls.item()
+        if args.freq_weight > 0:
+            lf = gen_losses.focal_frequency_loss(mouth_box(out, cfg.size), mouth_box(tgt, cfg.size))
+            loss = loss + args.freq_weight * lf
+            terms["freq"] = lf.item()
         if expert is not None:
             a_emb = expert.audio(smel)
             x = expert.avsim(sout, a_emb)
