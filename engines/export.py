@@ -25,11 +25,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch import nn
 
 from rtdub.model import FORMAT, geometry
 from training.common import load_checkpoint
-from training.models import A2LConfig, AudioToLip, ContextA2L, GenConfig, LipToFace, build_a2l
+from training.models import (
+    A2LConfig,
+    AudioToLip,
+    ContextA2L,
+    GenConfig,
+    GeneratorWithFields,
+    LipToFace,
+    build_a2l,
+)
 
 OPSET = 17
 # the generator's second output, channel by channel (rtdub/hires.py reads it)
@@ -80,18 +87,6 @@ def example_inputs(model: torch.nn.Module, batch: int, seed: int = 0) -> tuple[t
         torch.rand(batch, 3, s, s, generator=g),
         torch.randn(batch, gc.context, gc.units, generator=g),
     )
-
-
-class GeneratorWithFields(nn.Module):
-    """The generator as exported: its face and the fields it was composed from."""
-
-    def __init__(self, gen: LipToFace) -> None:
-        super().__init__()
-        self.gen = gen
-
-    def forward(self, pose: torch.Tensor, ref: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fields = self.gen.fields(pose, ref, units)
-        return self.gen.compose(ref, fields), fields
 
 
 NAMES = {

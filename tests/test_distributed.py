@@ -93,8 +93,9 @@ def test_two_replicas_stay_identical(tmp_path: Path, shards: Path, module: str) 
     moved = [k for k in names if not torch.equal(start[0][k], end[0][k])]
     assert len(moved) >= len(names) // 2, f"only {len(moved)}/{len(names)} parameter tensors changed"
     # only rank 0 wrote a checkpoint, and it holds the replicas' weights (train_sync trains
-    # the expert through a wrapper module whose parameter names start with "model.")
+    # the expert through a wrapper module whose parameter names start with "model.", train_gen
+    # the generator through one that adds its fields as an output, "gen.")
     saved = load_file(str(out / "model.safetensors"))
-    prefix = "model." if module == "training.train_sync" else ""
+    prefix = {"training.train_sync": "model.", "training.train_gen": "gen."}.get(module, "")
     assert all(torch.equal(saved[k.removeprefix(prefix)], end[0][k]) for k in names)
     assert "2 replicas identical" in res.stderr

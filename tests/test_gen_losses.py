@@ -1,6 +1,7 @@
 """The generator's seed losses (training/gen_losses.py) and their flags in training/train_gen.py:
 SSIM, the spectrally normalised mouth discriminator, the expert sync loss, the stabilized sync
-loss L_ss (DESIGN §3), the focal frequency loss and the silent-lip reference generator G_S."""
+loss L_ss (DESIGN §3), the focal frequency loss, the alpha (copy-the-reference) term and the
+silent-lip reference generator G_S."""
 
 from __future__ import annotations
 
@@ -256,20 +257,53 @@ def test_train_gen_with_every_seed_loss(shards: Path, tmp_path: Path) -> None:
         *common,
         *("--out", str(run), "--steps", "2", "--init", str(plain), "--silent-ref", str(plain)),
         *("--ssim-weight", "0.1", "--gan-weight", "0.05", "--sync-weight", "0.03", "--ss-weight", "0.03"),
-        *("--freq-weight", "10"),
+        *("--freq-weight", "10", "--alpha-weight", "0.3"),
         *("--expert", str(expert), "--sync-batch", "2"),
     ]
     assert train_gen.main(argv) == 0
     meta = json.loads((run / "meta.json").read_text())
     assert meta["step"] == 2
     assert meta["recipe"]["ss_weight"] == 0.03 and meta["recipe"]["silent_ref"] == str(plain)
-    assert meta["recipe"]["freq_weight"] == 10
+    assert meta["recipe"]["freq_weight"] == 10 and meta["recipe"]["alpha_weight"] == 0.3
     assert (run / "disc.safetensors").is_file()
     # the fine-tune started from --init and moved away from it
     from safetensors.torch import load_file
 
     a, b = load_file(str(plain / "model.safetensors")), load_file(str(run / "model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_train_gen_alpha_weight_makes_the_generator_copy_the_reference(shards: Path, tmp_path: Path) -> None:
+    """--alpha-weight: two fine-tunes from the same weights, seed and batches; the one with the
+    term ends with a higher mixing weight over the mouth mask."""
+    from training import train_gen
+    from training.common import load_checkpoint
+    from training.data import attach_units, fit_basis, load_dir
+
+    common = ["--data", str(shards), "--dev", str(shards), "--threads", "1", "--batch", "2", "--base", "8"]
+    start = tmp_path / "start"
+    assert train_gen.main([*common, "--out", str(start), "--steps", "1"]) == 0
+    tune = [*common, "--init", str(start), "--steps", "20", "--lr", "1e-2"]
+    plain, copying = tmp_path / "plain", tmp_path / "copying"
+    assert train_gen.main([*tune, "--out", str(plain)]) == 0
+    assert train_gen.main([*tune, "--out", str(copying), "--alpha-weight", "5"]) == 0
+
+    clips = load_dir(shards)
+    attach_units(clips, fit_basis(clips))
+    cfg = GenConfig(size=96, units=9, base=8)
+    w = np.array([c.valid.sum() for c in clips], np.float64)
+    pose, ref, units, _ = train_gen.make_batch(clips, w / w.sum(), 8, cfg, np.random.default_rng(5), aug=False)
+    soft = torch.from_numpy(face_mask(96).soft.copy())[None, None]
+    alpha = {}
+    for run in (start, plain, copying):
+        m = LipToFace(cfg)
+        load_checkpoint(run, m)
+        m.eval()
+        with torch.no_grad():
+            a = m.fields(pose, ref, units)[:, 2:3]
+        alpha[run.name] = float((a * soft).sum() / soft.expand_as(a).sum())
+    assert alpha["copying"] > alpha["plain"] + 0.01, alpha
+    assert alpha["copying"] > alpha["start"], alpha
 
 
 def test_train_gen_sync_units_from_the_audio_stage(shards: Path, tmp_path: Path) -> None:

@@ -301,3 +301,16 @@ class LipToFace(nn.Module):
 
 def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
+
+
+class GeneratorWithFields(nn.Module):
+    """The generator with its fields as a second output: what engines/export.py exports, and what
+    train_gen.py trains through (its alpha term reads the fields)."""
+
+    def __init__(self, gen: LipToFace) -> None:
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, pose: torch.Tensor, ref: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fields = self.gen.fields(pose, ref, units)
+        return self.gen.compose(ref, fields), fields

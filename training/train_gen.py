@@ -14,13 +14,19 @@ The seed losses (training/gen_losses.py; all off by default, so the recipe above
     --gan-weight W      W · hinge loss of a spectrally normalised patch discriminator on the
                         mouth box (trained alongside, lr --disc-lr)
     --sync-weight W     W · Wav2Lip's sync BCE, −log P_sync, from the frozen expert --expert on
-    --ss-weight W       W · the stabilized sync loss L_ss (DESIGN §3)
                         windows of frames t..t+4 rendered from true (--sync-units true) or
                         audio-predicted (--sync-units a2l, frozen --a2l run) units;
                         --sync-batch windows per step, on top of --batch
+    --ss-weight W       W · the stabilized sync loss L_ss (DESIGN §3), on the same windows
     --silent-ref RUN    the identity reference is made closed-lipped by the silent-lip
                         generator G_S: a frozen generator (RUN, trained without any sync
                         loss) driven by the units of a closed, neutral mouth
+    --freq-weight W     W · the focal frequency loss on the mouth box (rendered frequencies
+                        weighted by their own error; against L1's spectral bias)
+    --alpha-weight W    W · mean(1 − alpha) over the mouth mask: the generator copies (warps)
+                        the reference wherever the reconstruction terms let it, and paints
+                        its low-resolution colour less (sharper at frame resolution, where
+                        the runtime warps the full-resolution reference; rtdub/hires.py)
     --init RUN          start from RUN's weights (fresh optimizer, step 0): a fine-tune
     --teacher RUN       distil: a frozen (wider) generator run renders the same batch, and
                         --kd-weight W · (its L1 + gradient loss against the teacher's face) is
@@ -45,7 +51,7 @@ from rtdub.blend import face_mask
 from . import distributed, gen_losses
 from .common import cosine_lr, load_checkpoint, save_checkpoint
 from .data import Clip, attach_units, closed_units, context_units, fit_basis, load_dir, mel_windows, reference_index
-from .models import A2LConfig, GenConfig, LipToFace, build_a2l
+from .models import A2LConfig, GenConfig, GeneratorWithFields, LipToFace, build_a2l
 from .syncnet import SyncConfig
 from .train_sync import mel_at, window_starts
 
@@ -247,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--freq-weight", type=float, default=0.0, help="focal frequency loss on the mouth box (gen_losses)"
     )
+    p.add_argument(
+        "--alpha-weight", type=float, default=0.0, help="mean(1 - alpha) in the mouth mask: copy the reference"
+    )
     p.add_argument("--gan-weight", type=float, default=0.0, help="hinge GAN, SN patch discriminator on the mouth")
     p.add_argument("--disc-lr", type=float, default=1e-4)
     p.add_argument("--sync-weight", type=float, default=0.0, help="expert sync BCE (Wav2Lip)")
@@ -261,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kd-weight", type=float, default=1.0, help="weight of the teacher's face as a target")
     distributed.add_arguments(p)
     args = p.parse_args(argv)
-    for name in ("ssim_weight", "freq_weight", "gan_weight", "sync_weight", "ss_weight", "kd_weight"):
+    for name in ("ssim_weight", "freq_weight", "alpha_weight", "gan_weight", "sync_weight", "ss_weight", "kd_weight"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     for name in ("init", "silent_ref", "teacher"):
@@ -295,7 +304,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     if meta is None and args.init is not None:
         load_checkpoint(args.init, model)
         logger.info("initialised from %s", args.init)
-    net = ddp.wrap(model)
+    with_fields = GeneratorWithFields(model)  # face and fields (the alpha term reads them)
+    net = ddp.wrap(with_fields)
     disc = disc_opt = None
     if args.gan_weight > 0:
         disc = gen_losses.PatchDiscriminator()
@@ -338,6 +348,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "init",
             "ssim_weight",
             "freq_weight",
+            "alpha_weight",
             "gan_weight",
             "sync_weight",
             "ss_weight",
@@ -374,10 +385,10 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
                 su = predicted_units(a2l, a2l_cfg, sync_clips, where, cfg.context, args.lookahead)
             pose = torch.cat([pose, sp])
             units = torch.cat([units, su])
-            out = net(pose, torch.cat([ref, sr.repeat_interleave(nf, 0)]), units)
+            out, fields = net(pose, torch.cat([ref, sr.repeat_interleave(nf, 0)]), units)
             out, sout = out[:nb], out[nb:].unflatten(0, (-1, nf))
         else:
-            out = net(pose, ref, units)
+            out, fields = net(pose, ref, units)
         l1 = ((out - tgt).abs() * wmap).mean()
         lg = grad_l1(out, tgt, soft)
         loss = l1 + GRAD_WEIGHT * lg
@@ -392,6 +403,10 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             ls = gen_losses.ssim_loss(out, tgt, soft)
             loss = loss + args.ssim_weight * ls
             terms["ssim"] = ls.item()
+        if args.alpha_weight > 0:
+            la = ((1 - fields[:nb, 2:3]) * soft).mean()
+            loss = loss + args.alpha_weight * la
+            terms["1-alpha"] = la.item()
         if args.freq_weight > 0:
             lf = gen_losses.focal_frequency_loss(mouth_box(out, cfg.size), mouth_box(tgt, cfg.size))
             loss = loss + args.freq_weight * lf
@@ -447,7 +462,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
                 )
         if stop:
             break
-    ddp.finish(model)
+    ddp.finish(with_fields)
     return 0
 
 
