@@ -283,7 +283,8 @@ def test_train_gen_alpha_weight_makes_the_generator_copy_the_reference(shards: P
     common = ["--data", str(shards), "--dev", str(shards), "--threads", "1", "--batch", "2", "--base", "8"]
     start = tmp_path / "start"
     assert train_gen.main([*common, "--out", str(start), "--steps", "1"]) == 0
-    tune = [*common, "--init", str(start), "--steps", "20", "--lr", "1e-2"]
+    # the fine-tune takes its width from --init (base 8 here, not the default 16)
+    tune = [*common[:-2], "--init", str(start), "--steps", "20", "--lr", "1e-2"]
     plain, copying = tmp_path / "plain", tmp_path / "copying"
     assert train_gen.main([*tune, "--out", str(plain)]) == 0
     assert train_gen.main([*tune, "--out", str(copying), "--alpha-weight", "5"]) == 0
@@ -304,6 +305,10 @@ def test_train_gen_alpha_weight_makes_the_generator_copy_the_reference(shards: P
         alpha[run.name] = float((a * soft).sum() / soft.expand_as(a).sum())
     assert alpha["copying"] > alpha["plain"] + 0.01, alpha
     assert alpha["copying"] > alpha["start"], alpha
+    # a width that is not --init's is a one-line usage error
+    with pytest.raises(SystemExit) as e:
+        train_gen.main([*common[:-2], "--base", "12", "--init", str(start), "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
 
 
 def test_train_gen_sync_units_from_the_audio_stage(shards: Path, tmp_path: Path) -> None:

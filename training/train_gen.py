@@ -27,7 +27,7 @@ The seed losses (training/gen_losses.py; all off by default, so the recipe above
                         the reference wherever the reconstruction terms let it, and paints
                         its low-resolution colour less (sharper at frame resolution, where
                         the runtime warps the full-resolution reference; rtdub/hires.py)
-    --init RUN          start from RUN's weights (fresh optimizer, step 0): a fine-tune
+    --init RUN          start from RUN's weights (fresh optimizer, step 0; its width): a fine-tune
     --teacher RUN       distil: a frozen (wider) generator run renders the same batch, and
                         --kd-weight W · (its L1 + gradient loss against the teacher's face) is
                         added to the ground-truth loss (training/ABLATION.md, "Distillation")
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this long")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--base", type=int, default=16, help="generator width")
+    p.add_argument("--base", type=int, default=None, help="generator width (16; with --init, the run's)")
     p.add_argument("--full-colour", action="store_true", help="a colour head at full resolution (GenConfig)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -275,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     for name in ("init", "silent_ref", "teacher"):
         run = getattr(args, name)
-        if run is not None and not (run / "model.safetensors").is_file():
-            p.error(f"--{name.replace('_', '-')} {run}: no model.safetensors")
+        if run is not None and not ((run / "model.safetensors").is_file() and (run / "meta.json").is_file()):
+            p.error(f"--{name.replace('_', '-')} {run}: not a generator run (no model.safetensors and meta.json)")
+    if args.init is not None:
+        init_cfg = json.loads((args.init / "meta.json").read_text())["config"]
+        if args.base is not None and args.base != init_cfg["base"]:
+            p.error(f"--base {args.base}: --init {args.init} has base {init_cfg['base']}")
+        if args.full_colour and not init_cfg.get("full_colour", False):
+            p.error(f"--full-colour: --init {args.init} has no full-resolution colour head")
     if (args.sync_weight > 0 or args.ss_weight > 0) and not (args.expert / "model.safetensors").is_file():
         p.error(f"--expert {args.expert}: no model.safetensors (a torch lip-sync expert run)")
     return distributed.run(_train, args)
@@ -296,7 +302,11 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         tmp = args.out / "units.json.part"
         tmp.write_text(json.dumps(basis_json))
         tmp.replace(args.out / "units.json")
-    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=args.base, full_colour=args.full_colour)
+    base, full_colour = args.base or 16, args.full_colour
+    if args.init is not None:  # a fine-tune keeps the architecture of the run it starts from
+        init_cfg = json.loads((args.init / "meta.json").read_text())["config"]
+        base, full_colour = int(init_cfg["base"]), bool(init_cfg.get("full_colour", False))
+    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=base, full_colour=full_colour)
     model = LipToFace(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     meta = load_checkpoint(args.out, model, opt)
