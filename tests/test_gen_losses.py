@@ -108,7 +108,9 @@ def test_patch_discriminator_shape_spectral_norm_and_gradients() -> None:
 def test_spectral_norm_bounds_the_largest_singular_value() -> None:
     d = gl.PatchDiscriminator(width=8)
     d.train()
-    for _ in range(20):  # power iterations run in training-mode forwards
+    # power iterations run in training-mode forwards; 20 left 2 of 60 random initialisations
+    # 0.06 off (close top singular values converge slowly), 100 leave every one within 0.006
+    for _ in range(100):
         d(torch.rand(1, 3, 44, 60))
     for c in (m for m in d.modules() if isinstance(m, torch.nn.Conv2d)):
         w = c.weight.detach().flatten(1)

@@ -82,7 +82,7 @@ def focal_frequency_loss(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -
     diff = torch.fft.fft2(a, norm="ortho") - torch.fft.fft2(b, norm="ortho")
     dist = diff.real**2 + diff.imag**2
     with torch.no_grad():
-        w = dist.sqrt() ** alpha
+        w = dist ** (alpha / 2)  # |F(a) - F(b)|^alpha
         w = w / w.flatten(-2).amax(-1).clamp_min(1e-12)[..., None, None]
     return (w * dist).mean()
 

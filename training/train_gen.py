@@ -277,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         run = getattr(args, name)
         if run is not None and not ((run / "model.safetensors").is_file() and (run / "meta.json").is_file()):
             p.error(f"--{name.replace('_', '-')} {run}: not a generator run (no model.safetensors and meta.json)")
-    if args.init is not None:
+    if args.init is not None:  # a fine-tune keeps the architecture of the run it starts from
         init_cfg = json.loads((args.init / "meta.json").read_text())["config"]
         if args.base is not None and args.base != init_cfg["base"]:
             p.error(f"--base {args.base}: --init {args.init} has base {init_cfg['base']}")
         if args.full_colour and not init_cfg.get("full_colour", False):
             p.error(f"--full-colour: --init {args.init} has no full-resolution colour head")
+        args.base, args.full_colour = int(init_cfg["base"]), bool(init_cfg.get("full_colour", False))
+    elif args.base is None:
+        args.base = 16
     if (args.sync_weight > 0 or args.ss_weight > 0) and not (args.expert / "model.safetensors").is_file():
         p.error(f"--expert {args.expert}: no model.safetensors (a torch lip-sync expert run)")
     return distributed.run(_train, args)
@@ -302,11 +305,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         tmp = args.out / "units.json.part"
         tmp.write_text(json.dumps(basis_json))
         tmp.replace(args.out / "units.json")
-    base, full_colour = args.base or 16, args.full_colour
-    if args.init is not None:  # a fine-tune keeps the architecture of the run it starts from
-        init_cfg = json.loads((args.init / "meta.json").read_text())["config"]
-        base, full_colour = int(init_cfg["base"]), bool(init_cfg.get("full_colour", False))
-    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=base, full_colour=full_colour)
+    cfg = GenConfig(size=clips[0].crops.shape[1], units=basis.n_units, base=args.base, full_colour=args.full_colour)
     model = LipToFace(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.5, 0.999))
     meta = load_checkpoint(args.out, model, opt)
