@@ -270,3 +270,42 @@ def test_ema_update_averages_floats_and_copies_counters() -> None:
         else:
             assert torch.equal(v, src[k])
     assert torch.allclose(a[1].running_mean, torch.full((2,), 0.25))
+
+
+def test_audio_lip_head_reads_the_audio_alone_and_stays_out_of_the_export(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from engines.export_sync import PARITY_TOL, export_bundle
+    from training.common import load_checkpoint
+    from training.train_sync import Embeddings, main
+
+    from .factories import prepared_shard
+
+    torch.manual_seed(0)
+    model = SyncNet(SyncConfig(width=8, embed=32, lip_targets=15, audio_lip_targets=15)).eval()
+    frames, mel = torch.rand(4, 15, 48, 96), torch.rand(4, 16, 80) * 8 - 4
+    with torch.no_grad():
+        v, a, vl, al = Embeddings(model)(frames, mel)
+        _, a2, vl2, al2 = Embeddings(model)(torch.rand(4, 15, 48, 96), mel)
+        _, _, _, al3 = Embeddings(model)(frames, torch.rand(4, 16, 80) * 8 - 4)
+    assert vl is not None and al is not None and al2 is not None and al3 is not None and vl2 is not None
+    assert al.shape == (4, 15) and torch.equal(al, al2) and torch.equal(a, a2)
+    assert not torch.allclose(al, al3) and not torch.allclose(vl, vl2)
+
+    data, dev, out = tmp_path / "data", tmp_path / "dev", tmp_path / "out"
+    data.mkdir()
+    dev.mkdir()
+    prepared_shard(data / "train_a.npz", 2.4, seed=0)
+    prepared_shard(dev / "speaker_x.npz", 2.4, seed=3)
+    args = ["--data", str(data), "--dev", str(dev), "--out", str(out), "--steps", "2", "--save-every", "2"]
+    args += ["--batch", "8", "--run-length", "4", "--width", "8", "--embed", "32", "--threads", "1"]
+    assert main([*args, "--audio-lip-weight", "0.5"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["audio_lip_weight"] == 0.5 and meta["config"]["audio_lip_targets"] == 15
+    assert meta["config"]["lip_targets"] == 0  # the video head is its own option
+    weights = load_file(str(out / "model.safetensors"))
+    assert weights["audio_lip_head.weight"].shape == (15, 32) and "lip_head.weight" not in weights
+    trained = SyncNet(SyncConfig(**meta["config"]))
+    load_checkpoint(out, trained)
+    man = export_bundle(trained.eval(), tmp_path / "onnx")
+    assert max(man["parity_max_abs"].values()) <= PARITY_TOL

@@ -32,6 +32,7 @@ class SyncConfig:
     downsample: int = 1  # average-pool the input by this factor (1 or 2): less identity detail
     standardize: bool = False  # zero mean, unit variance per window: brightness/contrast-free
     lip_targets: int = 0  # >0: a linear head on the video features predicts lip geometry
+    audio_lip_targets: int = 0  # >0: the same from the audio features (training only)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -121,10 +122,14 @@ class AudioEncoder(nn.Module):
             nn.ReLU(),
         )
 
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, 16, 80) in [-4, 4] (time, bins, as rtdub.audio makes it) -> (B, E)
+        unnormalised, non-negative."""
+        return self.net(mel.transpose(1, 2).unsqueeze(1)).flatten(1)  # conv input (B, 1, 80, 16)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel (B, 16, 80) in [-4, 4] (time, bins, as rtdub.audio makes it) -> (B, E)."""
-        x = mel.transpose(1, 2).unsqueeze(1)  # (B, 1, 80, 16)
-        return F.normalize(self.net(x).flatten(1), dim=1, eps=1e-8)
+        """mel (B, 16, 80) -> (B, E) L2-normalised, non-negative."""
+        return F.normalize(self.features(mel), dim=1, eps=1e-8)
 
 
 class SyncNet(nn.Module):
@@ -133,8 +138,10 @@ class SyncNet(nn.Module):
         self.cfg = cfg
         self.video = VideoEncoder(cfg)
         self.audio = AudioEncoder(cfg)
-        # training-only auxiliary head (not exported): lip geometry from the video features
+        # training-only auxiliary heads (not exported): lip geometry from the video features
         self.lip_head = nn.Linear(cfg.embed, cfg.lip_targets) if cfg.lip_targets > 0 else None
+        # and from the audio features: the audio side must carry the mouth's geometry too
+        self.audio_lip_head = nn.Linear(cfg.embed, cfg.audio_lip_targets) if cfg.audio_lip_targets > 0 else None
 
     def forward(self, frames: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """P_sync (B,) = max(cos(video, audio), ε)."""

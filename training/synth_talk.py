@@ -2,6 +2,8 @@
 
     python -m training.synth_talk --data data2/train --faces ../shared/media/faces \
         --bundle engines/hq --out data2/synth --exclude '*feifeili*' --exclude '*andrew*'
+    python -m training.synth_talk --speech ../shared/media/audio --speech data2/tts --exclude 'french*' \
+        --faces ../shared/media/faces --bundle engines/hq --out data2/synth_speech
 
 The expert learns the identities it is trained on (issue 3, item 3: five real identities,
 chance-level offsets on some unseen faces). This makes more identities with sync that is
@@ -11,6 +13,18 @@ training) drive the bundle's generator on the portrait's own aligned crop (pose 
 reference), frame by frame, and the shard keeps the clip's audio, frame times and landmarks.
 So the mouth moves with the real audio exactly as the driving speaker's did, on a face the
 expert has never seen; the head is still (the expert's similarity augmentation moves it).
+
+``--speech`` (repeatable: audio files, folders of them, or folders of training.tts_data
+shards) drives the portraits with *speech* instead: the voices the expert trains on are
+otherwise the few of the training clips. Every source is cut into ``--chunk``-second pieces
+(a TTS shard's scenes each hold one voice), the bundle's audio-to-lip stage turns each piece
+into lip units at 25 fps exactly as a dub does (rtdub.pipeline.AudioStage at the bundle's
+largest lookahead: same windows, silence rule and smoothing), z-scored over the piece (a
+regression's output moves half as much as tracked lips do), and ``--faces-per-piece``
+portraits, taken in turn, are animated by them. The mouth then moves as the audio-to-lip
+stage says, which is right in time by construction but smoother than real speech; the
+shard's lip landmarks, from which train_sync's lip targets come, are the units mapped back
+through the bundle's PCA basis (de-z-scored with the training clips' mean statistics).
 
 One shard per (portrait, clip) pair, ``OUT/synth_<face>__<clip>.npz``, in the format of
 training/prepare.py (crops, canon, times, valid, wav, fps), written atomically; existing
@@ -22,18 +36,24 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-from rtdub import align
+from rtdub import align, audio, media
+from rtdub.backends.base import BackendConfig
+from rtdub.backends.onnx import OnnxBackend
 from rtdub.blend import face_mask
 from rtdub.exceptions import InputError, ModelError
+from rtdub.lipunits import LIP_IDX, LipBasis, UnitStats, to_canonical
 from rtdub.model import ModelBundle, load_bundle
+from rtdub.pipeline import AudioStage, PipelineConfig
 from rtdub.tracker import FaceTracker
 
 from .data import Clip, attach_units, context_units, load_clip
@@ -43,8 +63,24 @@ logger = logging.getLogger("training.synth_talk")
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
-def portrait_crop(path: Path, size: int) -> np.ndarray:
-    """The aligned (size, size, 3) RGB face crop of a still portrait."""
+SPEECH_FPS = 25.0
+AUDIO_EXT = {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus", ".aac"}
+
+
+@dataclass(frozen=True)
+class Portrait:
+    crop: np.ndarray  # (S, S, 3) uint8, aligned
+    canon: np.ndarray  # (468, 2) canonical landmarks of the still face
+
+
+@dataclass(frozen=True)
+class Speech:
+    name: str
+    wav: np.ndarray  # float32, rtdub.audio.SAMPLE_RATE
+
+
+def portrait(path: Path, size: int) -> Portrait:
+    """The aligned (size, size, 3) RGB face crop of a still portrait and its landmarks."""
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(str(path), "not a readable image")
@@ -53,7 +89,85 @@ def portrait_crop(path: Path, size: int) -> np.ndarray:
         obs = tracker.track(image, 0.0)
     if obs is None:
         raise InputError(str(path), "no face found")
-    return align.warp_to_crop(image, align.estimate(obs.landmarks, size))
+    lm = np.asarray(obs.landmarks[:468], np.float64)
+    return Portrait(align.warp_to_crop(image, align.estimate(obs.landmarks, size)), to_canonical(lm).astype(np.float32))
+
+
+def speech_pieces(sources: list[Path], exclude: list[str], chunk: float) -> list[Speech]:
+    """Every source cut into pieces of at most ``chunk`` s (the last piece of a source is kept
+    when it is at least half that). A folder holding ``tts_*.npz`` shards is cut at its
+    scenes' starts first, so that a piece holds one voice."""
+    sr = audio.SAMPLE_RATE
+    pieces: list[Speech] = []
+
+    def cut(name: str, wav: np.ndarray) -> None:
+        n = int(chunk * sr)
+        for k, s in enumerate(range(0, len(wav), n)):
+            part = wav[s : s + n]
+            if len(part) >= n // 2:
+                pieces.append(Speech(f"{name}_{k}", np.ascontiguousarray(part, np.float32)))
+
+    for src in sources:
+        files = sorted(src.iterdir()) if src.is_dir() else [src]
+        for f in files:
+            if any(fnmatch.fnmatch(f.name, g) for g in exclude) or f.name.endswith(".part.npz"):
+                continue
+            if f.suffix == ".npz":
+                with np.load(f) as z:
+                    wav = z["wav"].astype(np.float32) / 32767
+                    scenes = json.loads(str(z["scenes"])) if "scenes" in z.files else [{"start": 0.0}]
+                bounds = [int(float(sc["start"]) * sr) for sc in scenes] + [len(wav)]
+                for i in range(len(scenes)):
+                    cut(f"{f.stem}_s{i}", wav[bounds[i] : bounds[i + 1]])
+            elif f.suffix.lower() in AUDIO_EXT:
+                cut(f.stem, media.load_audio(f))
+    return pieces
+
+
+def speech_clip(piece: Speech, stage: AudioStage) -> Clip:
+    """A clip of ``piece``'s duration at 25 fps whose units are the audio-to-lip stage's,
+    z-scored over the piece; no pixels yet."""
+    mel = audio.melspectrogram(audio.normalize_loudness(piece.wav))
+    n = int(len(piece.wav) / audio.SAMPLE_RATE * SPEECH_FPS)
+    times = np.arange(n) / SPEECH_FPS
+    source = audio.StaticMel(mel)
+    stage.reset()
+    units = np.stack([stage.units_at(source, float(t))[0] for t in times])
+    # a regression's output moves about half as much as tracked lips (its variance shrinks
+    # towards the mean): z-score it over the piece, as tracked units are over their clip
+    units = ((units - units.mean(0)) / np.maximum(units.std(0), 1e-3)).astype(np.float32)
+    return Clip(
+        name=piece.name,
+        crops=np.zeros((0, 1, 1, 3), np.uint8),
+        lips=np.zeros((n, len(LIP_IDX), 2), np.float32),
+        times=times,
+        valid=np.ones(n, bool),
+        mel=mel,
+        wav=piece.wav,
+        fps=SPEECH_FPS,
+        units=units,
+    )
+
+
+def units_to_canon(units: np.ndarray, basis: LipBasis, stats: UnitStats, still: np.ndarray) -> np.ndarray:
+    """(N, 468, 2) canonical landmarks: the portrait's, with the lip points replaced by the
+    shapes the (z-scored) units describe through the PCA basis, placed at the portrait's
+    lip centroid. The inner-gap unit is not used (the shape carries the opening too)."""
+    raw = units * stats.std + stats.mean
+    coeffs = raw[:, : basis.components.shape[0]]
+    shapes = (basis.mean + coeffs @ basis.components).reshape(len(units), len(LIP_IDX), 2)
+    canon = np.repeat(still[None], len(units), axis=0)
+    canon[:, LIP_IDX] = shapes + still[LIP_IDX].mean(axis=0)
+    return canon.astype(np.float32)
+
+
+def training_stats(clips: list[Clip], basis: LipBasis) -> UnitStats:
+    """The mean of the clips' per-clip unit statistics: a typical speaker's scale."""
+    attach_units(clips, basis)
+    stats = [c.stats for c in clips if c.stats is not None]
+    if not stats:
+        raise InputError("training clips", "no clip with tracked lips to take unit statistics from")
+    return UnitStats(np.mean([s.mean for s in stats], 0), np.mean([s.std for s in stats], 0))
 
 
 def animate(
@@ -95,14 +209,28 @@ def write_shard(dst: Path, frames: np.ndarray, kept: dict[str, np.ndarray]) -> N
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="animate portraits with real clips' lip motion (sync-expert data)")
     p.add_argument("--data", type=Path, default=Path("data2/train"), help="prepared driving shards")
+    p.add_argument(
+        "--speech",
+        type=Path,
+        action="append",
+        default=[],
+        help="drive with speech instead (audio files, folders, TTS shard folders; repeatable); "
+        "--data then only gives the lip units' typical scale",
+    )
+    p.add_argument("--chunk", type=float, default=10.0, help="--speech: seconds per piece")
+    p.add_argument("--faces-per-piece", type=int, default=2, help="--speech: portraits each piece animates")
     p.add_argument("--faces", type=Path, required=True, help="folder of portraits")
     p.add_argument("--bundle", type=Path, default=Path("engines/hq"), help="model bundle whose generator animates")
     p.add_argument("--out", type=Path, default=Path("data2/synth"))
-    p.add_argument("--exclude", action="append", default=[], help="driving clips to leave out (glob, repeatable)")
+    p.add_argument(
+        "--exclude", action="append", default=[], help="clips or speech files to leave out (glob, repeatable)"
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        if args.chunk <= 0 or args.faces_per_piece < 1:
+            raise InputError("arguments", "--chunk must be > 0 and --faces-per-piece >= 1")
         bundle = load_bundle(args.bundle)
         faces = sorted(f for f in args.faces.iterdir() if f.suffix.lower() in IMAGE_EXT) if args.faces.is_dir() else []
         if not faces:
@@ -114,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not sources:
             raise InputError(str(args.data), "no driving shards left")
+        for src in args.speech:
+            if not src.exists():
+                raise InputError(str(src), "no such file or folder")
     except (InputError, ModelError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -121,14 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     opts.intra_op_num_threads = args.threads
     session = ort.InferenceSession(str(bundle.generator_path), opts, providers=["CPUExecutionProvider"])
     args.out.mkdir(parents=True, exist_ok=True)
-    crops: dict[str, np.ndarray] = {}
+    stills: dict[str, Portrait] = {}
     for f in faces:
         try:
-            crops[f.stem] = portrait_crop(f, bundle.crop_size)
+            stills[f.stem] = portrait(f, bundle.crop_size)
         except InputError as exc:
             logger.warning("skipped: %s", exc)
+    if not stills:
+        print(f"error: {args.faces}: no portrait with a face", file=sys.stderr)
+        return 2
+    if args.speech:
+        return _drive_with_speech(args, bundle, session, stills, sources)
     for src in sources:
-        todo = {n: args.out / f"synth_{n}__{src.stem}.npz" for n in crops}
+        todo = {n: args.out / f"synth_{n}__{src.stem}.npz" for n in stills}
         todo = {n: dst for n, dst in todo.items() if not dst.exists()}
         if not todo:
             continue
@@ -139,8 +275,49 @@ def main(argv: list[str] | None = None) -> int:
         with np.load(src) as z:
             kept = {k: z[k] for k in KEPT}
         for name, dst in todo.items():
-            write_shard(dst, animate(session, crops[name], clip, bundle), kept)
+            write_shard(dst, animate(session, stills[name].crop, clip, bundle), kept)
             logger.info("%s: %d frames", dst.name, int(clip.valid.sum()))
+    return 0
+
+
+def _drive_with_speech(
+    args: argparse.Namespace,
+    bundle: ModelBundle,
+    session: ort.InferenceSession,
+    stills: dict[str, Portrait],
+    sources: list[Path],
+) -> int:
+    pieces = speech_pieces(args.speech, args.exclude, args.chunk)
+    if not pieces:
+        print("error: --speech: no audio left to drive with", file=sys.stderr)
+        return 2
+    try:
+        stats = training_stats([load_clip(f) for f in sources], bundle.basis)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    la = bundle.max_lookahead * 1000
+    backend = OnnxBackend(bundle, BackendConfig(threads=args.threads))
+    stage = AudioStage(bundle, backend, PipelineConfig(lookahead_ms=la))
+    names = sorted(stills)
+    for k, piece in enumerate(pieces):
+        per = min(args.faces_per_piece, len(names))
+        chosen = [names[(k * per + j) % len(names)] for j in range(per)]
+        todo = {n: args.out / f"synth_{n}__speech_{piece.name}.npz" for n in chosen}
+        todo = {n: dst for n, dst in todo.items() if not dst.exists()}
+        if not todo:
+            continue
+        clip = speech_clip(piece, stage)
+        for name, dst in todo.items():
+            kept = {
+                "canon": units_to_canon(clip.units, bundle.basis, stats, stills[name].canon),  # type: ignore[arg-type]
+                "times": clip.times,
+                "valid": clip.valid,
+                "wav": clip.wav,
+                "fps": np.float64(clip.fps),
+            }
+            write_shard(dst, animate(session, stills[name].crop, clip, bundle), kept)
+            logger.info("%s: %d frames", dst.name, len(clip.times))
     return 0
 
 

@@ -24,7 +24,9 @@ patches of the lower face away from the mouth; gain, mel-bin shift, noise floor,
 run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail
 and brightness out of the video input inside the graph (the bundle's input is unchanged);
 ``--lip-weight`` adds an auxiliary regression of per-clip z-scored mouth geometry (inner
-gap, width, height of each of the 5 frames) from the video features. Every checkpoint also
+gap, width, height of each of the 5 frames) from the video features, ``--audio-lip-weight``
+the same regression from the audio features (so that the audio side must encode the mouth's
+shape over the window, not only what separates the training voices). Every checkpoint also
 logs the held-out AV-offset accuracy (training/sync_probe.py). Runs unchanged under
 ``torchrun`` (training/distributed.py; ``--batch`` is per process).
 """
@@ -66,12 +68,18 @@ class Embeddings(nn.Module):
 
     def forward(
         self, frames: torch.Tensor, mel: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Unit video and audio embeddings, and the lip head's prediction (if any)."""
-        feat = self.model.video.features(frames)
-        head = self.model.lip_head
-        lips = head(feat) if head is not None else None
-        return nn.functional.normalize(feat, dim=1, eps=1e-8), self.model.audio(mel), lips
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Unit video and audio embeddings, and the lip heads' predictions from the video and
+        from the audio features (None for a head the config does not have)."""
+        vf = self.model.video.features(frames)
+        af = self.model.audio.features(mel)
+        vh, ah = self.model.lip_head, self.model.audio_lip_head
+        return (
+            nn.functional.normalize(vf, dim=1, eps=1e-8),
+            nn.functional.normalize(af, dim=1, eps=1e-8),
+            vh(vf) if vh is not None else None,
+            ah(af) if ah is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -294,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="pool the video input")
     p.add_argument("--standardize", action="store_true", help="standardise each video window")
     p.add_argument("--lip-weight", type=float, default=0.0, help="auxiliary mouth-geometry regression")
+    p.add_argument("--audio-lip-weight", type=float, default=0.0, help="the same regression from the audio features")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument(
         "--ema",
@@ -353,6 +362,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         downsample=args.downsample,
         standardize=args.standardize,
         lip_targets=3 * SyncConfig.frames if args.lip_weight > 0 else 0,
+        audio_lip_targets=3 * SyncConfig.frames if args.audio_lip_weight > 0 else 0,
     )
     model = SyncNet(cfg)
     logger.info("SyncNet: %d parameters", count_params(model))
@@ -379,7 +389,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     aug = Augment() if args.augment else None
     appearance = Appearance() if args.appearance else None
     voice = Voice() if args.voice else None
-    lips = [lip_targets(c) for c in train] if args.lip_weight > 0 else None
+    lips = [lip_targets(c) for c in train] if args.lip_weight > 0 or args.audio_lip_weight > 0 else None
     log_path = args.out / "log.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time() - elapsed
@@ -424,6 +434,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "appearance": args.appearance,
             "voice": args.voice,
             "lip_weight": args.lip_weight,
+            "audio_lip_weight": args.audio_lip_weight,
             "lr": args.lr,
             "lr_schedule": args.lr_schedule,
             "weight_decay": args.weight_decay,
@@ -452,12 +463,15 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     while step < args.steps:
         runs = max(1, args.batch // args.run_length)
         v, m, lt = sample_runs(train, starts, weights, runs, args.run_length, cfg, rng, aug, appearance, voice, lips)
-        ve, ae, lp = net(v, m)
+        ve, ae, lp, alp = net(v, m)
         bce, ce = dense_losses(ve, ae, runs, cfg.eps, args.tau)
         loss = bce + args.ce_weight * ce
         if lp is not None:
             lip = nn.functional.mse_loss(lp, lt)
             loss = loss + args.lip_weight * lip
+        if alp is not None:
+            alip = nn.functional.mse_loss(alp, lt)
+            loss = loss + args.audio_lip_weight * alip
         for g in opt.param_groups:
             g["lr"] = lr_now()
         opt.zero_grad()
@@ -469,11 +483,12 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         losses.append(bce.item())
         if step % 50 == 0:
             logger.info(
-                "step %d bce %.4f ce %.3f lip %.3f lr %.1e (%.0fs)",
+                "step %d bce %.4f ce %.3f lip %.3f audio-lip %.3f lr %.1e (%.0fs)",
                 step,
                 np.mean(losses[-50:]),
                 ce.item(),
                 lip.item() if lp is not None else float("nan"),
+                alip.item() if alp is not None else float("nan"),
                 opt.param_groups[0]["lr"],
                 time.time() - t0,
             )
