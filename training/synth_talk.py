@@ -308,13 +308,14 @@ def _drive_with_speech(
         if not todo:
             continue
         clip = speech_clip(piece, stage)
+        assert clip.units is not None
         for name, dst in todo.items():
             kept = {
-                "canon": units_to_canon(clip.units, bundle.basis, stats, stills[name].canon),  # type: ignore[arg-type]
+                "canon": units_to_canon(clip.units, bundle.basis, stats, stills[name].canon),
                 "times": clip.times,
                 "valid": clip.valid,
                 "wav": clip.wav,
-                "fps": np.float64(clip.fps),
+                "fps": np.asarray(clip.fps, np.float64),
             }
             write_shard(dst, animate(session, stills[name].crop, clip, bundle), kept)
             logger.info("%s: %d frames", dst.name, len(clip.times))
