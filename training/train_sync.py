@@ -20,8 +20,8 @@ score does not depend on small misalignments of the crop. Checkpoints (safetenso
 
 Generalisation to unseen speakers (training/sync_augment.py): ``--appearance`` and
 ``--voice`` randomise what does not carry sync (colour, lighting, blur, noise, erased
-patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks), per
-run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail
+patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks, and
+with ``--voice-eq A`` a smooth random equaliser curve), per run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail
 and brightness out of the video input inside the graph (the bundle's input is unchanged);
 ``--lip-weight`` adds an auxiliary regression of per-clip z-scored mouth geometry (inner
 gap, width, height of each of the 5 frames) from the video features, ``--audio-lip-weight``
@@ -298,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", action="store_true", help="AVSyncNet shift/rotation/scale augmentation")
     p.add_argument("--appearance", action="store_true", help="colour/blur/noise/erasing augmentation")
     p.add_argument("--voice", action="store_true", help="mel gain/shift/floor/mask augmentation")
+    p.add_argument(
+        "--voice-eq",
+        type=float,
+        default=0.0,
+        help="with --voice: random equaliser curves of this amplitude (mel units)",
+    )
     p.add_argument("--gray", action="store_true", help="video encoder sees luma only")
     p.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="pool the video input")
     p.add_argument("--standardize", action="store_true", help="standardise each video window")
@@ -332,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=200)
     distributed.add_arguments(p)
     args = p.parse_args(argv)
+    if args.voice_eq < 0 or (args.voice_eq > 0 and not args.voice):
+        p.error("--voice-eq must be >= 0 and needs --voice")
     return distributed.run(_train, args)
 
 
@@ -388,7 +396,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     starts = [window_starts(c, cfg.frames) for c in train]
     aug = Augment() if args.augment else None
     appearance = Appearance() if args.appearance else None
-    voice = Voice() if args.voice else None
+    voice = Voice(eq=args.voice_eq) if args.voice else None
     lips = [lip_targets(c) for c in train] if args.lip_weight > 0 or args.audio_lip_weight > 0 else None
     log_path = args.out / "log.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -433,6 +441,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "augment": args.augment,
             "appearance": args.appearance,
             "voice": args.voice,
+            "voice_eq": args.voice_eq,
             "lip_weight": args.lip_weight,
             "audio_lip_weight": args.audio_lip_weight,
             "lr": args.lr,
