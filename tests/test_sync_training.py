@@ -315,9 +315,11 @@ def test_audio_lip_head_reads_the_audio_alone_and_stays_out_of_the_export(tmp_pa
     dev.mkdir()
     prepared_shard(data / "train_a.npz", 2.4, seed=0)
     prepared_shard(dev / "speaker_x.npz", 2.4, seed=3)
-    args = ["--data", str(data), "--dev", str(dev), "--out", str(out), "--steps", "2", "--save-every", "2"]
+    args = ["--data", str(data), "--dev", str(dev), "--out", str(out), "--steps", "2"]
     args += ["--batch", "8", "--run-length", "4", "--width", "8", "--embed", "32", "--threads", "1"]
-    assert main([*args, "--audio-lip-weight", "0.5"]) == 0
+    assert main([*args, "--audio-lip-weight", "0.5", "--keep", "--save-every", "1"]) == 0
+    assert sorted(p.name for p in (out / "steps").iterdir()) == ["1", "2"]  # --keep: every checkpoint
+    assert json.loads((out / "steps" / "1" / "meta.json").read_text())["step"] == 1
     meta = json.loads((out / "meta.json").read_text())
     assert meta["audio_lip_weight"] == 0.5 and meta["config"]["audio_lip_targets"] == 15
     assert meta["config"]["lip_targets"] == 0  # the video head is its own option

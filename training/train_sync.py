@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--keep", action="store_true", help="also keep every checkpoint, in OUT/steps/STEP")
     distributed.add_arguments(p)
     args = p.parse_args(argv)
     if args.voice_eq < 0 or (args.voice_eq > 0 and not args.voice):
@@ -461,6 +462,8 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
         if ema is not None:
             save_checkpoint(raw_path, model, opt, meta)
         save_checkpoint(args.out, shown, opt, meta)
+        if args.keep:
+            save_checkpoint(args.out / "steps" / str(step), shown, opt, meta)
         if vo is not None:
             score = (float(vo["within_1"]), float(vo["exact"]))
             if best is None or score > best:
