@@ -16,13 +16,15 @@ Match"): with the BCE alone the loss sat at ln 2 for the first 250 steps (6 minu
 ``--augment`` adds AVSyncNet's augmentation: one random similarity (shift, rotation, scale)
 per sample, applied to the whole 96 px crop before the lower half is cut, so the expert's
 score does not depend on small misalignments of the crop. Checkpoints (safetensors) every
-``--save-every`` steps; a run resumes from its last checkpoint.
+``--save-every`` steps (``--keep``: each also kept in OUT/steps/STEP); a run resumes from its
+last checkpoint.
 
 Generalisation to unseen speakers (training/sync_augment.py): ``--appearance`` and
 ``--voice`` randomise what does not carry sync (colour, lighting, blur, noise, erased
 patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks, and
-with ``--voice-eq A`` a smooth random equaliser curve), per run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail
-and brightness out of the video input inside the graph (the bundle's input is unchanged);
+with ``--voice-eq A`` a smooth random equaliser curve), per run of windows; ``--gray``,
+``--downsample 2`` and ``--standardize`` take colour, detail and brightness out of the video
+input inside the graph (the bundle's input is unchanged);
 ``--lip-weight`` adds an auxiliary regression of per-clip z-scored mouth geometry (inner
 gap, width, height of each of the 5 frames) from the video features, ``--audio-lip-weight``
 the same regression from the audio features (so that the audio side must encode the mouth's
