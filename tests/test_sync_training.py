@@ -329,3 +329,27 @@ def test_audio_lip_head_reads_the_audio_alone_and_stays_out_of_the_export(tmp_pa
     load_checkpoint(out, trained)
     man = export_bundle(trained.eval(), tmp_path / "onnx")
     assert max(man["parity_max_abs"].values()) <= PARITY_TOL
+
+
+def test_audio_offsets_shift_training_clips_and_the_synthetic_clips_they_drove() -> None:
+    from training.train_sync import apply_audio_offsets, mel_at
+
+    clips = [_clip_of(50, n) for n in ("real_a", "real_b", "real_c", "synth_face__real_a", "synth_face__real_c")]
+    clips[1].fps = 30.0
+    records: list[dict[str, object]] = [
+        {"clip": "real_a", "shift": 3, "decided": True},
+        {"clip": "real_b", "shift": -2, "decided": True},
+        {"clip": "real_c", "shift": 4, "decided": False},  # undecided: not applied
+        {"clip": "real_x", "shift": 1, "decided": True},
+    ]
+    lags = apply_audio_offsets(clips, records, min_shift=2)
+    assert lags == {"real_a": 3 / 25, "real_b": -2 / 30, "synth_face__real_a": 3 / 25}
+    assert [c.audio_lag for c in clips] == [3 / 25, -2 / 30, 0.0, 3 / 25, 0.0]
+    assert apply_audio_offsets([_clip_of(50, "real_x")], records, min_shift=2) == {}  # |1| < 2
+    # a lagging clip is read later: its windows are those of the same mel, 3 frames on
+    cfg = SyncConfig()
+    clips[0].mel = np.random.default_rng(0).normal(0, 1, (400, audio.N_MELS)).astype(np.float32)
+    plain = _clip_of(50)
+    plain.mel = clips[0].mel
+    np.testing.assert_array_equal(mel_at(clips[0], 0.4, cfg), mel_at(plain, 0.4 + 3 / 25, cfg))
+    assert not np.array_equal(mel_at(clips[0], 0.4, cfg), mel_at(plain, 0.4, cfg))

@@ -28,6 +28,9 @@ class Clip:
     raw_units: np.ndarray | None = None  # (N, U)
     units: np.ndarray | None = None  # (N, U) z-scored per clip
     stats: UnitStats | None = None
+    # seconds by which the clip's sound lags its picture (measured, e.g. by
+    # training.offset_check): the audio of the frame at t is read at t + audio_lag
+    audio_lag: float = 0.0
 
     @property
     def real(self) -> bool:

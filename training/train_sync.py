@@ -95,8 +95,29 @@ class Augment:
 
 
 def mel_at(clip: Clip, t: float, cfg: SyncConfig) -> np.ndarray:
-    """The expert's mel window for a video window starting at time ``t``: [t, t + 200 ms)."""
-    return audio.mel_window(clip.mel, t, cfg.mel_frames / audio.MEL_FPS, cfg.mel_frames)
+    """The expert's mel window for a video window starting at time ``t``: [t, t + 200 ms),
+    read ``clip.audio_lag`` later when the clip's sound is known to lag its picture."""
+    return audio.mel_window(clip.mel, t + clip.audio_lag, cfg.mel_frames / audio.MEL_FPS, cfg.mel_frames)
+
+
+def apply_audio_offsets(clips: list[Clip], records: list[dict[str, object]], min_shift: int) -> dict[str, float]:
+    """Set ``audio_lag`` on the clips that training.offset_check (``--json``) found off by
+    at least ``min_shift`` frames (decided readings only; smaller readings are within its own
+    precision). A synthetic clip ``synth_<face>__<clip>`` takes the reading of the clip that
+    drove it (training.synth_talk keeps that clip's audio and frame times). Returns the lags
+    set, in seconds, by clip name."""
+    shift = {
+        str(r["clip"]): int(r["shift"])  # type: ignore[call-overload]
+        for r in records
+        if r.get("decided") and abs(int(r["shift"])) >= min_shift  # type: ignore[call-overload]
+    }
+    out = {}
+    for c in clips:
+        k = shift.get(c.name.split("__")[-1])
+        if k is not None:
+            c.audio_lag = k / c.fps
+            out[c.name] = c.audio_lag
+    return out
 
 
 def augment_window(win: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
@@ -296,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         "--extra", type=Path, action="append", default=[], help="more training shards (e.g. training.synth_talk)"
     )
     p.add_argument("--extra-share", type=float, default=0.5, help="fraction of runs drawn from --extra clips")
+    p.add_argument(
+        "--audio-offsets",
+        type=Path,
+        help="training.offset_check --json readings: training clips found off sync are read at their offset",
+    )
+    p.add_argument("--offset-min", type=int, default=2, help="--audio-offsets: smallest |offset| (frames) applied")
     p.add_argument("--out", type=Path, default=Path("runs/sync"))
     p.add_argument("--augment", action="store_true", help="AVSyncNet shift/rotation/scale augmentation")
     p.add_argument("--appearance", action="store_true", help="colour/blur/noise/erasing augmentation")
@@ -343,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.voice_eq < 0 or (args.voice_eq > 0 and not args.voice):
         p.error("--voice-eq must be >= 0 and needs --voice")
+    if args.audio_offsets is not None and not args.audio_offsets.is_file():
+        p.error(f"--audio-offsets: {args.audio_offsets} is not a file")
     return distributed.run(_train, args)
 
 
@@ -394,6 +423,10 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     elapsed = float(meta.get("seconds", 0.0)) if meta else 0.0
     embeddings = Embeddings(model)
     net = ddp.wrap(embeddings)
+    lags: dict[str, float] = {}
+    if args.audio_offsets is not None:
+        lags = apply_audio_offsets(train + extra, json.loads(args.audio_offsets.read_text()), args.offset_min)
+        logger.info("audio read later (ms) on %d clips: %s", len(lags), {k: round(v * 1000) for k, v in lags.items()})
     weights = run_weights(train, extra, args.extra_share, cfg.frames)
     train = train + extra
     starts = [window_starts(c, cfg.frames) for c in train]
@@ -445,6 +478,9 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "appearance": args.appearance,
             "voice": args.voice,
             "voice_eq": args.voice_eq,
+            "audio_offsets": str(args.audio_offsets) if args.audio_offsets else None,
+            "offset_min": args.offset_min,
+            "audio_lags": lags,
             "lip_weight": args.lip_weight,
             "audio_lip_weight": args.audio_lip_weight,
             "lr": args.lr,
