@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export_sync: error: {args.heldout}: {exc}", file=sys.stderr)
             return 2
     model, meta = load_run(args.run)
-    keys = ("step", "seconds", "augment", "appearance", "voice", "lip_weight", "lr", "weight_decay", "train")
+    keys = (
+        *("step", "seconds", "augment", "appearance", "voice", "voice_eq", "lip_weight", "audio_lip_weight"),
+        *("lr", "weight_decay", "audio_lags", "validation", "validation_offsets", "train"),
+    )
     training = {k: meta.get(k) for k in (*keys, "held_out", "held_out_scores", "held_out_offsets") if k in meta}
     man = export_bundle(model, args.out, {"training": training, **extra})
     worst = max(man["parity_max_abs"].values())
