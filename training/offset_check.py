@@ -24,6 +24,9 @@ class has on the real ``--fit`` clips (z-scored per clip; the held-out identity 
 model trained on this project's data times anything, so its lean is not the expert's.
 
     python -m training.offset_check --asr --basis engines/default --data data2/clips --fit data2/train
+
+Its ``--json`` readings of the training clips are what ``train_sync --audio-offsets`` uses to
+read clips that are out of sync at their offset (engines/syncnet/README.md, session 9).
 """
 
 from __future__ import annotations
