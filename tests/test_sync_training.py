@@ -332,16 +332,18 @@ def test_audio_lip_head_reads_the_audio_alone_and_stays_out_of_the_export(tmp_pa
 
 
 def test_audio_offsets_shift_training_clips_and_the_synthetic_clips_they_drove() -> None:
-    from training.train_sync import apply_audio_offsets, mel_at
+    from training.train_sync import apply_audio_offsets, mel_at, offset_records
 
     clips = [_clip_of(50, n) for n in ("real_a", "real_b", "real_c", "synth_face__real_a", "synth_face__real_c")]
     clips[1].fps = 30.0
-    records: list[dict[str, object]] = [
-        {"clip": "real_a", "shift": 3, "decided": True},
-        {"clip": "real_b", "shift": -2, "decided": True},
-        {"clip": "real_c", "shift": 4, "decided": False},  # undecided: not applied
-        {"clip": "real_x", "shift": 1, "decided": True},
-    ]
+    records = offset_records(
+        [
+            {"clip": "real_a", "shift": 3, "decided": True, "confidence": 0.3},
+            {"clip": "real_b", "shift": -2, "decided": True},
+            {"clip": "real_c", "shift": 4, "decided": False},  # undecided: not applied
+            {"clip": "real_x", "shift": 1, "decided": True},
+        ]
+    )
     lags = apply_audio_offsets(clips, records, min_shift=2)
     assert lags == {"real_a": 3 / 25, "real_b": -2 / 30, "synth_face__real_a": 3 / 25}
     assert [c.audio_lag for c in clips] == [3 / 25, -2 / 30, 0.0, 3 / 25, 0.0]
@@ -353,3 +355,20 @@ def test_audio_offsets_shift_training_clips_and_the_synthetic_clips_they_drove()
     plain.mel = clips[0].mel
     np.testing.assert_array_equal(mel_at(clips[0], 0.4, cfg), mel_at(plain, 0.4 + 3 / 25, cfg))
     assert not np.array_equal(mel_at(clips[0], 0.4, cfg), mel_at(plain, 0.4, cfg))
+
+
+@pytest.mark.parametrize("content", ['{"clip": "a"}', '[{"clip": "a"}]', "not json"])
+def test_bad_audio_offsets_file_is_a_usage_error(
+    tmp_path: Path, content: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.train_sync import main
+
+    bad = tmp_path / "offsets.json"
+    bad.write_text(content)
+    with pytest.raises(SystemExit) as exc:
+        main(["--audio-offsets", str(bad), "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: --audio-offsets: " in err[-1] and str(bad) in err[-1]
+    with pytest.raises(SystemExit):
+        main(["--audio-offsets", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")])

@@ -100,17 +100,31 @@ def mel_at(clip: Clip, t: float, cfg: SyncConfig) -> np.ndarray:
     return audio.mel_window(clip.mel, t + clip.audio_lag, cfg.mel_frames / audio.MEL_FPS, cfg.mel_frames)
 
 
-def apply_audio_offsets(clips: list[Clip], records: list[dict[str, object]], min_shift: int) -> dict[str, float]:
+@dataclass(frozen=True)
+class OffsetReading:
+    clip: str
+    shift: int  # frames the clip's audio lags its picture (training.offset_check's sign)
+    decided: bool
+
+
+def offset_records(data: object) -> list[OffsetReading]:
+    """training.offset_check's ``--json`` output (a list of per-clip records) as readings;
+    ValueError for anything else."""
+    if not isinstance(data, list):
+        raise ValueError("not a list of training.offset_check readings")
+    try:
+        return [OffsetReading(str(r["clip"]), int(r["shift"]), bool(r["decided"])) for r in data]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"a reading without clip, shift and decided ({exc!r})") from None
+
+
+def apply_audio_offsets(clips: list[Clip], readings: list[OffsetReading], min_shift: int) -> dict[str, float]:
     """Set ``audio_lag`` on the clips that training.offset_check (``--json``) found off by
     at least ``min_shift`` frames (decided readings only; smaller readings are within its own
     precision). A synthetic clip ``synth_<face>__<clip>`` takes the reading of the clip that
     drove it (training.synth_talk keeps that clip's audio and frame times). Returns the lags
     set, in seconds, by clip name."""
-    shift = {
-        str(r["clip"]): int(r["shift"])  # type: ignore[call-overload]
-        for r in records
-        if r.get("decided") and abs(int(r["shift"])) >= min_shift  # type: ignore[call-overload]
-    }
+    shift = {r.clip: r.shift for r in readings if r.decided and abs(r.shift) >= min_shift}
     out = {}
     for c in clips:
         k = shift.get(c.name.split("__")[-1])
@@ -370,8 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.voice_eq < 0 or (args.voice_eq > 0 and not args.voice):
         p.error("--voice-eq must be >= 0 and needs --voice")
-    if args.audio_offsets is not None and not args.audio_offsets.is_file():
-        p.error(f"--audio-offsets: {args.audio_offsets} is not a file")
+    args.offset_records = []
+    if args.audio_offsets is not None:
+        try:
+            args.offset_records = offset_records(json.loads(args.audio_offsets.read_text()))
+        except (OSError, ValueError) as exc:
+            p.error(f"--audio-offsets: {args.audio_offsets}: {exc}")
     return distributed.run(_train, args)
 
 
@@ -425,7 +443,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     net = ddp.wrap(embeddings)
     lags: dict[str, float] = {}
     if args.audio_offsets is not None:
-        lags = apply_audio_offsets(train + extra, json.loads(args.audio_offsets.read_text()), args.offset_min)
+        lags = apply_audio_offsets(train + extra, args.offset_records, args.offset_min)
         logger.info("audio read later (ms) on %d clips: %s", len(lags), {k: round(v * 1000) for k, v in lags.items()})
     weights = run_weights(train, extra, args.extra_share, cfg.frames)
     train = train + extra
