@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     model, meta = load_run(args.run)
     keys = (
-        *("step", "seconds", "augment", "appearance", "voice", "voice_eq", "lip_weight", "audio_lip_weight"),
+        *("step", "seconds", "augment", "appearance", "voice", "lip_weight", "audio_lip_weight"),
         *("lr", "weight_decay", "audio_lags", "validation", "validation_offsets", "train"),
     )
     training = {k: meta.get(k) for k in (*keys, "held_out", "held_out_scores", "held_out_offsets") if k in meta}

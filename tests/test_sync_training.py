@@ -66,24 +66,6 @@ def test_voice_shift_gain_and_range() -> None:
         assert o.shape == mel.shape and np.abs(o).max() <= audio.MAX_ABS
 
 
-def test_voice_eq_is_a_smooth_curve_added_to_every_frame_and_drawn_last() -> None:
-    from training.sync_augment import eq_curve
-
-    rng = np.random.default_rng(0)
-    mel = rng.uniform(-3, 3, (16, audio.N_MELS)).astype(np.float32)
-    np.testing.assert_allclose(eq_curve(np.array([1.0])), np.cos(np.pi * np.arange(80) / 79), atol=1e-12)
-    plain, eq = Voice(noise=0.0), Voice(noise=0.0, eq=0.6)
-    for seed in range(20):
-        a, b = draw_voice(np.random.default_rng(seed), plain), draw_voice(np.random.default_rng(seed), eq)
-        assert a.eq is None and b.eq is not None
-        assert (a.gain, a.shift, a.floor, a.mask) == (b.gain, b.shift, b.floor, b.mask)  # eq is drawn last
-        curve = np.asarray(b.eq)
-        assert curve.shape == (audio.N_MELS,) and np.abs(curve).max() <= 0.6 * (1 + 1 / 2 + 1 / 3) + 1e-9
-        assert np.abs(np.diff(curve, 2)).max() < 0.01  # smooth over the bins: no per-bin noise
-        out = apply_voice(mel, Sound(eq=b.eq), rng, eq)
-        np.testing.assert_allclose(out, np.clip(mel + curve[None].astype(np.float32), -4, 4), atol=1e-5)
-
-
 def _clip(crops: np.ndarray, mel: np.ndarray, fps: float, lips: np.ndarray | None = None) -> Clip:
     n = len(crops)
     return Clip(

@@ -9,9 +9,7 @@ run still looks like one clip):
   saturation, gamma, Gaussian blur, pixel noise, and random erasing of rectangles of the
   lower face that stay clear of the mouth;
 - **voice** (:class:`Voice`): gain, a shift of the mel bins (a crude vocal-tract-length
-  change), a raised noise floor, frequency masks and mel noise; optionally (``eq`` > 0) a
-  smooth random equaliser curve over the bins (a microphone, a room or a voice's own
-  spectral envelope), the same for every window of the run.
+  change), a raised noise floor, frequency masks and mel noise.
 
 :func:`lip_targets` gives, per frame, the inner-lip gap, the mouth width and the outer-lip
 height, z-scored per clip (identity-free mouth geometry) for the expert's auxiliary head.
@@ -59,8 +57,6 @@ class Voice:
     mask_p: float = 0.5
     mask_bins: int = 8
     noise: float = 0.05
-    eq: float = 0.0  # amplitude (mel units) of the random equaliser curve; 0 = off
-    eq_terms: int = 3  # its smoothness: cosines over the bins with 1..eq_terms half-periods
 
 
 @dataclass(frozen=True)
@@ -152,14 +148,6 @@ class Sound:
     shift: int = 0  # mel bins
     floor: float | None = None
     mask: tuple[int, int] | None = None  # mel bins [f0, f1)
-    eq: tuple[float, ...] | None = None  # per-bin offset (mel units), added to every frame
-
-
-def eq_curve(coeffs: np.ndarray, bins: int = audio.N_MELS) -> np.ndarray:
-    """(bins,) sum of coeffs[k-1]·cos(π·k·b/(bins−1)), k = 1..len(coeffs): smooth in b."""
-    b = np.arange(bins) / (bins - 1)
-    k = np.arange(1, len(coeffs) + 1)
-    return (np.cos(np.pi * k[:, None] * b[None]) * np.asarray(coeffs, np.float64)[:, None]).sum(0)
 
 
 def draw_voice(rng: np.random.Generator, v: Voice) -> Sound:
@@ -168,22 +156,18 @@ def draw_voice(rng: np.random.Generator, v: Voice) -> Sound:
         w = int(rng.integers(1, v.mask_bins + 1))
         f0 = int(rng.integers(0, audio.N_MELS - w))
         mask = (f0, f0 + w)
-    gain = float(rng.uniform(-v.gain, v.gain))
-    shift = int(rng.integers(-v.shift_bins, v.shift_bins + 1))
-    floor = float(rng.uniform(*v.floor)) if rng.random() < v.floor_p else None
-    eq = None
-    if v.eq > 0:  # drawn last: with eq = 0 the other draws are what they always were
-        coeffs = rng.uniform(-v.eq, v.eq, v.eq_terms) / np.arange(1, v.eq_terms + 1)
-        eq = tuple(float(x) for x in eq_curve(coeffs))
-    return Sound(gain=gain, shift=shift, floor=floor, mask=mask, eq=eq)
+    return Sound(
+        gain=float(rng.uniform(-v.gain, v.gain)),
+        shift=int(rng.integers(-v.shift_bins, v.shift_bins + 1)),
+        floor=float(rng.uniform(*v.floor)) if rng.random() < v.floor_p else None,
+        mask=mask,
+    )
 
 
 def apply_voice(mel: np.ndarray, p: Sound, rng: np.random.Generator, v: Voice) -> np.ndarray:
     """(T, 80) mel window (rtdub.audio scale) -> the same, with the run's voice change."""
     n = mel.shape[1]
     x = mel[:, np.clip(np.arange(n) - p.shift, 0, n - 1)] + p.gain
-    if p.eq is not None:
-        x = x + np.asarray(p.eq, np.float32)[None]
     if p.floor is not None:
         x = np.maximum(x, p.floor)
     if p.mask is not None:

@@ -250,9 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--init", type=Path, default=None, help="start from this run's weights (fine-tune)")
     p.add_argument("--ssim-weight", type=float, default=0.0, help="(1 - SSIM) of the lower face")
-    p.add_argument(
-        "--freq-weight", type=float, default=0.0, help="focal frequency loss on the mouth box (gen_losses)"
-    )
+    p.add_argument("--freq-weight", type=float, default=0.0, help="focal frequency loss on the mouth box (gen_losses)")
     p.add_argument(
         "--alpha-weight", type=float, default=0.0, help="mean(1 - alpha) in the mouth mask: copy the reference"
     )

@@ -21,10 +21,9 @@ last checkpoint.
 
 Generalisation to unseen speakers (training/sync_augment.py): ``--appearance`` and
 ``--voice`` randomise what does not carry sync (colour, lighting, blur, noise, erased
-patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks, and
-with ``--voice-eq A`` a smooth random equaliser curve), per run of windows; ``--gray``,
-``--downsample 2`` and ``--standardize`` take colour, detail and brightness out of the video
-input inside the graph (the bundle's input is unchanged);
+patches of the lower face away from the mouth; gain, mel-bin shift, noise floor, masks), per
+run of windows; ``--gray``, ``--downsample 2`` and ``--standardize`` take colour, detail and
+brightness out of the video input inside the graph (the bundle's input is unchanged);
 ``--lip-weight`` adds an auxiliary regression of per-clip z-scored mouth geometry (inner
 gap, width, height of each of the 5 frames) from the video features, ``--audio-lip-weight``
 the same regression from the audio features (so that the audio side must encode the mouth's
@@ -341,12 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", action="store_true", help="AVSyncNet shift/rotation/scale augmentation")
     p.add_argument("--appearance", action="store_true", help="colour/blur/noise/erasing augmentation")
     p.add_argument("--voice", action="store_true", help="mel gain/shift/floor/mask augmentation")
-    p.add_argument(
-        "--voice-eq",
-        type=float,
-        default=0.0,
-        help="with --voice: random equaliser curves of this amplitude (mel units)",
-    )
     p.add_argument("--gray", action="store_true", help="video encoder sees luma only")
     p.add_argument("--downsample", type=int, default=1, choices=(1, 2), help="pool the video input")
     p.add_argument("--standardize", action="store_true", help="standardise each video window")
@@ -382,8 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="also keep every checkpoint, in OUT/steps/STEP")
     distributed.add_arguments(p)
     args = p.parse_args(argv)
-    if args.voice_eq < 0 or (args.voice_eq > 0 and not args.voice):
-        p.error("--voice-eq must be >= 0 and needs --voice")
     args.offset_records = []
     if args.audio_offsets is not None:
         try:
@@ -450,7 +441,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     starts = [window_starts(c, cfg.frames) for c in train]
     aug = Augment() if args.augment else None
     appearance = Appearance() if args.appearance else None
-    voice = Voice(eq=args.voice_eq) if args.voice else None
+    voice = Voice() if args.voice else None
     lips = [lip_targets(c) for c in train] if args.lip_weight > 0 or args.audio_lip_weight > 0 else None
     log_path = args.out / "log.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -495,7 +486,6 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             "augment": args.augment,
             "appearance": args.appearance,
             "voice": args.voice,
-            "voice_eq": args.voice_eq,
             "audio_offsets": str(args.audio_offsets) if args.audio_offsets else None,
             "offset_min": args.offset_min,
             "audio_lags": lags,
