@@ -29,6 +29,7 @@ import torch
 from rtdub.model import FORMAT, geometry
 from training.common import load_checkpoint
 from training.models import (
+    FIELD_CHANNELS,
     A2LConfig,
     AudioToLip,
     ContextA2L,
@@ -41,7 +42,7 @@ from training.models import (
 OPSET = 17
 # the generator's second output, channel by channel (rtdub/hires.py reads it)
 FIELDS_LAYOUT = {
-    "channels": ["flow_x", "flow_y", "alpha", "red", "green", "blue"],
+    "channels": list(FIELD_CHANNELS),
     "flow": "grid units of grid_sample(align_corners=True): 2 = the crop's width",
     "face": "alpha * warp(reference, flow) + (1 - alpha) * colour",
 }

@@ -41,6 +41,16 @@ class Clip:
         return self.wav.size > 0
 
 
+def synth_name(face: str, source: str) -> str:
+    """Name of the synthetic clip (training/synth_talk.py) of portrait ``face`` driven by ``source``."""
+    return f"synth_{face}__{source}"
+
+
+def driving_clip(name: str) -> str:
+    """The clip that drove synthetic clip ``name`` (:func:`synth_name`); ``name`` itself otherwise."""
+    return name.split("__", 1)[1] if name.startswith("synth_") and "__" in name else name
+
+
 def load_clip(path: Path) -> Clip:
     z = np.load(path)
     canon = z["canon"]

@@ -223,6 +223,10 @@ class _FiLM(nn.Module):
         return x * (1 + g) + b
 
 
+# the channels of LipToFace.fields, in order (exported as the generator's second output)
+FIELD_CHANNELS = ("flow_x", "flow_y", "alpha", "red", "green", "blue")
+
+
 class LipToFace(nn.Module):
     def __init__(self, cfg: GenConfig) -> None:
         super().__init__()
@@ -266,9 +270,14 @@ class LipToFace(nn.Module):
         reference is warped at full resolution, so its texture stays sharp."""
         return self.compose(ref, self.fields(pose, ref, units))
 
+    @staticmethod
+    def alpha(fields: torch.Tensor) -> torch.Tensor:
+        """(B, 1, S, S): the mixing weight channel of :meth:`fields` (1 = the warped reference)."""
+        return fields[:, 2:3]
+
     def compose(self, ref: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
         """alpha * warp(ref, flow) + (1 - alpha) * rgb, from :meth:`fields`."""
-        flow, alpha, rgb = fields[:, 0:2], fields[:, 2:3], fields[:, 3:6]
+        flow, alpha, rgb = fields[:, 0:2], self.alpha(fields), fields[:, 3:6]
         grid = self.grid + flow.permute(0, 2, 3, 1)
         warped = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return alpha * warped + (1 - alpha) * rgb
@@ -296,7 +305,7 @@ class LipToFace(nn.Module):
             full = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             colour = colour + self.colour_head(torch.cat([full, pose, ref], dim=1))
         rgb = torch.sigmoid(colour)
-        return torch.cat([flow, alpha, rgb], dim=1)
+        return torch.cat([flow, alpha, rgb], dim=1)  # FIELD_CHANNELS
 
 
 def count_params(m: nn.Module) -> int:

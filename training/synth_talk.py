@@ -56,7 +56,7 @@ from rtdub.model import ModelBundle, load_bundle
 from rtdub.pipeline import AudioStage, PipelineConfig
 from rtdub.tracker import FaceTracker
 
-from .data import Clip, attach_units, context_units, load_clip
+from .data import Clip, attach_units, context_units, load_clip, synth_name
 
 logger = logging.getLogger("training.synth_talk")
 
@@ -89,8 +89,8 @@ def portrait(path: Path, size: int) -> Portrait:
         obs = tracker.track(image, 0.0)
     if obs is None:
         raise InputError(str(path), "no face found")
-    lm = np.asarray(obs.landmarks[:468], np.float64)
-    return Portrait(align.warp_to_crop(image, align.estimate(obs.landmarks, size)), to_canonical(lm).astype(np.float32))
+    crop = align.warp_to_crop(image, align.estimate(obs.landmarks, size))
+    return Portrait(crop, to_canonical(obs.landmarks).astype(np.float32))
 
 
 def speech_pieces(sources: list[Path], exclude: list[str], chunk: float) -> list[Speech]:
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.speech:
         return _drive_with_speech(args, bundle, session, stills, sources)
     for src in sources:
-        todo = {n: args.out / f"synth_{n}__{src.stem}.npz" for n in stills}
+        todo = {n: args.out / f"{synth_name(n, src.stem)}.npz" for n in stills}
         todo = {n: dst for n, dst in todo.items() if not dst.exists()}
         if not todo:
             continue
@@ -303,7 +303,7 @@ def _drive_with_speech(
     for k, piece in enumerate(pieces):
         per = min(args.faces_per_piece, len(names))
         chosen = [names[(k * per + j) % len(names)] for j in range(per)]
-        todo = {n: args.out / f"synth_{n}__speech_{piece.name}.npz" for n in chosen}
+        todo = {n: args.out / f"{synth_name(n, 'speech_' + piece.name)}.npz" for n in chosen}
         todo = {n: dst for n, dst in todo.items() if not dst.exists()}
         if not todo:
             continue

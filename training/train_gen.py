@@ -411,7 +411,7 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
             loss = loss + args.ssim_weight * ls
             terms["ssim"] = ls.item()
         if args.alpha_weight > 0:
-            la = ((1 - fields[:nb, 2:3]) * soft).mean()
+            la = ((1 - model.alpha(fields[:nb])) * soft).mean()
             loss = loss + args.alpha_weight * la
             terms["1-alpha"] = la.item()
         if args.freq_weight > 0:

@@ -52,7 +52,7 @@ from rtdub.sync import video_input
 
 from . import distributed
 from .common import load_checkpoint, save_checkpoint
-from .data import Clip, load_dir
+from .data import Clip, driving_clip, load_dir
 from .sync_augment import Appearance, Voice, apply_appearance, apply_voice, draw_appearance, draw_voice, lip_targets
 from .sync_probe import offset_probe
 from .syncnet import SyncConfig, SyncNet, count_params, sync_loss
@@ -120,13 +120,13 @@ def offset_records(data: object) -> list[OffsetReading]:
 def apply_audio_offsets(clips: list[Clip], readings: list[OffsetReading], min_shift: int) -> dict[str, float]:
     """Set ``audio_lag`` on the clips that training.offset_check (``--json``) found off by
     at least ``min_shift`` frames (decided readings only; smaller readings are within its own
-    precision). A synthetic clip ``synth_<face>__<clip>`` takes the reading of the clip that
+    precision). A synthetic clip (``data.synth_name``) takes the reading of the clip that
     drove it (training.synth_talk keeps that clip's audio and frame times). Returns the lags
     set, in seconds, by clip name."""
     shift = {r.clip: r.shift for r in readings if r.decided and abs(r.shift) >= min_shift}
     out = {}
     for c in clips:
-        k = shift.get(c.name.split("__")[-1])
+        k = shift.get(driving_clip(c.name))
         if k is not None:
             c.audio_lag = k / c.fps
             out[c.name] = c.audio_lag
