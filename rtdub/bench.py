@@ -165,7 +165,8 @@ def _mem_total_gb() -> float | None:
 
 
 def _git(*args: str) -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    from .model import SOURCE_ROOT as root
+
     try:
         res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):

@@ -24,7 +24,10 @@ from .exceptions import ModelError
 from .lipunits import LipBasis
 
 FORMAT = "rtdub-model/1"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "engines" / "default"
+# the source tree: rtdub/ beside engines/ (the bundles) and .git
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+ENGINES_DIR = SOURCE_ROOT / "engines"
+DEFAULT_MODEL_DIR = ENGINES_DIR / "default"
 
 
 @dataclass(frozen=True)

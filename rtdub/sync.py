@@ -31,6 +31,7 @@ import numpy as np
 
 from . import audio
 from .exceptions import ModelError
+from .model import ENGINES_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def video_input(windows: np.ndarray) -> np.ndarray:
 
 
 def default_expert_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "engines" / "syncnet"
+    return ENGINES_DIR / "syncnet"
 
 
 class SyncNetExpert(AVExpert):
