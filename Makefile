@@ -27,7 +27,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 venv: $(DEV_STAMP)
 
 demo: $(RUNTIME_STAMP)
-	$(BIN)/python -m rtdub.demo --out out
+	$(BIN)/python -m rtdub.measure.demo --out out
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

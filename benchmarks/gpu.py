@@ -51,18 +51,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import write_json
-from rtdub.align import Alignment, warp_to_crop
-from rtdub.backends.tensorrt import (
-    DeviceContext,
-    EngineSpec,
-    TrtModel,
-    cached_engine,
-    import_pycuda,
-    import_tensorrt,
-)
-from rtdub.blend import face_mask, match_colour, paste
+from rtdub.backends.tensorrt import DeviceContext, EngineSpec, TrtModel, cached_engine, import_pycuda, import_tensorrt
 from rtdub.exceptions import BackendUnavailable, ModelError
+from rtdub.face.align import Alignment, warp_to_crop
 from rtdub.model import ModelBundle, load_bundle
+from rtdub.render.blend import face_mask, match_colour, paste
 
 
 def _stats(ms: list[float], batch: int = 1) -> dict[str, float]:
@@ -119,7 +112,7 @@ def face_alignment(width: int, height: int, size: int) -> Alignment:
 def bench_kernel(
     cuda: Any, width: int, height: int, size: int, runs: int, warmup: int
 ) -> tuple[list[dict[str, Any]], int]:
-    from rtdub.cuda import LAYOUT_HWC_F32, CudaBlender, colour_offset, plan_paste
+    from rtdub.render.cuda import LAYOUT_HWC_F32, CudaBlender, colour_offset, plan_paste
 
     mask = face_mask(size)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Per-frame compute that high-resolution compositing adds (rtdub/hires.py).
+"""Per-frame compute that high-resolution compositing adds (rtdub/render/hires.py).
 
     python -m benchmarks.hires_cost --clip ../shared/media/clips/speaker_a.mp4 [--frames 120]
         [--sizes 96 0 288 384] [--kernel cubic] [--details 0 1] [--threads 1] [--json OUT]
@@ -26,10 +26,10 @@ from benchmarks.common import write_json
 from rtdub import audio, media
 from rtdub.backends import BackendConfig, get_backend
 from rtdub.defaults import STREAM_DETAIL
-from rtdub.hires import KERNELS, RenderSizeConfig, detail_problem
+from rtdub.face.tracker import FaceTracker
 from rtdub.model import load_bundle
-from rtdub.pipeline import DubPipeline, PipelineConfig
-from rtdub.tracker import FaceTracker
+from rtdub.render.hires import KERNELS, RenderSizeConfig, detail_problem
+from rtdub.render.pipeline import DubPipeline, PipelineConfig
 
 PARTS = ("align", "generator", "blend")
 

@@ -5,7 +5,7 @@
 
 Each dev clip (``speaker_*.mp4``) is scaled to ``--height`` px (a 640x480 call puts a face of
 about that size in the frame), then dubbed with its own audio through
-``rtdub.evaluation.reconstruct`` (the protocol of training/evaluate.py) once per render size:
+``rtdub.measure.evaluation.reconstruct`` (the protocol of training/evaluate.py) once per render size:
 96 = the bundle's crop size (no hi-res compositing, what ``rtdub serve`` does by default),
 0 = chosen from the face size. Prints LMD, MOC, PSNR, SSIM and the mouth sharpness ratio per
 clip and their mean, and the render size used (median over frames).
@@ -21,9 +21,9 @@ import numpy as np
 
 from benchmarks.common import write_json
 from rtdub.backends import BackendConfig, get_backend
-from rtdub.evaluation import load_clip, reconstruct
-from rtdub.hires import RenderSizeConfig
+from rtdub.measure.evaluation import load_clip, reconstruct
 from rtdub.model import load_bundle
+from rtdub.render.hires import RenderSizeConfig
 
 SCORES = ("LMD", "MOC", "PSNR", "SSIM", "sharpness")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from rtdub.cli import main as rtdub_main
+from rtdub.cli.main import main as rtdub_main
 from rtdub.quiet import install_native_log_filter
 
 

@@ -29,10 +29,10 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from rtdub import atomic
-from rtdub.loopbench import BITS, encode_clip, stamped_clip
-from rtdub.mediatracks import PacketsTrack, PcmTrack
-from rtdub.peer import drain
-from rtdub.webrtc import ice_configuration, restrict_host_addresses
+from rtdub.measure.loopbench import BITS, encode_clip, stamped_clip
+from rtdub.stream.mediatracks import PacketsTrack, PcmTrack
+from rtdub.stream.peer import drain
+from rtdub.stream.webrtc import ice_configuration, restrict_host_addresses
 
 
 def _status_mb(pid: int, key: str) -> float | None:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     port = _free_port()
-    cmd = [sys.executable, "-m", "rtdub.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "rtdub.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):  # the server loads the model first

@@ -3,7 +3,7 @@
     python -m benchmarks.soak [--minutes 30] [--dub-file ../shared/media/audio/english_60s.wav]
                               [--out benchmarks/results]
 
-Runs ``python -m rtdub.loopbench`` (loopback WebRTC, 640×480 at 25 fps, a passthrough and a
+Runs ``python -m rtdub.measure.loopbench`` (loopback WebRTC, 640×480 at 25 fps, a passthrough and a
 dubbed session in one engine process, the client in another) for ``--minutes`` with the
 dub file looped as the dubbed audio, and summarises what it reports:
 
@@ -83,7 +83,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- command: `{report['command']}`; {report['created']}; wall {report['wall_s']:.0f} s",
         f"- machine: {report['machine']}; load average at start {report['load_average_start']}",
-        f"- source: rtdub.loopbench ({r.get('processes')}); client sender: {r.get('client_sender')}",
+        f"- source: rtdub.measure.loopbench ({r.get('processes')}); client sender: {r.get('client_sender')}",
         "",
         "| figure | value | target |",
         "|---|---|---|",
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--dub-file", type=Path, default=DEFAULT_DUB)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--keep", type=Path, default=None, help="also keep rtdub.loopbench's JSON here")
-    p.add_argument("--from-json", type=Path, default=None, help="summarise a kept rtdub.loopbench JSON")
+    p.add_argument("--keep", type=Path, default=None, help="also keep rtdub.measure.loopbench's JSON here")
+    p.add_argument("--from-json", type=Path, default=None, help="summarise a kept rtdub.measure.loopbench JSON")
     args = p.parse_args(argv)
     if args.from_json is None and not args.dub_file.is_file():
         print(f"soak: dub file not found: {args.dub_file} (give --dub-file)", file=sys.stderr)
@@ -131,16 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             out = args.keep or Path(tmp) / "loop.json"
-            cmd = [sys.executable, "-m", "rtdub.loopbench", "--seconds", f"{args.minutes * 60:g}"]
+            cmd = [sys.executable, "-m", "rtdub.measure.loopbench", "--seconds", f"{args.minutes * 60:g}"]
             cmd += ["--dub-file", str(args.dub_file), "--out", str(out)]
             res = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
             if res.returncode != 0 or not out.is_file():
                 tail = " | ".join(res.stderr.strip().splitlines()[-2:])
-                print(f"soak: rtdub.loopbench failed ({res.returncode}): {tail}", file=sys.stderr)
+                print(f"soak: rtdub.measure.loopbench failed ({res.returncode}): {tail}", file=sys.stderr)
                 return 1
             result = json.loads(out.read_text())
     wall = time.perf_counter() - t0
-    from rtdub.bench import machine_info
+    from rtdub.measure.bench import machine_info
 
     info = machine_info()
     report = {

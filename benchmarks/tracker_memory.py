@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import write_json
-from rtdub import samples
-from rtdub.tracker import FaceTracker, TrackerConfig
+from rtdub.face.tracker import FaceTracker, TrackerConfig
+from rtdub.measure import samples
 
 
 def rss_mb() -> float:

@@ -1,7 +1,7 @@
 """Real generator inputs from prepared shards, for int8 calibration (onnxruntime and TensorRT)
 and for int8-vs-fp32 quality checks.
 
-A sample is what the pipeline feeds the generator (rtdub/pipeline.py) for one frame t of a
+A sample is what the pipeline feeds the generator (rtdub/render/pipeline.py) for one frame t of a
 shard (training/prepare.py):
 
     pose       (B, 3, S, S)  the aligned crop of t in [0, 1], lower face hidden (zeros)
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdub.blend import face_mask
-from rtdub.lipunits import UnitStats, lip_points
+from rtdub.face.lipunits import UnitStats, lip_points
 from rtdub.model import ModelBundle
+from rtdub.render.blend import face_mask
 
 logger = logging.getLogger(__name__)
 

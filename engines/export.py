@@ -10,7 +10,7 @@ written under temporary names and renamed, so a failed export leaves the old bun
 
 The generator has two outputs: ``face`` (B, 3, S, S), and ``fields`` (B, 6, S, S): the flow,
 mixing weight and synthesised colour that make the face (``LipToFace.fields``). The runtime
-applies the fields to a higher-resolution crop of the reference (rtdub/hires.py); bundles
+applies the fields to a higher-resolution crop of the reference (rtdub/render/hires.py); bundles
 exported before, with ``face`` alone, still load and render at S.
 """
 
@@ -40,7 +40,7 @@ from training.models import (
 )
 
 OPSET = 17
-# the generator's second output, channel by channel (rtdub/hires.py reads it)
+# the generator's second output, channel by channel (rtdub/render/hires.py reads it)
 FIELDS_LAYOUT = {
     "channels": list(FIELD_CHANNELS),
     "flow": "grid units of grid_sample(align_corners=True): 2 = the crop's width",

@@ -7,7 +7,7 @@ Writes video.onnx (frames (B, 15, S/2, S) -> embedding (B, E)), audio.onnx
 parity; with ``--heldout RESULTS --heldout-expert NAME`` also the held-out offset and
 crop-shift results that training/eval_sync.py measured for that expert, as ``heldout``, so
 that ``rtdub bench`` can quote them), checks both with the ONNX checker and compares them with torch on random inputs
-(max abs error must stay under ``PARITY_TOL``). rtdub/sync.py loads the bundle with
+(max abs error must stay under ``PARITY_TOL``). rtdub/measure/avsync.py loads the bundle with
 onnxruntime only. Files are written under temporary names and renamed.
 """
 

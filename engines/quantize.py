@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from rtdub.blend import face_mask
-from rtdub.metrics import psnr, ssim
+from rtdub.measure.metrics import psnr, ssim
 from rtdub.model import ModelBundle, load_bundle
+from rtdub.render.blend import face_mask
 
 from .calibration import GeneratorSample, generator_samples, list_shards
 

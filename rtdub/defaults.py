@@ -8,7 +8,7 @@ audio, the mouth opens for the next vowel too early. 40 ms keeps most of the clo
 costs 40 ms of audio wait when the dubbed audio arrives just in time.
 
 ``DEFAULT_DETAIL`` / ``STREAM_DETAIL``: the reference's fine detail kept under the generator's
-colour in hi-res compositing (rtdub/hires.py). Offline it raises the dev clips' mouth
+colour in hi-res compositing (rtdub/render/hires.py). Offline it raises the dev clips' mouth
 sharpness from 0.61 to 0.74 (training/ABLATION.md); streams leave it off by default: in the
 loopback benchmark it added 2-3 ms to the frame at p50 and put the base-20 default's p95 at
 the 40 ms target (39.7-41.0 ms against 25.9-36.2 without it, quiet host).

@@ -22,11 +22,11 @@ from . import audio, media
 from .backends import BackendConfig, get_backend
 from .defaults import DEFAULT_LOOKAHEAD_MS
 from .exceptions import InputError
-from .hires import RenderSizeConfig, render_size_problem
+from .face.tracker import FaceTracker
 from .model import load_bundle
-from .pipeline import STAGES, DubPipeline, PipelineConfig
-from .reference import ReferenceConfig
-from .tracker import FaceTracker
+from .render.hires import RenderSizeConfig, render_size_problem
+from .render.pipeline import STAGES, DubPipeline, PipelineConfig
+from .render.reference import ReferenceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ class DubOptions:
     model: Path | None = None
     backend: str = "onnx"
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
-    render_size: int = 0  # hi-res face crop (rtdub/hires.py): 0 follows the face, the crop size turns it off
+    render_size: int = 0  # hi-res face crop (rtdub/render/hires.py): 0 follows the face, the crop size turns it off
     kernel: str = RenderSizeConfig.kernel  # interpolation of the reference texture (hires.KERNELS)
-    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/hires.py)
-    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.reference.ReferenceConfig
+    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/render/hires.py)
+    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.render.reference.ReferenceConfig
     threads: int = 2
     compare: Path | None = None  # also write input | output side by side here
     check_locality: bool = False  # verify that only masked pixels changed (costs a copy)

@@ -6,7 +6,7 @@ Layout of a bundle directory (``engines/default`` is the one shipped):
     a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
     generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
                      and, in bundles exported since the hi-res compositing, fields (B, 6, S, S):
-                     flow (2, grid units), mixing weight (1), colour (3); see rtdub/hires.py
+                     flow (2, grid units), mixing weight (1), colour (3); see rtdub/render/hires.py
 
 Images are RGB floats in [0, 1]. Only ONNX and JSON are read: nothing is unpickled.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import align
 from .exceptions import ModelError
-from .lipunits import LipBasis
+from .face import align
+from .face.lipunits import LipBasis
 
 FORMAT = "rtdub-model/1"
 # the source tree: rtdub/ beside engines/ (the bundles) and .git

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
-from rtdub import media, samples
-from rtdub.lipunits import GAP_PAIRS
+from rtdub import media
+from rtdub.face.lipunits import GAP_PAIRS
+from rtdub.measure import samples
 
 if TYPE_CHECKING:
     from training.models import LipToFace

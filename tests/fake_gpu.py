@@ -383,7 +383,7 @@ def engine_files(cache: Path) -> list[str]:
 
 def harness_kernels(lib: Any) -> Callable[[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]], None]:
     """A kernel callback for :func:`fake_pycuda` that runs blend.cu's kernels through the CPU
-    harness library (rtdub/cuda/harness.cpp) with the launch's own arguments."""
+    harness library (rtdub/render/cuda/harness.cpp) with the launch's own arguments."""
     vp, fp, dp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_double)
 
     def tail(a: tuple[Any, ...]) -> list[Any]:

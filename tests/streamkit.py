@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from rtdub import samples
 from rtdub.backends.base import Backend, BackendConfig
 from rtdub.backends.onnx import OnnxBackend
-from rtdub.loopbench import read_stamp, stamp
+from rtdub.face.tracker import FaceTracker
+from rtdub.measure import samples
+from rtdub.measure.loopbench import read_stamp, stamp
 from rtdub.model import ModelBundle, load_bundle
-from rtdub.pipeline import DubPipeline, PipelineConfig
-from rtdub.server import DubServer, ServeConfig
-from rtdub.streaming import StreamConfig, warm_up
-from rtdub.tracker import FaceTracker
-from rtdub.webrtc import restrict_host_addresses
+from rtdub.render.pipeline import DubPipeline, PipelineConfig
+from rtdub.stream.server import DubServer, ServeConfig
+from rtdub.stream.session import StreamConfig, warm_up
+from rtdub.stream.webrtc import restrict_host_addresses
 
 from .factories import FACE_CENTRE
 

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import align, blend
+from rtdub.face import align
+from rtdub.render import blend
 
 
 def template_landmarks(matrix: np.ndarray) -> np.ndarray:
@@ -114,8 +115,8 @@ def test_colour_match_moves_generated_mean_towards_original() -> None:
 def test_interior_contrast_sees_teeth_in_an_open_mouth() -> None:
     """Bright teeth over a dark cavity inside the inner lips give a high L* spread; lip colour
     stretched over the same opening gives a low one; a closed mouth has no interior (NaN)."""
-    from rtdub.lipunits import INNER_LIP
-    from rtdub.metrics import interior_contrast
+    from rtdub.face.lipunits import INNER_LIP
+    from rtdub.measure.metrics import interior_contrast
 
     n = len(INNER_LIP)
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False)

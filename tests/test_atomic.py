@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rtdub import atomic
-from rtdub.loopbench import main as loopbench_main
+from rtdub.measure.loopbench import main as loopbench_main
 
 
 def test_writes_creates_parents_and_leaves_no_temporary_file(tmp_path: Path) -> None:

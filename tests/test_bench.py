@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import bench
-from rtdub.cli import build_parser
+from rtdub.cli.main import build_parser
+from rtdub.measure import bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,7 +70,7 @@ def test_json_schema_machine_and_sources(tiny: bench.BenchOutput) -> None:
         assert "section_wall_s" in sec
     for name in ("stage_latency", "throughput", "lookahead"):
         assert rep["sections"][name]["status"] == "ok"
-        assert rep["sections"][name]["source"].startswith("rtdub.bench.")
+        assert rep["sections"][name]["source"].startswith("rtdub.measure.bench.")
 
 
 def test_stage_latency_percentiles_are_ordered(tiny: bench.BenchOutput) -> None:
@@ -209,7 +209,7 @@ def test_protocol_scores_a_frozen_mouth_below_the_model_ceiling(talking_clip: Pa
     """The DESIGN §5 protocol on a generated clip: every mode is scored on every frame, and
     the frozen mouth (no motion at all) has the lowest mouth-opening variation."""
     from rtdub.backends import BackendConfig, get_backend
-    from rtdub.evaluation import MODES, load_clip, reconstruct
+    from rtdub.measure.evaluation import MODES, load_clip, reconstruct
     from rtdub.model import load_bundle
 
     bundle = load_bundle()
@@ -293,8 +293,8 @@ def test_ground_truth_row_is_what_rtdub_eval_measures(
     with_clip: tuple[bench.BenchOutput, Path], random_expert: Path
 ) -> None:
     """Same crops, windows and formulas as ``rtdub eval``: the clip scored against its own audio."""
-    from rtdub.scoring import evaluate_files
-    from rtdub.sync import SyncNetExpert
+    from rtdub.measure.avsync import SyncNetExpert
+    from rtdub.measure.scoring import evaluate_files
 
     res, clip = with_clip
     ev = evaluate_files(clip, clip, None, SyncNetExpert(random_expert, threads=1))
@@ -334,9 +334,9 @@ def test_provenance_reports_a_recorded_offset_accuracy_and_the_readme_status(
 
 
 def test_missing_default_expert_gives_null_with_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtdub.sync
+    import rtdub.measure.avsync
 
-    monkeypatch.setattr(rtdub.sync, "default_expert_dir", lambda: tmp_path)
+    monkeypatch.setattr(rtdub.measure.avsync, "default_expert_dir", lambda: tmp_path)
     cfg = bench.BenchConfig(out=tmp_path / "out")
     ex, info = bench.load_expert(cfg)
     assert ex is None and info["status"] == "absent" and "manifest.json" in info["reason"]

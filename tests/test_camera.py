@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtdub.camera import CameraRunner, DeviceError, SoundDeviceOutput
-from rtdub.cli import main
-from rtdub.dubsources import ClipSource
-from rtdub.mediatracks import FramesTrack
-from rtdub.streaming import StreamConfig
+from rtdub.cli.main import main
+from rtdub.stream.camera import CameraRunner, DeviceError, SoundDeviceOutput
+from rtdub.stream.dubsources import ClipSource
+from rtdub.stream.mediatracks import FramesTrack
+from rtdub.stream.session import StreamConfig
 
 from .factories import speechlike
 from .streamkit import make_pipeline, portrait_frames

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtdub import audio, samples
+from rtdub import audio
 from rtdub.backends import get_backend
+from rtdub.face.tracker import FaceTracker
+from rtdub.measure import samples
 from rtdub.model import ModelBundle, load_bundle
-from rtdub.pipeline import AudioStage, DubPipeline, PipelineConfig
-from rtdub.tracker import FaceTracker
+from rtdub.render.pipeline import AudioStage, DubPipeline, PipelineConfig
 
 from .factories import FACE_CENTRE, speechlike
 

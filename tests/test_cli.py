@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rtdub import media
-from rtdub.cli import main
+from rtdub.cli.main import main
 
 from .factories import faceless_clip, speechlike, stereo_aac, talking_clip, vfr_clip, write_wav
 

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub.align import Alignment, warp_to_crop
-from rtdub.blend import face_mask, match_colour, paste
-from rtdub.cuda import CUDA_DIR, KERNEL_SOURCE, colour_offset, plan_paste
-from rtdub.cuda.harness import HarnessBlender, build_harness
 from rtdub.exceptions import BackendUnavailable
+from rtdub.face.align import Alignment, warp_to_crop
+from rtdub.render.blend import face_mask, match_colour, paste
+from rtdub.render.cuda import CUDA_DIR, KERNEL_SOURCE, colour_offset, plan_paste
+from rtdub.render.cuda.harness import HarnessBlender, build_harness
 
 from .fake_gpu import fake_pycuda, harness_kernels
 from .gpu import requires_gpu
@@ -98,7 +98,7 @@ def test_harness_crop_layouts(harness: HarnessBlender, layout: str) -> None:
         rng = np.random.default_rng(100 + seed)
         if layout == "chw_unit":
             raw = rng.uniform(-0.2, 1.2, (3, S, S)).astype(np.float32)  # out of range on purpose
-            face = np.clip(raw.transpose(1, 2, 0), 0, 1) * 255  # rtdub/pipeline.py
+            face = np.clip(raw.transpose(1, 2, 0), 0, 1) * 255  # rtdub/render/pipeline.py
             crop: np.ndarray = raw
         else:
             crop = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
@@ -237,7 +237,7 @@ def test_cuda_blender_without_pycuda_or_gpu_is_backend_unavailable() -> None:
 
     if cuda_context_ok():
         pytest.skip("a GPU is present")
-    from rtdub.cuda import CudaBlender
+    from rtdub.render.cuda import CudaBlender
 
     with pytest.raises(BackendUnavailable):
         CudaBlender(face_mask(S))
@@ -245,7 +245,7 @@ def test_cuda_blender_without_pycuda_or_gpu_is_backend_unavailable() -> None:
 
 @requires_gpu
 def test_cuda_kernel_matches_harness(harness: HarnessBlender) -> None:
-    from rtdub.cuda import CudaBlender
+    from rtdub.render.cuda import CudaBlender
 
     gpu = CudaBlender(face_mask(S))
     try:
@@ -274,7 +274,7 @@ def test_cuda_blender_host_path_on_emulated_pycuda(harness: HarnessBlender, monk
     mods = fake_pycuda(harness_kernels(harness._lib))
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    from rtdub.cuda import CudaBlender
+    from rtdub.render.cuda import CudaBlender
 
     gpu = CudaBlender(harness.mask)
     changed = 0

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtdub.dubsources import ClipSource, PcmSocketSource, TrackSource, tts_source
 from rtdub.exceptions import InputError
-from rtdub.mediatracks import PcmTrack
+from rtdub.stream.dubsources import ClipSource, PcmSocketSource, TrackSource, tts_source
+from rtdub.stream.mediatracks import PcmTrack
 
 from .factories import speechlike
 

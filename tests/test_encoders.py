@@ -11,8 +11,8 @@ from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from rtdub import encoders
-from rtdub.encoders import RealtimeVp8Encoder
+from rtdub.stream import encoders
+from rtdub.stream.encoders import RealtimeVp8Encoder
 
 from .streamkit import portrait_frames
 

@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import audio, media, samples
-from rtdub.scoring import evaluate_files, frame_interval
-from rtdub.sync import AVExpert, SyncNetExpert, default_expert_dir
+from rtdub import audio, media
+from rtdub.measure import samples
+from rtdub.measure.avsync import AVExpert, SyncNetExpert, default_expert_dir
+from rtdub.measure.scoring import evaluate_files, frame_interval
 
 from .factories import speechlike, write_wav
 

@@ -15,11 +15,11 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from rtdub.mediatracks import FramesTrack, PcmTrack
-from rtdub.scheduler import Rendered
-from rtdub.server import DubServer, ServeConfig
-from rtdub.streaming import StreamConfig
-from rtdub.webrtc import ice_configuration, restrict_host_addresses
+from rtdub.stream.mediatracks import FramesTrack, PcmTrack
+from rtdub.stream.scheduler import Rendered
+from rtdub.stream.server import DubServer, ServeConfig
+from rtdub.stream.session import StreamConfig
+from rtdub.stream.webrtc import ice_configuration, restrict_host_addresses
 
 from .factories import speechlike
 from .streamkit import Receiver, make_pipeline, portrait_frames, read_stamp, stamp

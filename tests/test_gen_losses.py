@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from rtdub.blend import face_mask  # noqa: E402
-from rtdub.sync import video_input  # noqa: E402
+from rtdub.measure.avsync import video_input  # noqa: E402
+from rtdub.render.blend import face_mask  # noqa: E402
 from training import gen_losses as gl  # noqa: E402
 from training.common import save_checkpoint  # noqa: E402
 from training.models import GenConfig, LipToFace  # noqa: E402

@@ -1,4 +1,4 @@
-"""High-resolution compositing (rtdub/hires.py): the generator's fields output, its parity
+"""High-resolution compositing (rtdub/render/hires.py): the generator's fields output, its parity
 with torch, the equivalence with the generator's own face at the crop size, the sharpness it
 buys at larger render sizes, and old bundles without the fields output."""
 
@@ -11,14 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import align, hires, metrics, samples
 from rtdub.backends import get_backend
 from rtdub.backends.onnx import OnnxBackend
-from rtdub.blend import face_mask, paste
-from rtdub.hires import RenderSizeConfig, RenderSizer
+from rtdub.face import align
+from rtdub.face.tracker import FaceTracker
+from rtdub.measure import metrics, samples
 from rtdub.model import DEFAULT_MODEL_DIR, load_bundle
-from rtdub.pipeline import DubPipeline, PipelineConfig
-from rtdub.tracker import FaceTracker
+from rtdub.render import hires
+from rtdub.render.blend import face_mask, paste
+from rtdub.render.hires import RenderSizeConfig, RenderSizer
+from rtdub.render.pipeline import DubPipeline, PipelineConfig
 
 from .factories import FACE_CENTRE, random_generator
 
@@ -363,7 +365,7 @@ def test_pipeline_renders_hires_and_old_bundles_at_the_crop_size(tmp_path: Path,
     with FaceTracker() as tr:
         obs = tr.track(big_frames[-1], 0.0)
     assert obs is not None
-    from rtdub.lipunits import LIP_IDX
+    from rtdub.face.lipunits import LIP_IDX
 
     box = metrics.mouth_box(obs.landmarks, LIP_IDX)
     assert metrics.sharpness_ratio(hi, big_frames[-1], box) > metrics.sharpness_ratio(lo, big_frames[-1], box)
@@ -385,7 +387,7 @@ def test_dub_rejects_bad_render_options(
 ) -> None:
     """A render size below the crop size, a reference opening or detail outside [0, 1]: one line, exit
     2, no output; an unknown --kernel is argparse's choice error."""
-    from rtdub.cli import main
+    from rtdub.cli.main import main
 
     out = tmp_path / "out.mp4"
     argv = ["dub", "--video", str(talking_clip), "--audio", str(dubbed_wav), "-o", str(out), "-q"]

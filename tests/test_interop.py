@@ -33,11 +33,11 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
-from rtdub.mediatracks import FramesTrack, PcmTrack
-from rtdub.scheduler import Rendered
-from rtdub.server import DubServer, ServeConfig
-from rtdub.streaming import StreamConfig
-from rtdub.webrtc import delete_resource, ice_configuration, offer_to
+from rtdub.stream.mediatracks import FramesTrack, PcmTrack
+from rtdub.stream.scheduler import Rendered
+from rtdub.stream.server import DubServer, ServeConfig
+from rtdub.stream.session import StreamConfig
+from rtdub.stream.webrtc import delete_resource, ice_configuration, offer_to
 
 from .factories import speechlike
 from .interop_tools import JanusWhip, Unavailable, whip_client_env
@@ -197,7 +197,7 @@ async def test_join_publishes_to_janus_through_simple_whip_server(server: DubSer
     async with jw:
         ingest = await offer_to(f"{src}/whip", pub)
         join = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rtdub.cli", "join", "--whep", f"{src}/whep", "--whip", jw.whip_url,
+            sys.executable, "-m", "rtdub.cli.main", "join", "--whep", f"{src}/whep", "--whip", jw.whip_url,
             "--token", jw.token, "--ice-host", "127.0.0.1", "--budget-ms", "150", "--threads", "1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

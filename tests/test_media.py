@@ -17,7 +17,7 @@ from .factories import speechlike, stereo_aac
 def numbered_clip(path: Path, n: int, fps: float = 25) -> Path:
     """Frames whose mean brightness encodes their index (robust to the codec)."""
     frames = [np.full((64, 64, 3), 20 + 8 * i, np.uint8) for i in range(n)]
-    from rtdub import samples
+    from rtdub.measure import samples
 
     return samples.write_clip(path, frames, fps)
 

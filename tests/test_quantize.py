@@ -24,8 +24,8 @@ onnx = pytest.importorskip("onnx")
 from engines import quantize  # noqa: E402
 from engines.calibration import generator_samples, list_shards  # noqa: E402
 from engines.export import export_onnx  # noqa: E402
-from rtdub import samples  # noqa: E402
 from rtdub.backends import BackendConfig, get_backend  # noqa: E402
+from rtdub.measure import samples  # noqa: E402
 from rtdub.model import DEFAULT_MODEL_DIR, load_bundle  # noqa: E402
 from training.models import A2LConfig, AudioToLip  # noqa: E402
 
@@ -117,7 +117,7 @@ def test_calibration_samples_follow_the_pipeline(fp32_bundle: Path, shards: Path
     assert len(smp) == 6
     s = smp[0]
     assert s.pose.shape == s.reference.shape == (2, 3, S, S) and s.units.shape == (2, b.context, b.n_units)
-    from rtdub.blend import face_mask
+    from rtdub.render.blend import face_mask
 
     hidden = face_mask(S).hidden
     assert (s.pose[:, :, hidden] == 0).all() and s.pose[:, :, ~hidden].mean() > 0.05

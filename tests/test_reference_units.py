@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rtdub import align, audio
+from rtdub import audio
 from rtdub.backends import get_backend
-from rtdub.lipunits import GAP_PAIRS, LipBasis, UnitStats, inner_gap, inner_gap_batch, lip_points
+from rtdub.face import align
+from rtdub.face.lipunits import GAP_PAIRS, LipBasis, UnitStats, inner_gap, inner_gap_batch, lip_points
 from rtdub.model import load_bundle
-from rtdub.pipeline import AudioStage, PipelineConfig
-from rtdub.reference import ReferenceConfig, ReferenceSelector
+from rtdub.render.pipeline import AudioStage, PipelineConfig
+from rtdub.render.reference import ReferenceConfig, ReferenceSelector
 
 from .factories import speechlike
 
@@ -73,7 +74,7 @@ def test_reference_history_is_bounded_and_drops_oldest() -> None:
 
 
 def test_score_at_target_zero_penalises_open_mouth_and_turned_head() -> None:
-    from rtdub.reference import Candidate, pose
+    from rtdub.render.reference import Candidate, pose
 
     def neutrality(canonical: np.ndarray) -> float:
         return Candidate(0.0, *pose(canonical), np.zeros((1, 1, 3), np.uint8)).score(0.0)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtdub.cli import main
-from rtdub.evaluation import load_clip
+from rtdub.cli.main import main
+from rtdub.measure.evaluation import load_clip
 from rtdub.model import load_bundle
-from rtdub.streaming import StreamConfig, default_pipeline_factory
+from rtdub.stream.session import StreamConfig, default_pipeline_factory
 
 from .factories import speechlike, talking_clip
 

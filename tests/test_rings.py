@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rtdub import audio
-from rtdub.dubaudio import DubAudioTimeline
-from rtdub.rings import AudioRing, PtsClock, VideoRing, pts_seconds
+from rtdub.stream.dubaudio import DubAudioTimeline
+from rtdub.stream.rings import AudioRing, PtsClock, VideoRing, pts_seconds
 
 from .factories import speechlike
 

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from rtdub.dubaudio import DubAudioTimeline
-from rtdub.scheduler import FrameScheduler, Mode, SchedulerConfig
+from rtdub.stream.dubaudio import DubAudioTimeline
+from rtdub.stream.scheduler import FrameScheduler, Mode, SchedulerConfig
 
 from .factories import speechlike
 from .fakes import SlowBackend
@@ -97,8 +97,8 @@ def test_with_region_changes_only_the_blended_pixels_and_keeps_timing() -> None:
     import av
     import cv2
 
-    from rtdub.blend import PasteRegion
-    from rtdub.scheduler import with_region
+    from rtdub.render.blend import PasteRegion
+    from rtdub.stream.scheduler import with_region
 
     rng = np.random.default_rng(3)
     h, w = 120, 160
@@ -130,10 +130,10 @@ def test_with_region_changes_only_the_blended_pixels_and_keeps_timing() -> None:
 
 
 def _ahead_pipeline() -> object:
-    from rtdub.pipeline import DubPipeline, PipelineConfig
-    from rtdub.streaming import warm_up
-    from rtdub.trackahead import AheadTracker
-    from rtdub.tracker import FaceTracker
+    from rtdub.face.trackahead import AheadTracker
+    from rtdub.face.tracker import FaceTracker
+    from rtdub.render.pipeline import DubPipeline, PipelineConfig
+    from rtdub.stream.session import warm_up
 
     pipe = DubPipeline(bundle(), onnx_backend(), AheadTracker(FaceTracker()), PipelineConfig())  # type: ignore[arg-type]
     warm_up(pipe)

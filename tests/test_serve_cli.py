@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from rtdub.cli import main
-from rtdub.mediatracks import FramesTrack, PcmTrack
-from rtdub.webrtc import ice_configuration, offer_to, restrict_host_addresses
+from rtdub.cli.main import main
+from rtdub.stream.mediatracks import FramesTrack, PcmTrack
+from rtdub.stream.webrtc import ice_configuration, offer_to, restrict_host_addresses
 
 from .factories import speechlike
 from .streamkit import portrait_frames
@@ -85,8 +85,8 @@ async def test_signal_closes_peers_and_leaves_no_task(sig: signal.Signals) -> No
 
 
 def test_dub_socket_addresses() -> None:
+    from rtdub.cli.stream import parse_socket
     from rtdub.exceptions import InputError
-    from rtdub.stream_cli import parse_socket
 
     assert parse_socket("127.0.0.1:9000") == ("127.0.0.1", 9000)
     assert parse_socket("[::1]:9000") == ("::1", 9000)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from rtdub.dubsources import ClipSource
-from rtdub.mediatracks import FramesTrack
-from rtdub.pipeline import DubPipeline
-from rtdub.scheduler import Mode, Rendered
-from rtdub.streaming import DubSession, StreamConfig
+from rtdub.render.pipeline import DubPipeline
+from rtdub.stream.dubsources import ClipSource
+from rtdub.stream.mediatracks import FramesTrack
+from rtdub.stream.scheduler import Mode, Rendered
+from rtdub.stream.session import DubSession, StreamConfig
 
 from .factories import speechlike
 from .fakes import SlowBackend

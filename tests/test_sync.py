@@ -1,4 +1,4 @@
-"""Lip-sync metrics (rtdub/sync.py), the expert interface, the ONNX expert's parity with torch,
+"""Lip-sync metrics (rtdub/measure/avsync.py), the expert interface, the ONNX expert's parity with torch,
 and the ``rtdub eval`` command."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rtdub import audio
-from rtdub.sync import (
+from rtdub.measure.avsync import (
     AVExpert,
     ClipEmbeddings,
     ExpertWindow,
@@ -139,7 +139,7 @@ def test_onnx_parity_with_torch(random_model: tuple[Path, Any]) -> None:
     import torch
 
     from engines.export_sync import PARITY_TOL
-    from rtdub.sync import video_input
+    from rtdub.measure.avsync import video_input
 
     root, model = random_model
     man = json.loads((root / "manifest.json").read_text())
@@ -172,7 +172,7 @@ def test_committed_bundle_is_small_and_loads() -> None:
 
 
 def test_runtime_does_not_import_torch() -> None:
-    code = "import sys, rtdub.sync, rtdub.scoring, rtdub.cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, rtdub.measure.avsync, rtdub.measure.scoring, rtdub.cli.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
 
 

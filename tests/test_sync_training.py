@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 
 from rtdub import audio  # noqa: E402
-from rtdub.sync import AVExpert, ExpertWindow, SyncNetExpert, video_input  # noqa: E402
+from rtdub.measure.avsync import AVExpert, ExpertWindow, SyncNetExpert, video_input  # noqa: E402
 from training.data import Clip  # noqa: E402
 from training.sync_augment import (  # noqa: E402
     MOUTH_BOX,

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import samples
-from rtdub.blend import face_mask
+from rtdub.measure import samples
 from rtdub.model import load_bundle
+from rtdub.render.blend import face_mask
 from training.data import attach_units, load_clip
 from training.synth_talk import animate, main
 
@@ -175,7 +175,7 @@ def test_speech_clip_z_scores_the_stage_units_per_piece() -> None:
 
 
 def test_units_to_canon_round_trips_through_the_basis() -> None:
-    from rtdub.lipunits import LIP_IDX, UnitStats, lip_points
+    from rtdub.face.lipunits import LIP_IDX, UnitStats, lip_points
     from training.synth_talk import units_to_canon
 
     basis = load_bundle().basis

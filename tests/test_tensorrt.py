@@ -18,14 +18,7 @@ import numpy as np
 import pytest
 
 from rtdub.backends import get_backend
-from rtdub.backends.tensorrt import (
-    EngineSpec,
-    GpuInfo,
-    TensorRTOptions,
-    cached_engine,
-    engine_key,
-    import_tensorrt,
-)
+from rtdub.backends.tensorrt import EngineSpec, GpuInfo, TensorRTOptions, cached_engine, engine_key, import_tensorrt
 from rtdub.exceptions import BackendUnavailable
 from rtdub.model import load_bundle
 
@@ -276,8 +269,8 @@ def test_gpu_benchmark_on_emulated_gpu(
     if shutil.which("g++") is None:
         pytest.skip("g++ is absent")
     from benchmarks import gpu as bench
-    from rtdub.blend import face_mask
-    from rtdub.cuda.harness import HarnessBlender, build_harness
+    from rtdub.render.blend import face_mask
+    from rtdub.render.cuda.harness import HarnessBlender, build_harness
 
     lib = HarnessBlender(face_mask(96), build_harness(tmp_path / "h"))._lib
     for name, mod in fake_pycuda(harness_kernels(lib)).items():

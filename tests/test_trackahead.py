@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from rtdub.trackahead import AheadTracker
-from rtdub.tracker import FaceObservation
+from rtdub.face.trackahead import AheadTracker
+from rtdub.face.tracker import FaceObservation
 
 from .streamkit import portrait_frames
 
@@ -78,7 +78,7 @@ def test_queue_is_bounded_oldest_unstarted_frame_is_cancelled() -> None:
 
 
 def test_real_tracker_gives_the_same_landmarks_ahead_and_inline() -> None:
-    from rtdub.tracker import FaceTracker
+    from rtdub.face.tracker import FaceTracker
 
     frames = portrait_frames()[:8]
     inline = FaceTracker()

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from rtdub import landmarker, samples
-from rtdub.smoothing import OneEuroFilter
-from rtdub.tracker import FaceTracker, TrackerConfig
+from rtdub.face import landmarker
+from rtdub.face.smoothing import OneEuroFilter
+from rtdub.face.tracker import FaceTracker, TrackerConfig
+from rtdub.measure import samples
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,11 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from rtdub.exceptions import InputError
-from rtdub.mediatracks import FramesTrack, PcmTrack
-from rtdub.scheduler import Rendered
-from rtdub.server import DubServer, ServeConfig
-from rtdub.streaming import StreamConfig
-from rtdub.webrtc import delete_resource, ice_configuration, offer_to
+from rtdub.stream.mediatracks import FramesTrack, PcmTrack
+from rtdub.stream.scheduler import Rendered
+from rtdub.stream.server import DubServer, ServeConfig
+from rtdub.stream.session import StreamConfig
+from rtdub.stream.webrtc import delete_resource, ice_configuration, offer_to
 
 from .factories import speechlike
 from .streamkit import Receiver, bundle, make_pipeline, mouth_mask, portrait_frames, read_stamp, stamp
@@ -318,7 +318,7 @@ async def test_second_audio_track_is_the_dubbed_audio(server: DubServer) -> None
 
 
 async def test_join_pulls_with_whep_and_publishes_with_whip(server: DubServer) -> None:
-    from rtdub.join import JoinConfig, Joiner
+    from rtdub.stream.join import JoinConfig, Joiner
 
     sink = DubServer(ServeConfig(port=0, stream=StreamConfig(budget_ms=150)), make_pipeline)
     await sink.start()
@@ -372,7 +372,7 @@ def _rsa_dtls_server_context() -> SSL.Context:
 
 def test_dtls_client_handshakes_with_an_rsa_certificate_server() -> None:
     """aiortc alone offers ECDSA suites only: "no shared cipher" with GStreamer's webrtcbin
-    (simple-whip-client) as DTLS server. rtdub.webrtc adds ECDHE-RSA suites."""
+    (simple-whip-client) as DTLS server. rtdub.stream.webrtc adds ECDHE-RSA suites."""
     from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate
 
     client = SSL.Connection(RTCCertificate.generateCertificate()._create_ssl_context(SRTP_PROFILES))
@@ -412,7 +412,7 @@ def test_video_jitter_buffer_completes_a_frame_at_its_marker_bit() -> None:
     import aiortc.rtcrtpreceiver
     from aiortc.rtp import RtpPacket
 
-    from rtdub.webrtc import MarkerJitterBuffer
+    from rtdub.stream.webrtc import MarkerJitterBuffer
 
     assert aiortc.rtcrtpreceiver.JitterBuffer is MarkerJitterBuffer  # what aiortc's receivers build
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from rtdub import audio
-from rtdub.blend import face_mask
-from rtdub.lipunits import LipBasis, UnitStats, lip_points
+from rtdub.face.lipunits import LipBasis, UnitStats, lip_points
+from rtdub.render.blend import face_mask
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 
 1. Offset detection: every held-out clip is cut into segments of ``--segment`` frames; for
    each audio delay d in −10…+10 frames (the mel windows are read d frames late, as if the
-   audio track had been delayed), the AV offset of rtdub/sync.py is compared with the truth,
+   audio track had been delayed), the AV offset of rtdub/measure/avsync.py is compared with the truth,
    −d (syncnet_python's sign: the audio lags). Reported: the fraction within ±1 frame.
 2. Crop-shift robustness: the aligned crops are shifted horizontally by 0…10 % of the face
    width (temple to temple, landmarks 234-454: 1.5 inter-ocular units, 65 px at S = 96) and
@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtdub import align
-from rtdub.sync import VSHIFT, AVExpert, SyncNetExpert, lse, mean_cosine
+from rtdub.face import align
+from rtdub.measure.avsync import VSHIFT, AVExpert, SyncNetExpert, lse, mean_cosine
 
 from .data import Clip, load_dir
 

@@ -36,10 +36,10 @@ from rtdub.backends import BackendConfig, get_backend
 from rtdub.backends.base import Backend
 from rtdub.defaults import DEFAULT_LOOKAHEAD_MS
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
-from rtdub.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
-from rtdub.hires import KERNELS, RenderSizeConfig, detail_problem
+from rtdub.measure.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
 from rtdub.model import ModelBundle, load_bundle
-from rtdub.reference import ReferenceConfig
+from rtdub.render.hires import KERNELS, RenderSizeConfig, detail_problem
+from rtdub.render.reference import ReferenceConfig
 
 logger = logging.getLogger("training.evaluate")
 
@@ -52,7 +52,7 @@ def reconstruction(
     render: RenderSizeConfig | None = None,
     reference: ReferenceConfig | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Scores of every mode on ``clip`` dubbed with its own audio (rtdub.evaluation), with
+    """Scores of every mode on ``clip`` dubbed with its own audio (rtdub.measure.evaluation), with
     the pipeline's per-frame compute (median ms) and the median render size."""
     data = load_clip(clip, bundle)
     res = {}

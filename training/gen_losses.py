@@ -122,7 +122,7 @@ def hinge_g_loss(fake: torch.Tensor) -> torch.Tensor:
 
 def expert_video_input(frames: torch.Tensor) -> torch.Tensor:
     """(B, F, 3, S, S) -> (B, 3F, S/2, S): lower halves, frames stacked on channels (the
-    layout of rtdub.sync.video_input)."""
+    layout of rtdub.measure.avsync.video_input)."""
     b, f, c, s, _ = frames.shape
     return frames[:, :, :, s // 2 :].reshape(b, f * c, s - s // 2, s)
 

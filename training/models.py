@@ -287,7 +287,7 @@ class LipToFace(nn.Module):
         weight alpha in [0, 1] (1 = the warped reference), synthesised colour in [0, 1].
 
         The flow is resolution-independent: the runtime can apply these fields to a
-        higher-resolution crop of the reference (rtdub/hires.py)."""
+        higher-resolution crop of the reference (rtdub/render/hires.py)."""
         e = self.units_mlp(units.flatten(1))
         skips = []
         h = torch.cat([pose, ref], dim=1)

@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rtdub import align, audio, media
+from rtdub import audio, media
 from rtdub.exceptions import InputError
-from rtdub.lipunits import to_canonical
-from rtdub.tracker import FaceTracker
+from rtdub.face import align
+from rtdub.face.lipunits import to_canonical
+from rtdub.face.tracker import FaceTracker
 
 logger = logging.getLogger(__name__)
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}

@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from rtdub import audio
-from rtdub.lipunits import inner_gap_batch
+from rtdub.face.lipunits import inner_gap_batch
 
 from .data import Clip
 
-# Where the mouth is in an aligned crop (rtdub.align: 43.6 px per canonical unit at S = 96,
+# Where the mouth is in an aligned crop (rtdub.face.align: 43.6 px per canonical unit at S = 96,
 # lips at x ±0.28, y 0.62…0.99): a box, with margin for the ±10 % shift augmentation,
 # that random erasing must not touch. Fractions of the crop side.
 MOUTH_BOX = (0.29, 0.48, 0.71, 0.84)  # x0, y0, x1, y1

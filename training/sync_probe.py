@@ -2,7 +2,7 @@
 
 The quantity the expert is for, measured cheaply enough to log at every checkpoint: each
 held-out clip is cut into ``segment``-frame segments; for each audio delay d in
-−max_delay…+max_delay frames the AV offset is found with rtdub.sync.lse (syncnet_python's
+−max_delay…+max_delay frames the AV offset is found with rtdub.measure.avsync.lse (syncnet_python's
 formulas: argmin of the mean distance over the segment, zero-padded, ±15 offsets) and
 compared with −d. Unlike training/eval_sync.py (the reference measurement, through the
 exported ONNX bundle) the audio embeddings of a constant-frame-rate clip are computed once
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from rtdub import audio
-from rtdub.sync import lse, video_input
+from rtdub.measure.avsync import lse, video_input
 
 from .data import Clip
 from .syncnet import SyncNet

@@ -6,7 +6,7 @@ channels (15 × S/2 × S, i.e. 15 × 48 × 96 at S = 96). Audio side: the 80 × 
 in a ReLU, and the embedding is L2-normalised, so cos(v, a) lies in [0, 1] and
 P_sync = max(cos, ε) is a probability the BCE loss can use directly (Wav2Lip's trick).
 
-The runtime (rtdub/sync.py) runs the two encoders' ONNX exports (engines/export_sync.py).
+The runtime (rtdub/measure/avsync.py) runs the two encoders' ONNX exports (engines/export_sync.py).
 """
 
 from __future__ import annotations

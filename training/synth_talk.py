@@ -18,7 +18,7 @@ expert has never seen; the head is still (the expert's similarity augmentation m
 shards) drives the portraits with *speech* instead: the voices the expert trains on are
 otherwise the few of the training clips. Every source is cut into ``--chunk``-second pieces
 (a TTS shard's scenes each hold one voice), the bundle's audio-to-lip stage turns each piece
-into lip units at 25 fps exactly as a dub does (rtdub.pipeline.AudioStage at the bundle's
+into lip units at 25 fps exactly as a dub does (rtdub.render.pipeline.AudioStage at the bundle's
 largest lookahead: same windows, silence rule and smoothing), z-scored over the piece (a
 regression's output moves half as much as tracked lips do), and ``--faces-per-piece``
 portraits, taken in turn, are animated by them. The mouth then moves as the audio-to-lip
@@ -46,15 +46,16 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from rtdub import align, audio, media
+from rtdub import audio, media
 from rtdub.backends.base import BackendConfig
 from rtdub.backends.onnx import OnnxBackend
-from rtdub.blend import face_mask
 from rtdub.exceptions import InputError, ModelError
-from rtdub.lipunits import LIP_IDX, LipBasis, UnitStats, to_canonical
+from rtdub.face import align
+from rtdub.face.lipunits import LIP_IDX, LipBasis, UnitStats, to_canonical
+from rtdub.face.tracker import FaceTracker
 from rtdub.model import ModelBundle, load_bundle
-from rtdub.pipeline import AudioStage, PipelineConfig
-from rtdub.tracker import FaceTracker
+from rtdub.render.blend import face_mask
+from rtdub.render.pipeline import AudioStage, PipelineConfig
 
 from .data import Clip, attach_units, context_units, load_clip, synth_name
 

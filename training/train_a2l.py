@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from rtdub import audio
-from rtdub.lipunits import LipBasis
+from rtdub.face.lipunits import LipBasis
 
 from . import distributed
 from .common import load_checkpoint, pearson, save_checkpoint

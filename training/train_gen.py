@@ -26,7 +26,7 @@ The seed losses (training/gen_losses.py; all off by default, so the recipe above
     --alpha-weight W    W · mean(1 − alpha) over the mouth mask: the generator copies (warps)
                         the reference wherever the reconstruction terms let it, and paints
                         its low-resolution colour less (sharper at frame resolution, where
-                        the runtime warps the full-resolution reference; rtdub/hires.py)
+                        the runtime warps the full-resolution reference; rtdub/render/hires.py)
     --init RUN          start from RUN's weights (fresh optimizer, step 0; its width): a fine-tune
     --teacher RUN       distil: a frozen (wider) generator run renders the same batch, and
                         --kd-weight W · (its L1 + gradient loss against the teacher's face) is
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from rtdub.blend import face_mask
+from rtdub.render.blend import face_mask
 
 from . import distributed, gen_losses
 from .common import cosine_lr, load_checkpoint, save_checkpoint

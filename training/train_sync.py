@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from rtdub import audio
-from rtdub.sync import video_input
+from rtdub.measure.avsync import video_input
 
 from . import distributed
 from .common import load_checkpoint, save_checkpoint

@@ -38,7 +38,7 @@ class Backend(ABC):
         self, pose: np.ndarray, reference: np.ndarray, units: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`generate` plus the fields the faces were composed from, (B, 6, S, S) (flow,
-        mixing weight, colour; see rtdub/hires.py), or None when the model or the backend does
+        mixing weight, colour; see rtdub/render/hires.py), or None when the model or the backend does
         not give them (the caller then renders at S)."""
         return self.generate(pose, reference, units), None
 

@@ -1,0 +1,1 @@
+"""The ``rtdub`` command line."""

@@ -1,0 +1,1 @@
+"""Faces: tracking, landmarks, alignment and lip units."""

@@ -1,0 +1,1 @@
+"""Measurement: evaluation, scores, benchmarks and samples."""

@@ -1,0 +1,1 @@
+"""Rendering a dubbed face: the per-frame pipeline, references and compositing."""

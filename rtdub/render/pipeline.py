@@ -1,0 +1,333 @@
+"""The per-frame dubbing core shared by the offline CLI, the streaming engine and benchmarks.
+
+    frame ─► FaceTracker ─► align ─► crop ─┬─► ReferenceSelector (past frames only)
+    mel  ─► AudioStage (units for t, t-4..t history) ─┤
+                                            └─► generator ─► colour match ─► paste (mask only)
+
+With a bundle whose generator also outputs its fields (flow, mixing weight, colour), the face
+is composited again at a render size R > S from an R px crop of the reference (rtdub/render/hires.py),
+in the same resampling as the paste, so the mouth keeps the frame's resolution; R follows the
+face's size in the frame (``PipelineConfig.render``). Old bundles, and backends without the fields
+(TensorRT), render at S as before.
+
+Every stage is synchronous; callers that live on an event loop run :meth:`DubPipeline.process`
+in an executor. A frame without a face is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .. import audio
+from ..backends.base import Backend
+from ..defaults import DEFAULT_LOOKAHEAD_MS
+from ..face import align
+from ..face.lipunits import to_canonical
+from ..face.tracker import FaceObservation, FaceTracker
+from ..model import ModelBundle
+from . import hires
+from .blend import FaceMask, PasteRegion, colour_offset, face_mask, match_colour, paste
+from .hires import RenderSizeConfig, RenderSizer
+from .reference import Candidate, ReferenceConfig, ReferenceSelector
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("track", "align", "mel", "a2l", "generator", "blend")
+
+
+class MelSource(Protocol):
+    def frames(self, start: int, stop: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
+    # a frame is silent when the mean log-mel (scale [-4, 4]) of the 50 ms around it stays
+    # below this; silent frames get the closed-mouth units
+    silence_level: float = -3.0
+    colour_match: bool = True
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    render: RenderSizeConfig = field(default_factory=RenderSizeConfig)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    image: np.ndarray  # the output frame (the input array, modified in place when a face was found)
+    face: bool
+    silent: bool
+    times: dict[str, float]  # ms per stage
+    region: PasteRegion | None = None
+    units: np.ndarray | None = None
+    render_size: int = 0  # side of the pasted face crop (the bundle's crop size, or R)
+    composite_ms: float = 0.0  # part of "blend": the hi-res compositing and paste (one resampling)
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """A hi-res render still to be composited: the generator's fields for one frame, the
+    reference they warp and the colour offset to add."""
+
+    fields: np.ndarray  # (6, S, S)
+    reference: Candidate
+    offset: np.ndarray | None
+
+
+class AudioStage:
+    """Lip-motion units per video frame from a mel source, causal up to the lookahead."""
+
+    def __init__(self, bundle: ModelBundle, backend: Backend, config: PipelineConfig) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.config = config
+        la = config.lookahead_ms / 1000
+        if la < 0:
+            raise ValueError("lookahead must be >= 0 ms")
+        if la > bundle.max_lookahead + 1e-6:
+            logger.warning(
+                "lookahead beyond the trained range; clamped",
+                extra={"requested_ms": config.lookahead_ms, "max_ms": bundle.max_lookahead * 1000},
+            )
+            la = bundle.max_lookahead
+        self.lookahead = la
+        self._la = np.full((1, 1), la, np.float32)
+        self._raw: deque[np.ndarray] = deque(maxlen=len(bundle.smoothing))
+        self._w = np.asarray(bundle.smoothing, np.float32) / float(np.sum(bundle.smoothing))
+
+    def reset(self) -> None:
+        self._raw.clear()
+
+    def needed_until(self, t: float) -> float:
+        """Audio time (s) up to which the mel must be known to compute frame ``t``."""
+        return t + self.lookahead + audio.N_FFT / 2 / audio.SAMPLE_RATE
+
+    def is_silent(self, mel: MelSource, t: float) -> bool:
+        m = int(round(t * audio.MEL_FPS))
+        near = mel.frames(m - 2, m + 2)
+        return float(near.mean()) < self.config.silence_level
+
+    def units_at(
+        self,
+        mel: MelSource,
+        t: float,
+        times: dict[str, float] | None = None,
+        lookahead: float | None = None,
+    ) -> tuple[np.ndarray, bool]:
+        """Smoothed z-units for the frame at ``t`` and whether the audio is silent there.
+
+        ``lookahead`` (s) overrides the configured lookahead for this frame, clamped to it: a
+        streaming caller passes the future audio actually buffered (DESIGN §3)."""
+        t0 = time.perf_counter()
+        la, la_in = self.lookahead, self._la
+        if lookahead is not None and lookahead < la:
+            la = max(0.0, lookahead)
+            la_in = np.full((1, 1), la, np.float32)
+        start, stop = audio.window_bounds(t, la, self.bundle.mel_window)
+        win = mel.frames(start, stop)[None]
+        silent = self.is_silent(mel, t)
+        t1 = time.perf_counter()
+        raw = self.bundle.closed_units if silent else self.backend.audio_to_lip(win, la_in)[0]
+        t2 = time.perf_counter()
+        self._raw.append(np.asarray(raw, np.float32))
+        hist = list(self._raw)
+        while len(hist) < len(self._w):
+            hist.insert(0, hist[0])
+        units = np.tensordot(self._w, np.stack(hist), axes=1).astype(np.float32)
+        if times is not None:
+            times["mel"] = (t1 - t0) * 1000
+            times["a2l"] = (t2 - t1) * 1000
+        return units, silent
+
+
+class DubPipeline:
+    """Stateful per-stream renderer. Feed frames in time order."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        backend: Backend,
+        tracker: FaceTracker,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.tracker = tracker
+        self.config = config or PipelineConfig()
+        self.audio = AudioStage(bundle, backend, self.config)
+        self.refs = ReferenceSelector(self.config.reference)
+        self.mask: FaceMask = face_mask(bundle.crop_size)
+        s = bundle.crop_size
+        self._hidden = self.mask.hidden
+        self._units: deque[np.ndarray] = deque(maxlen=bundle.context)
+        self._pose = np.zeros((1, 3, s, s), np.float32)
+        self._ref = np.zeros((1, 3, s, s), np.float32)
+        self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
+        self._last_obs: FaceObservation | None = None
+        self._units_t: float | None = None  # the frame of the newest units in the context
+        self._last_render: np.ndarray | _Fields | None = None  # what a skipped generator reuses
+        self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
+        self.sizer = RenderSizer(self.config.render, s)
+        self._ref_cache: tuple[float, int, np.ndarray] | None = None
+        self._masks: dict[int, FaceMask] = {s: self.mask}
+
+    def _make_gpu_blender(self) -> object | None:
+        """The CUDA paste-back kernel beside a GPU backend; numpy/OpenCV when it cannot load."""
+        try:
+            from .cuda import CudaBlender
+
+            return CudaBlender(self.mask)
+        except Exception as exc:  # no pycuda, no device, no nvcc: the CPU blend still works
+            logger.warning("CUDA blender unavailable, blending on the CPU", extra={"reason": str(exc)})
+            return None
+
+    def reset(self) -> None:
+        self.audio.reset()
+        self.refs.reset()
+        self.tracker.reset()
+        self.backend.reset()
+        self._units.clear()
+        self._units_t = None
+        self._last_obs = None
+        self._last_render = None
+        self.sizer.reset()
+        self._ref_cache = None
+
+    def _reference_at(self, ref: Candidate, size: int) -> np.ndarray:
+        """The reference as a (size, size, 3) float32 crop, from its hi-res crop when it has one."""
+        c = self._ref_cache
+        if c is not None and c[0] == ref.time and c[1] == size:
+            return c[2]
+        src = ref.hires if ref.hires is not None else ref.crop
+        out = hires.resize_crop(src, size).astype(np.float32)
+        self._ref_cache = (ref.time, size, out)
+        return out
+
+    def mask_at(self, size: int) -> FaceMask:
+        """The lower-face mask at ``size`` px (the S mask resampled; cached per size)."""
+        m = self._masks.get(size)
+        if m is None:
+            m = self._masks[size] = hires.scaled_mask(self.mask, size)
+        return m
+
+    def push_units(self, units: np.ndarray, t: float | None = None) -> None:
+        """Append the units of the frame at ``t`` to the five-frame context; units given again
+        for the same frame (a frame rendered twice) replace its earlier ones."""
+        if t is not None and t == self._units_t and self._units:
+            self._units[-1] = np.asarray(units, np.float32)
+            return
+        self._units.append(np.asarray(units, np.float32))
+        self._units_t = t
+
+    @property
+    def last_observation(self) -> FaceObservation | None:
+        """The landmarks the last frame was rendered with (what ``reuse_landmarks`` reuses)."""
+        return self._last_obs
+
+    def set_observation(self, obs: FaceObservation | None) -> None:
+        """Replace the landmarks ``reuse_landmarks`` will reuse (e.g. by the tracked ones)."""
+        self._last_obs = obs
+
+    def process(
+        self,
+        image: np.ndarray,
+        t: float,
+        mel: MelSource | None = None,
+        units: np.ndarray | None = None,
+        reuse_landmarks: bool = False,
+        skip_generator: bool = False,
+        landmarks: FaceObservation | None = None,
+    ) -> FrameResult:
+        """Dub the frame ``image`` (RGB uint8, modified in place) shown at ``t`` seconds.
+
+        The units come from ``mel`` through the audio stage, or are given directly (``units``,
+        e.g. true units for an evaluation ceiling). ``reuse_landmarks`` and ``skip_generator``
+        are the scheduler's degradation steps; ``landmarks`` renders with the given landmarks
+        instead of tracking (the scheduler's speculative alignment)."""
+        times: dict[str, float] = {}
+        silent = False
+        if units is None:
+            if mel is None:
+                raise ValueError("give a mel source or the units")
+            units, silent = self.audio.units_at(mel, t, times)
+        self.push_units(units, t)
+        t0 = time.perf_counter()
+        if landmarks is not None:
+            obs: FaceObservation | None = landmarks
+        elif reuse_landmarks and self._last_obs is not None:
+            obs = self._last_obs
+        else:
+            obs = self.tracker.track(image, t)
+        t1 = time.perf_counter()
+        times["track"] = (t1 - t0) * 1000
+        if obs is None:
+            self._last_obs = None
+            return FrameResult(image, False, silent, times, None, units)
+        self._last_obs = obs
+        s = self.bundle.crop_size
+        al = align.estimate(obs.landmarks, s)
+        crop = align.warp_to_crop(image, al)
+        canon = to_canonical(obs.landmarks)
+        size = self.sizer.size_for(al) if self.backend.has_fields else s
+        interp = self.config.render.interpolation
+        big = hires.crop(image, hires.scaled(al, size), interp) if size > s and self.refs.wants(t) else None
+        self.refs.observe(t, crop, canon, big)
+        ref = self.refs.reference(t)
+        t2 = time.perf_counter()
+        times["align"] = (t2 - t1) * 1000
+        composite_ms = 0.0
+        render: np.ndarray | _Fields
+        if skip_generator and self._last_render is not None:
+            render = self._last_render
+        else:
+            assert ref is not None
+            crop_f = crop.astype(np.float32) * (1 / 255)
+            self._pose[0] = crop_f.transpose(2, 0, 1)
+            self._pose[0][:, self._hidden] = 0.0
+            self._ref[0] = ref.crop.transpose(2, 0, 1).astype(np.float32) * (1 / 255)
+            hist = list(self._units)
+            while len(hist) < self.bundle.context:
+                hist.insert(0, hist[0])
+            self._ctx[0] = np.stack(hist)
+            out, fields = self.backend.generate_fields(self._pose, self._ref, self._ctx)
+            face = np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255
+            if fields is not None and size > s:
+                # colour offset measured at S (the same band, the same means), applied at R
+                shift = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
+                render = _Fields(fields[0], ref, shift)
+            else:
+                if self.config.colour_match and self._gpu_blender is None:
+                    face = match_colour(face, crop.astype(np.float32), self.mask)
+                render = face
+            self._last_render = render
+        t3 = time.perf_counter()
+        times["generator"] = (t3 - t2) * 1000
+        if isinstance(render, _Fields):
+            # hi-res: the fields applied to the reference's R px crop and pasted in one resampling
+            # (a skipped generator re-renders its last fields at this frame's alignment)
+            fs = max(size, s)
+            region = hires.composite_into(
+                image,
+                self._reference_at(render.reference, fs),
+                render.fields,
+                hires.scaled(al, fs),
+                self.mask_at(fs),
+                interp,
+                render.offset,
+                self.config.render.detail,
+            )
+            composite_ms = (time.perf_counter() - t3) * 1000
+        elif self._gpu_blender is not None and render.shape[0] == s:
+            fs = s
+            offset = colour_offset(render, crop.astype(np.float32), self.mask) if self.config.colour_match else None
+            self._gpu_blender.paste_rgb(image, render, al, offset)  # type: ignore[attr-defined]
+            region = None
+        else:  # the 96 px face (old bundles, --render-size 96, small faces) on the CPU
+            fs = s
+            region = paste(image, render, al, self.mask)
+        times["blend"] = (time.perf_counter() - t3) * 1000
+        return FrameResult(image, True, silent, times, region, units, fs, composite_ms)

@@ -1,0 +1,1 @@
+"""Live streaming: sessions, scheduling, dub sources and the WebRTC front ends."""

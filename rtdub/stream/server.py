@@ -1,0 +1,356 @@
+"""``rtdub serve``: the HTTP side of the streaming engine (aiohttp).
+
+Endpoints:
+
+- ``GET /``            the browser page (camera in, dubbed stream back; upload or TTS choice)
+- ``POST /offer``      JSON ``{sdp, type, dub?}`` -> JSON answer; sendrecv, the dubbed stream
+                       comes back on the same connection
+- ``POST /uploads``    a media file as the request body -> ``{"id", "seconds"}``; size-limited
+                       and type-checked by decoding its audio with PyAV
+- ``POST /whip``       WHIP ingest (``application/sdp``) -> 201 + Location; ``DELETE`` ends it
+- ``POST /whep``       WHEP playback of the dubbed output of the newest session (or
+                       ``?session=ID``) -> 201 + Location; ``DELETE`` ends it
+- ``GET /stats``       per-session timings, late and dropped frames, A/V offset
+
+Safety: binds 127.0.0.1 by default and refuses any other address without a token. With a
+token, every endpoint but the page needs ``Authorization: Bearer <token>``. Uploaded files
+get server-chosen names in a private temporary directory; no client string becomes a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from ..exceptions import InputError, RtdubError
+from .peer import DubSpec, EnginePeer
+from .session import PipelineFactory, StreamConfig, default_pipeline_factory
+from .webrtc import ice_configuration
+
+logger = logging.getLogger(__name__)
+
+MAX_SDP = 64 * 1024
+_ID_CHARS = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    ice_servers: tuple[str, ...] = ()
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_seconds: float = 600.0
+    max_sessions: int = 4
+    max_uploads: int = 16  # kept on disk; the oldest is deleted first
+
+    def check(self) -> None:
+        """InputError when the host is not loopback and there is no token."""
+        if self.token is not None and not self.token.strip():
+            raise InputError("--token", "must not be empty")
+        if not _is_loopback(self.host) and not self.token:
+            raise InputError("--host", f"binding {self.host} needs --token (only loopback is open without one)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class DubServer:
+    """Lifecycle: ``await start()`` (returns the bound port), ``await aclose()``."""
+
+    def __init__(self, config: ServeConfig, factory: PipelineFactory | None = None) -> None:
+        config.check()
+        self.config = config
+        self._factory = factory
+        self.peers: dict[str, EnginePeer] = {}
+        self.whep: dict[str, EnginePeer] = {}  # viewer id -> the peer whose output it plays
+        self.uploads: dict[str, tuple[Path, float]] = {}
+        self._upload_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._runner: web.AppRunner | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._started = time.monotonic()
+        self.port = config.port
+        self.app = self._make_app()
+
+    # --- app --------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.max_upload_bytes + 1024, middlewares=[self._auth])
+        app.router.add_get("/", self.page)
+        app.router.add_post("/offer", self.offer)
+        app.router.add_post("/uploads", self.upload)
+        app.router.add_post("/whip", self.whip)
+        app.router.add_delete("/whip/{id}", self.whip_delete)
+        app.router.add_post("/whep", self.whep_post)
+        app.router.add_delete("/whep/{id}", self.whep_delete)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self.config.token
+        if token and not (request.method == "GET" and request.path == "/"):
+            got = request.headers.get("Authorization", "")
+            if not (got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), token.encode())):
+                raise web.HTTPUnauthorized(
+                    text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
+                )
+        try:
+            return await handler(request)
+        except InputError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from exc
+
+    def _factory_or_default(self) -> PipelineFactory:
+        if self._factory is None:
+            self._factory = default_pipeline_factory(self.config.stream)
+        return self._factory
+
+    def _check_capacity(self) -> None:
+        if len(self.peers) >= self.config.max_sessions:
+            raise web.HTTPServiceUnavailable(text="too many sessions\n")
+
+    async def _new_peer(self, spec: DubSpec, sdp: str, send_back: bool) -> EnginePeer:
+        self._check_capacity()
+        if not sdp or len(sdp) > MAX_SDP:
+            raise InputError("sdp", "missing or too large")
+        peer = EnginePeer(
+            self.config.stream,
+            self._factory_or_default(),
+            spec,
+            ice_configuration(self.config.ice_servers),
+            send_back=send_back,
+            resolve_upload=self._resolve_upload,
+        )
+        self.peers[peer.id] = peer
+        try:
+            await peer.answer(RTCSessionDescription(sdp=sdp, type="offer"))
+        except (ValueError, RtdubError) as exc:
+            self.peers.pop(peer.id, None)
+            raise web.HTTPBadRequest(text=f"{exc}\n") from exc
+        except BaseException:
+            self.peers.pop(peer.id, None)
+            raise
+        task = asyncio.create_task(self._watch(peer), name=f"rtdub-watch-{peer.id}")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+        return peer
+
+    async def _watch(self, peer: EnginePeer) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await peer.closed.wait()
+        self._forget(peer)
+
+    def _forget(self, peer: EnginePeer) -> None:
+        self.peers.pop(peer.id, None)
+        for vid, p in list(self.whep.items()):
+            if p is peer:
+                del self.whep[vid]
+
+    # --- handlers ---------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        from .webpage import PAGE
+
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def offer(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError("body", "not JSON") from exc
+        if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+            raise InputError("body", 'expected {"sdp": ..., "type": "offer"}')
+        spec = DubSpec.parse(body.get("dub"))
+        peer = await self._new_peer(spec, body["sdp"], send_back=True)
+        desc = peer.pc.localDescription
+        return web.json_response({"sdp": desc.sdp, "type": desc.type, "session": peer.id})
+
+    async def _read_sdp(self, request: web.Request) -> str:
+        if request.content_type != "application/sdp":
+            raise web.HTTPUnsupportedMediaType(text="expected application/sdp\n")
+        raw = await request.content.read(MAX_SDP + 1)
+        if len(raw) > MAX_SDP:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_SDP, actual_size=len(raw))
+        return raw.decode("utf-8", errors="replace")
+
+    async def whip(self, request: web.Request) -> web.Response:
+        sdp = await self._read_sdp(request)
+        spec = DubSpec.parse({k: v for k, v in request.query.items() if k in ("source", "text", "voice", "id")})
+        peer = await self._new_peer(spec, sdp, send_back=False)
+        return web.Response(
+            status=201,
+            text=peer.pc.localDescription.sdp,
+            content_type="application/sdp",
+            headers={"Location": f"/whip/{peer.id}"},
+        )
+
+    async def whip_delete(self, request: web.Request) -> web.Response:
+        peer = self.peers.get(request.match_info["id"])
+        if peer is None:
+            raise web.HTTPNotFound(text="no such session\n")
+        await peer.aclose()
+        self._forget(peer)
+        return web.Response(status=200)
+
+    async def whep_post(self, request: web.Request) -> web.Response:
+        sdp = await self._read_sdp(request)
+        wanted = request.query.get("session")
+        peers = [p for p in self.peers.values() if not p.closed.is_set()]
+        peer = self.peers.get(wanted) if wanted else (peers[-1] if peers else None)
+        if peer is None:
+            raise web.HTTPNotFound(text="no session to play\n")
+        vid, answer = await peer.add_viewer(
+            RTCSessionDescription(sdp=sdp, type="offer"), ice_configuration(self.config.ice_servers)
+        )
+        self.whep[vid] = peer
+        return web.Response(
+            status=201, text=answer.sdp, content_type="application/sdp", headers={"Location": f"/whep/{vid}"}
+        )
+
+    async def whep_delete(self, request: web.Request) -> web.Response:
+        vid = request.match_info["id"]
+        peer = self.whep.pop(vid, None)
+        if peer is None or not await peer.drop_viewer(vid):
+            raise web.HTTPNotFound(text="no such viewer\n")
+        return web.Response(status=200)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        limit = self.config.max_upload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        if self._upload_dir is None:
+            self._upload_dir = tempfile.TemporaryDirectory(prefix="rtdub-uploads-")
+        uid = secrets.token_hex(8)
+        path = Path(self._upload_dir.name) / f"{uid}.media"
+        size = 0
+        try:
+            with path.open("wb") as f:
+                while chunk := await request.content.read(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                    f.write(chunk)
+            if size == 0:
+                raise InputError("upload", "empty body")
+            seconds = await asyncio.get_running_loop().run_in_executor(None, self._probe_upload, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self.uploads[uid] = (path, seconds)
+        while len(self.uploads) > self.config.max_uploads:  # drop policy: oldest upload first
+            old = next(iter(self.uploads))
+            self.uploads.pop(old)[0].unlink(missing_ok=True)
+        logger.info("upload stored", extra={"id": uid, "bytes": size, "seconds": seconds})
+        return web.json_response({"id": uid, "seconds": round(seconds, 3)}, status=201)
+
+    def _probe_upload(self, path: Path) -> float:
+        from .dubsources import decode_audio
+
+        try:
+            wav = decode_audio(path, self.config.max_upload_seconds)
+        except InputError as exc:
+            raise web.HTTPUnsupportedMediaType(text=f"not a usable audio file: {exc.problem}\n") from exc
+        return float(wav.size / 16000)
+
+    def _resolve_upload(self, uid: str) -> Path:
+        if not (len(uid) == 16 and set(uid) <= _ID_CHARS) or uid not in self.uploads:
+            raise InputError("dub.id", "unknown upload id")
+        return self.uploads[uid][0]
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats_dict())
+
+    def stats_dict(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "sessions": [p.session.stats() | {"viewers": len(p.viewers)} for p in self.peers.values()],
+            "uploads": len(self.uploads),
+        }
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> int:
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        logger.info("serving", extra={"host": self.config.host, "port": self.port})
+        return self.port
+
+    async def aclose(self) -> None:
+        """Close every peer (and its session), stop serving, delete uploads."""
+        for peer in list(self.peers.values()):
+            await peer.aclose()
+        self.peers.clear()
+        self.whep.clear()
+        for task in list(self._watchers):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._upload_dir is not None:
+            shutil.rmtree(self._upload_dir.name, ignore_errors=True)
+            self._upload_dir.cleanup()
+            self._upload_dir = None
+        self.uploads.clear()
+
+
+async def serve_forever(config: ServeConfig, ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then close all peers and leave no task running."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = DubServer(config)
+    try:
+        port = await server.start()
+        if ready is not None:
+            ready(port)
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await server.aclose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await _finish_tasks()
+
+
+async def _finish_tasks(timeout: float = 5.0) -> None:
+    """Cancel whatever is still running (library tasks that outlive a closed peer) and wait."""
+    rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if not rest:
+        return
+    logger.warning("cancelling leftover tasks: %s", ", ".join(t.get_name() for t in rest))
+    for t in rest:
+        t.cancel()
+    await asyncio.wait(rest, timeout=timeout)
