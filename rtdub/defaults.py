@@ -12,12 +12,27 @@ colour in hi-res compositing (rtdub/render/hires.py). Offline it raises the dev 
 sharpness from 0.61 to 0.74 (training/ABLATION.md); streams leave it off by default: in the
 loopback benchmark it added 2-3 ms to the frame at p50 and put the base-20 default's p95 at
 the 40 ms target (39.7-41.0 ms against 25.9-36.2 without it, quiet host).
+
+``MEDIA_ENV``: the folder of real talking-head media (``clips/``, ``audio/``, ``train/``,
+``faces/``) that the measuring tools (bench, evaluate, benchmarks/) read by default. It comes
+from the ``RTDUB_MEDIA`` environment variable (the Makefile sets it for ``make bench`` and
+``make eval``) or from each tool's flags; no tool assumes where it lies.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 DEFAULT_LOOKAHEAD_MS = 40.0
 DEFAULT_DETAIL = 1.0
 STREAM_DETAIL = 0.0
+MEDIA_ENV = "RTDUB_MEDIA"
 
-__all__ = ["DEFAULT_DETAIL", "DEFAULT_LOOKAHEAD_MS", "STREAM_DETAIL"]
+
+def media_path(*parts: str) -> Path | None:
+    """``$RTDUB_MEDIA/parts...``, or None when the variable is unset or empty."""
+    root = os.environ.get(MEDIA_ENV, "").strip()
+    return Path(root, *parts) if root else None
+
+__all__ = ["DEFAULT_DETAIL", "DEFAULT_LOOKAHEAD_MS", "MEDIA_ENV", "STREAM_DETAIL", "media_path"]
