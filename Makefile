@@ -39,7 +39,7 @@ test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(DEV_STAMP)
-	$(BIN)/python -m benchmarks.run --out benchmarks/results
+	RTDUB_MEDIA=$${RTDUB_MEDIA:-../shared/media} $(BIN)/python -m benchmarks.run --out benchmarks/results
 
 eval: $(DEV_STAMP)
 	$(BIN)/python -m training.evaluate --clips ../shared/media/clips --out runs/eval

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             result = json.loads(out.read_text())
     wall = time.perf_counter() - t0
-    from rtdub.measure.bench import machine_info
+    from rtdub.measure.bench.machine import machine_info
 
     info = machine_info()
     report = {

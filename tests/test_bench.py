@@ -15,15 +15,22 @@ import numpy as np
 import pytest
 
 from rtdub.cli.main import build_parser
-from rtdub.measure import bench
+from rtdub.cli.measure import config_from_args
+from rtdub.measure.bench import sections
+from rtdub.measure.bench.config import ALL_BACKENDS, SECTIONS, BenchConfig
+from rtdub.measure.bench.provenance import expert_provenance, load_expert
+from rtdub.measure.bench.quality import _lse
+from rtdub.measure.bench.report import _expert_md, _streaming_md, markdown
+from rtdub.measure.bench.run import SCHEMA, BenchOutput, run_bench
+from rtdub.measure.bench.sections import BENCH_STAGES, Context, percentiles
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchOutput:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> BenchOutput:
     out = tmp_path_factory.mktemp("bench")
-    cfg = bench.BenchConfig(
+    cfg = BenchConfig(
         out=out,
         frames=6,
         warmup=2,
@@ -36,7 +43,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> bench.BenchOutput:
         # the streaming engine's own loopback run has its tests; here its section is faked below
         sections=("stage_latency", "throughput", "lookahead", "quality"),
     )
-    return bench.run_bench(cfg, command="pytest tiny bench")
+    return run_bench(cfg, command="pytest tiny bench")
 
 
 def assert_ordered(p: Mapping[str, object]) -> None:
@@ -48,14 +55,14 @@ def assert_ordered(p: Mapping[str, object]) -> None:
     assert 0 <= p50 <= p95 <= p99
 
 
-def test_every_section_ran_or_was_skipped_cleanly(tiny: bench.BenchOutput) -> None:
+def test_every_section_ran_or_was_skipped_cleanly(tiny: BenchOutput) -> None:
     assert tiny.ok, {k: v.get("error") for k, v in tiny.report["sections"].items()}
-    assert set(tiny.report["sections"]) == set(bench.SECTIONS) - {"streaming"}
+    assert set(tiny.report["sections"]) == set(SECTIONS) - {"streaming"}
 
 
-def test_json_schema_machine_and_sources(tiny: bench.BenchOutput) -> None:
+def test_json_schema_machine_and_sources(tiny: BenchOutput) -> None:
     rep = json.loads(tiny.json_path.read_text())
-    assert rep["schema"] == bench.SCHEMA
+    assert rep["schema"] == SCHEMA
     assert rep["command"] == "pytest tiny bench"
     m = rep["machine"]
     assert m["cpu_model"] and m["cores_usable"] >= 1
@@ -73,33 +80,33 @@ def test_json_schema_machine_and_sources(tiny: bench.BenchOutput) -> None:
         assert rep["sections"][name]["source"].startswith("rtdub.measure.bench.")
 
 
-def test_stage_latency_percentiles_are_ordered(tiny: bench.BenchOutput) -> None:
+def test_stage_latency_percentiles_are_ordered(tiny: BenchOutput) -> None:
     sec = tiny.report["sections"]["stage_latency"]
-    assert sec["stages"] == list(bench.BENCH_STAGES)
+    assert sec["stages"] == list(BENCH_STAGES)
     (run,) = [r for r in sec["runs"] if r["backend"] == "onnx"]
     assert (run["width"], run["height"]) == (320, 240)
     assert run["frames"] == 6 and run["faces"] > 0
     assert "dub_file" in run["source"]
-    for stage in bench.BENCH_STAGES:
+    for stage in BENCH_STAGES:
         assert_ordered(run["stages_ms"][stage])
     if run["total_ms"] is not None:
         assert_ordered(run["total_ms"])
     # tensorrt is either measured or skipped with a reason
     names = {r["backend"] for r in sec["runs"]} | {s["backend"] for s in sec["skipped_backends"]}
-    assert names == set(bench.ALL_BACKENDS)
+    assert names == set(ALL_BACKENDS)
     assert all(s["reason"] for s in sec["skipped_backends"])
     samples = json.loads(tiny.samples_path.read_text())
     assert len(samples["stage_latency/onnx_320x240"]["stages_ms"]["generator"]) == 6
 
 
-def test_throughput_comes_from_the_dub_runs(tiny: bench.BenchOutput) -> None:
+def test_throughput_comes_from_the_dub_runs(tiny: BenchOutput) -> None:
     sec = tiny.report["sections"]["throughput"]
     (run,) = [r for r in sec["runs"] if r["backend"] == "onnx"]
     assert run["frames"] == 8 and run["frames_per_s"] > 0 and run["x_realtime"] > 0
     assert any("skipped" in n for n in sec["notes"])  # no shared clips here
 
 
-def test_lookahead_rows_latency_and_null_lse(tiny: bench.BenchOutput) -> None:
+def test_lookahead_rows_latency_and_null_lse(tiny: BenchOutput) -> None:
     sec = tiny.report["sections"]["lookahead"]
     rows = sec["rows"]
     assert [r["lookahead_ms"] for r in rows] == [0.0, 120.0]
@@ -117,23 +124,14 @@ def test_lookahead_rows_latency_and_null_lse(tiny: bench.BenchOutput) -> None:
     assert "no clips" in sec["clips_note"]
 
 
-def test_quality_skipped_cleanly_without_clips(tiny: bench.BenchOutput) -> None:
+def test_quality_skipped_cleanly_without_clips(tiny: BenchOutput) -> None:
     sec = tiny.report["sections"]["quality"]
     assert sec["status"] == "skipped"
     assert "no-clips-here" in sec["reason"]
 
 
-def _streaming_only(out: Path) -> bench.BenchConfig:
-    return bench.BenchConfig(out=out, sections=("streaming",), streaming_seconds=1.0)
-
-
-def test_streaming_not_available_is_reported_not_invented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "streaming_command", lambda seconds, out: None)
-    res = bench.run_bench(_streaming_only(tmp_path))
-    sec = res.report["sections"]["streaming"]
-    assert sec["status"] == "not available" and "streaming engine not built" in sec["reason"]
-    assert "not available: streaming engine not built" in res.markdown_path.read_text()
-    assert res.ok
+def _streaming_only(out: Path) -> BenchConfig:
+    return BenchConfig(out=out, sections=("streaming",), streaming_seconds=1.0)
 
 
 def test_streaming_result_is_taken_from_the_engine_measurement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,19 +148,19 @@ def test_streaming_result_is_taken_from_the_engine_measurement(tmp_path: Path, m
     def command(seconds: float, out: Path) -> list[str]:
         return [sys.executable, "-c", code, "--out", str(out)]
 
-    monkeypatch.setattr(bench, "streaming_command", command)
-    res = bench.run_bench(_streaming_only(tmp_path))
+    monkeypatch.setattr(sections, "streaming_command", command)
+    res = run_bench(_streaming_only(tmp_path))
     sec = res.report["sections"]["streaming"]
     assert sec["status"] == "ok" and sec["result"] == fake
     assert sec["process"]["wall_s"] > 0
     md = res.markdown_path.read_text()
     assert "| added latency (dubbed - passthrough, per frame) | 20.0 | 30.0 | 35.0 | 20 |" in md
-    monkeypatch.setattr(bench, "streaming_command", lambda s, o: [sys.executable, "-c", "raise SystemExit(3)"])
-    res = bench.run_bench(_streaming_only(tmp_path))
+    monkeypatch.setattr(sections, "streaming_command", lambda s, o: [sys.executable, "-c", "raise SystemExit(3)"])
+    res = run_bench(_streaming_only(tmp_path))
     assert res.report["sections"]["streaming"]["status"] == "error" and not res.ok
 
 
-def test_markdown_and_pngs(tiny: bench.BenchOutput) -> None:
+def test_markdown_and_pngs(tiny: BenchOutput) -> None:
     md = tiny.markdown_path.read_text()
     assert md.startswith("# rtdub bench")
     assert "## Per-stage latency" in md and "| generator |" in md and "**total**" in md
@@ -179,30 +177,30 @@ def test_markdown_and_pngs(tiny: bench.BenchOutput) -> None:
     assert not [p for p in tiny.json_path.parent.iterdir() if p.suffix in (".mp4", ".wav")]
 
 
-def test_markdown_regenerates_from_the_json(tiny: bench.BenchOutput) -> None:
+def test_markdown_regenerates_from_the_json(tiny: BenchOutput) -> None:
     rep = json.loads(tiny.json_path.read_text())
-    assert bench.markdown(rep) == tiny.markdown_path.read_text()
+    assert markdown(rep) == tiny.markdown_path.read_text()
 
 
 def test_cli_parses_bench_options(tmp_path: Path) -> None:
     args = build_parser().parse_args(
         ["bench", "--quick", "--out", str(tmp_path), "--resolutions", "320x240", "--sections", "quality,streaming"]
     )
-    cfg = bench.config_from_args(args)
+    cfg = config_from_args(args)
     assert cfg.quick and cfg.out == tmp_path and cfg.resolutions == ((320, 240),)
     assert cfg.sections == ("quality", "streaming") and cfg.frames < 500 and cfg.expert is None
-    cfg = bench.config_from_args(build_parser().parse_args(["bench", "--expert", str(tmp_path)]))
+    cfg = config_from_args(build_parser().parse_args(["bench", "--expert", str(tmp_path)]))
     assert cfg.expert == tmp_path
-    full = bench.config_from_args(build_parser().parse_args(["bench"]))
+    full = config_from_args(build_parser().parse_args(["bench"]))
     assert not full.quick and full.frames >= 500 and (640, 480) in full.resolutions and (1280, 720) in full.resolutions
     assert full.lookaheads_ms == (0.0, 40.0, 80.0, 120.0)
 
 
 def test_percentiles_helper() -> None:
-    p = bench.percentiles(np.arange(1000.0))
+    p = percentiles(np.arange(1000.0))
     assert p["n"] == 1000 and p["p50"] == pytest.approx(499.5)
     assert_ordered(p)
-    assert bench.percentiles([])["p50"] is None
+    assert percentiles([])["p50"] is None
 
 
 def test_protocol_scores_a_frozen_mouth_below_the_model_ceiling(talking_clip: Path) -> None:
@@ -241,12 +239,12 @@ def random_expert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def with_clip(
     tmp_path_factory: pytest.TempPathFactory, talking_clip: Path, random_expert: Path
-) -> tuple[bench.BenchOutput, Path]:
+) -> tuple[BenchOutput, Path]:
     out = tmp_path_factory.mktemp("bench_lse")
     clips = out / "clips"
     clips.mkdir()
     (clips / talking_clip.name).symlink_to(talking_clip)
-    cfg = bench.BenchConfig(
+    cfg = BenchConfig(
         out=out / "report",
         resolutions=((320, 240),),
         threads=1,
@@ -256,7 +254,7 @@ def with_clip(
         closure_text="Bob may buy a big map.",
         sections=("lookahead", "quality"),
     )
-    return bench.run_bench(cfg, command="pytest bench with a clip"), clips / talking_clip.name
+    return run_bench(cfg, command="pytest bench with a clip"), clips / talking_clip.name
 
 
 def assert_lse(r: Mapping[str, object]) -> None:
@@ -267,7 +265,7 @@ def assert_lse(r: Mapping[str, object]) -> None:
     assert r.get("LSE_reason") is None
 
 
-def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Path]) -> None:
+def test_lse_is_measured_on_every_render(with_clip: tuple[BenchOutput, Path]) -> None:
     res, clip = with_clip
     assert res.ok, {k: v.get("error") for k, v in res.report["sections"].items()}
     la = res.report["sections"]["lookahead"]
@@ -289,9 +287,7 @@ def test_lse_is_measured_on_every_render(with_clip: tuple[bench.BenchOutput, Pat
     assert la["lse_scoring_wall_s"] > 0 and la["lse_scoring_wall_s"] == q["lse_scoring_wall_s"]
 
 
-def test_ground_truth_row_is_what_rtdub_eval_measures(
-    with_clip: tuple[bench.BenchOutput, Path], random_expert: Path
-) -> None:
+def test_ground_truth_row_is_what_rtdub_eval_measures(with_clip: tuple[BenchOutput, Path], random_expert: Path) -> None:
     """Same crops, windows and formulas as ``rtdub eval``: the clip scored against its own audio."""
     from rtdub.measure.avsync import SyncNetExpert
     from rtdub.measure.scoring import evaluate_files
@@ -304,7 +300,7 @@ def test_ground_truth_row_is_what_rtdub_eval_measures(
     assert gt["AV_offset_per_clip"][clip.name] == ev.av_offset
 
 
-def test_expert_provenance_in_json_and_markdown(with_clip: tuple[bench.BenchOutput, Path], random_expert: Path) -> None:
+def test_expert_provenance_in_json_and_markdown(with_clip: tuple[BenchOutput, Path], random_expert: Path) -> None:
     res, clip = with_clip
     ex = json.loads(res.json_path.read_text())["expert"]
     assert ex["status"] == "loaded" and ex["root"] == str(random_expert)
@@ -314,7 +310,7 @@ def test_expert_provenance_in_json_and_markdown(with_clip: tuple[bench.BenchOutp
     assert f"- lip-sync expert: `{random_expert}`" in md and "lip-sync expert status:" in md
     assert "### Lip sync against the expert" in md and "**ground truth**" in md and "**frozen mouth**" in md
     assert "null" not in md.split("## Lookahead trade-off")[1]  # every LSE cell is a number
-    assert bench.markdown(json.loads(res.json_path.read_text())) == md
+    assert markdown(json.loads(res.json_path.read_text())) == md
     assert {p.name for p in res.plots} == {"lookahead.png"}
 
 
@@ -324,12 +320,12 @@ def test_provenance_reports_a_recorded_offset_accuracy_and_the_readme_status(
     man = json.loads((random_expert / "manifest.json").read_text())
     man["training"] = {"step": 9000, "held_out": ["speaker_a"], "held_out_offset_within_1": 0.93}
     (tmp_path / "README.md").write_text("# expert\n\n**Status: trained for a day.**\nIt works.\n\n## More\n")
-    info = bench.expert_provenance(tmp_path, man)
+    info = expert_provenance(tmp_path, man)
     assert info["offset_accuracy"] == {"training.held_out_offset_within_1": 0.93}
     assert "0.93" in info["assessment"]
     assert info["readme_status"] == "Status: trained for a day. It works."
     del man["training"]["held_out_offset_within_1"]
-    info = bench.expert_provenance(tmp_path, man)
+    info = expert_provenance(tmp_path, man)
     assert "no held-out AV-offset accuracy" in info["assessment"] and "trained for a day" in info["assessment"]
 
 
@@ -337,13 +333,13 @@ def test_missing_default_expert_gives_null_with_reason(tmp_path: Path, monkeypat
     import rtdub.measure.avsync
 
     monkeypatch.setattr(rtdub.measure.avsync, "default_expert_dir", lambda: tmp_path)
-    cfg = bench.BenchConfig(out=tmp_path / "out")
-    ex, info = bench.load_expert(cfg)
+    cfg = BenchConfig(out=tmp_path / "out")
+    ex, info = load_expert(cfg)
     assert ex is None and info["status"] == "absent" and "manifest.json" in info["reason"]
-    ctx = bench.Context(cfg, tmp_path, lambda m: None, expert=None, expert_info=info)
-    row = bench._lse(ctx, {"a.mp4": None})
+    ctx = Context(cfg, tmp_path, lambda m: None, expert=None, expert_info=info)
+    row = _lse(ctx, {"a.mp4": None})
     assert row["LSE_C"] is None and row["LSE_D"] is None and "no lip-sync expert" in row["LSE_reason"]
-    assert "none loaded" in "\n".join(bench._expert_md(info))
+    assert "none loaded" in "\n".join(_expert_md(info))
 
 
 def test_cli_bad_expert_is_a_one_line_error(tmp_path: Path) -> None:
@@ -359,5 +355,5 @@ def test_streaming_table_flags_host_steal() -> None:
     base = {"source": "loopbench", "result": {"added_latency_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "n": 9}}}
     noisy = {**base, "result": {**base["result"], "host_steal_pct": 11.5}}
     quiet = {**base, "result": {**base["result"], "host_steal_pct": 0.3}}
-    assert any("steal" in line and "11.5 %" in line for line in bench._streaming_md(noisy))
-    assert not any(line.startswith("**Note") for line in bench._streaming_md(quiet))
+    assert any("steal" in line and "11.5 %" in line for line in _streaming_md(noisy))
+    assert not any(line.startswith("**Note") for line in _streaming_md(quiet))
