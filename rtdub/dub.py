@@ -8,6 +8,7 @@ audio it continues by ping-pong looping (forward, then backward), so there is ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -19,14 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from . import audio, media
-from .backends import BackendConfig, get_backend
-from .defaults import DEFAULT_LOOKAHEAD_MS
+from .engine import EngineConfig, build_pipeline
 from .exceptions import InputError
 from .face.tracker import FaceTracker
-from .model import load_bundle
-from .render.hires import RenderSizeConfig, render_size_problem
-from .render.pipeline import STAGES, DubPipeline, PipelineConfig
-from .render.reference import ReferenceConfig
+from .render.pipeline import STAGES
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +33,7 @@ class DubOptions:
     video: Path
     audio: Path
     output: Path
-    model: Path | None = None
-    backend: str = "onnx"
-    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
-    render_size: int = 0  # hi-res face crop (rtdub/render/hires.py): 0 follows the face, the crop size turns it off
-    kernel: str = RenderSizeConfig.kernel  # interpolation of the reference texture (hires.KERNELS)
-    detail: float = RenderSizeConfig.detail  # the reference's fine detail under the colour (rtdub/render/hires.py)
-    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.render.reference.ReferenceConfig
-    threads: int = 2
+    engine: EngineConfig = field(default_factory=EngineConfig.offline)  # model, backend, threads, pipeline
     compare: Path | None = None  # also write input | output side by side here
     check_locality: bool = False  # verify that only masked pixels changed (costs a copy)
 
@@ -157,11 +147,7 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     wav16 = media.load_audio(opts.audio)
     rate = media.audio_sample_rate(opts.audio)
     mux_audio = media.load_audio(opts.audio, sample_rate=rate, mono=False)
-    bundle = load_bundle(opts.model)
-    problem = render_size_problem(opts.render_size, bundle.crop_size)
-    if problem is not None:
-        raise InputError("--render-size", problem)
-    backend = get_backend(opts.backend, bundle, BackendConfig(threads=opts.threads))
+    bundle = opts.engine.load_bundle()
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(wav16)))
     duration = wav16.size / audio.SAMPLE_RATE
     fps = float(info.fps) if info.fps else 25.0
@@ -174,16 +160,13 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     t_start = time.perf_counter()
     try:
         with (
+            contextlib.ExitStack() as closing,
             FaceTracker() as tracker,
             media.VideoWriter(opts.output, info.fps, w, h, mux_audio, rate) as writer,
         ):
             cmp_writer = media.VideoWriter(opts.compare, info.fps, 2 * w, h, mux_audio, rate) if opts.compare else None
-            config = PipelineConfig(
-                lookahead_ms=opts.lookahead_ms,
-                render=RenderSizeConfig(size=opts.render_size, kernel=opts.kernel, detail=opts.detail),
-                reference=ReferenceConfig(open_quantile=opts.reference_opening),
-            )
-            pipe = DubPipeline(bundle, backend, tracker, config)
+            pipe = build_pipeline(opts.engine, tracker, bundle)
+            closing.callback(pipe.close)
             try:
                 for i in range(n_out):
                     t = i / fps
@@ -222,7 +205,6 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
                 raise
     finally:
         frames.close()
-        backend.close()
     report.wall = time.perf_counter() - t_start
     if opts.check_locality:
         report.pixels_changed_outside_mask = outside

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rtdub.cli.main import main
+from rtdub.engine import EngineConfig
 from rtdub.measure.evaluation import load_clip
 from rtdub.model import load_bundle
 from rtdub.stream.session import StreamConfig, default_pipeline_factory
@@ -19,7 +20,8 @@ from .factories import speechlike, talking_clip
 
 @pytest.mark.parametrize("size", [None, 0, 96, 192])
 def test_stream_pipeline_render_size(size: int | None) -> None:
-    config = StreamConfig(track_ahead=False) if size is None else StreamConfig(render_size=size, track_ahead=False)
+    engine = EngineConfig.stream() if size is None else EngineConfig.stream().with_options(render_size=size)
+    config = StreamConfig(engine=engine, track_ahead=False)
     pipe = default_pipeline_factory(config)()
     try:
         assert pipe.config.render.size == (size or 0)
@@ -29,7 +31,7 @@ def test_stream_pipeline_render_size(size: int | None) -> None:
 
 def test_stream_pipeline_refuses_a_render_size_below_the_crop() -> None:
     with pytest.raises(ValueError, match="crop size"):
-        default_pipeline_factory(StreamConfig(render_size=50))
+        default_pipeline_factory(StreamConfig(engine=EngineConfig.stream().with_options(render_size=50)))
 
 
 @pytest.mark.parametrize("value", ["50", "-1"])

@@ -98,7 +98,7 @@ def test_with_region_changes_only_the_blended_pixels_and_keeps_timing() -> None:
     import cv2
 
     from rtdub.render.blend import PasteRegion
-    from rtdub.stream.scheduler import with_region
+    from rtdub.stream.frames import with_region
 
     rng = np.random.default_rng(3)
     h, w = 120, 160

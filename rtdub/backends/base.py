@@ -30,6 +30,12 @@ class Backend(ABC):
         """pose, reference (B, 3, S, S) in [0, 1]; units (B, 5, U) -> faces (B, 3, S, S)."""
 
     @property
+    def cuda_device(self) -> int | None:
+        """The CUDA device the backend's outputs are made on, or None for a CPU backend (the
+        pipeline then pastes on the CPU; on a device it uses the CUDA paste-back kernel)."""
+        return None
+
+    @property
     def has_fields(self) -> bool:
         """Whether :meth:`generate_fields` gives the fields (else the pipeline renders at S)."""
         return False

@@ -397,6 +397,7 @@ class TensorRTBackend(Backend):
         cuda = import_pycuda()
         self._cuda = cuda
         self._dev = DeviceContext(cuda, config.device)
+        self._device = config.device
         self.gpu = self._dev.info
         self._models: list[TrtModel] = []
         self._closed = False
@@ -420,6 +421,10 @@ class TensorRTBackend(Backend):
         model = TrtModel(trt, self._cuda, path.read_bytes(), self._stream, f"{name} ({path.name})")
         self._models.append(model)
         return model
+
+    @property
+    def cuda_device(self) -> int | None:
+        return self._device
 
     def audio_to_lip(self, mel: np.ndarray, lookahead: np.ndarray) -> np.ndarray:
         with self._dev:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..defaults import DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
+from ..engine import EngineConfig
 from ..exceptions import InputError
+from .options import add_engine_options, engine_config
+
+if TYPE_CHECKING:
+    from ..stream.session import StreamConfig
 
 logger = logging.getLogger(__name__)
 
@@ -18,25 +23,8 @@ logger = logging.getLogger(__name__)
 def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=100.0, help="per-frame deadline (default 100)")
     p.add_argument("--dub-delay-ms", type=float, default=0.0, help="translation lag of the dubbed audio")
-    p.add_argument(
-        "--lookahead-ms",
-        type=float,
-        default=DEFAULT_LOOKAHEAD_MS,
-        help=f"most future dubbed audio the lips use (default {DEFAULT_LOOKAHEAD_MS:g})",
-    )
-    p.add_argument("--model", type=Path, default=None, help="model bundle directory")
-    p.add_argument("--backend", default="onnx", help="onnx (CPU) or tensorrt (GPU)")
-    p.add_argument("--threads", type=int, default=1, help="inference threads per stream (default 1)")
-    p.add_argument(
-        "--render-size",
-        type=int,
-        default=0,
-        help="hi-res compositing: 0 (default) picks the size per face, N px fixes it, the crop size (96) turns it off",
-    )
-    from .main import add_look_options
-
-    # bicubic and no fine-detail term: the stream has a frame deadline
-    add_look_options(p, "cubic", STREAM_DETAIL)
+    # one inference thread per stream, bicubic and no fine-detail term: the frame deadline
+    add_engine_options(p, EngineConfig.stream())
     p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (default: none)")
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 
@@ -51,36 +39,17 @@ def parse_socket(spec: str) -> tuple[str, int] | str:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _stream_config(args: argparse.Namespace) -> Any:
+def _stream_config(args: argparse.Namespace) -> StreamConfig:
     from ..stream.session import StreamConfig
 
-    for name in ("budget_ms", "dub_delay_ms", "lookahead_ms"):
-        if getattr(args, name) < 0:
-            raise InputError("--" + name.replace("_", "-"), "must be >= 0")
-    if args.threads < 1:
-        raise InputError("--threads", "must be >= 1")
-    from .main import check_look_options
-
-    check_look_options(args)
-    if args.render_size:
-        from ..model import load_bundle
-        from ..render.hires import render_size_problem
-
-        problem = render_size_problem(args.render_size, load_bundle(args.model).crop_size)
-        if problem is not None:
-            raise InputError("--render-size", problem)
-    return StreamConfig(
-        budget_ms=args.budget_ms,
-        dub_delay_ms=args.dub_delay_ms,
-        lookahead_ms=args.lookahead_ms,
-        backend=args.backend,
-        threads=args.threads,
-        model=args.model,
-        render_size=args.render_size,
-        kernel=args.kernel,
-        detail=args.detail,
-        reference_opening=args.reference_opening,
-    )
+    for name in ("budget_ms", "dub_delay_ms"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise InputError("--" + name.replace("_", "-"), f"must be a finite number >= 0, got {value!r}")
+    engine = engine_config(args, EngineConfig.stream())
+    if engine.render_size:
+        engine.load_bundle()  # checks the render size against the bundle's crop size
+    return StreamConfig(budget_ms=args.budget_ms, dub_delay_ms=args.dub_delay_ms, engine=engine)
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

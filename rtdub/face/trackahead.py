@@ -26,19 +26,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
-from .tracker import FaceObservation, FaceTracker
+from .tracker import FaceObservation, Tracker
 
 logger = logging.getLogger(__name__)
 
 
 class AheadTracker:
-    """A :class:`FaceTracker` whose work can start before the frame is rendered."""
+    """A :class:`~rtdub.face.tracker.Tracker` whose work can start before the frame is rendered
+    (:meth:`submit`); :meth:`track` also takes the frame as a callable, converted on the
+    tracker's thread."""
 
-    def __init__(self, inner: FaceTracker, max_pending: int = 3, keep: int = 16) -> None:
+    def __init__(self, inner: Tracker, max_pending: int = 3, keep: int = 16) -> None:
         self.inner = inner
         self.max_pending = max_pending
         self.keep = keep
@@ -52,10 +53,6 @@ class AheadTracker:
         self.cancelled = 0
         self.expired = 0
         self.busy_ms = 0.0  # time spent tracking on the tracker thread
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
 
     def _run(self, image: Callable[[], np.ndarray] | np.ndarray, t: float) -> FaceObservation | None:
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -51,6 +52,19 @@ class FaceObservation:
     raw: np.ndarray  # (468, 2) unsmoothed
     face_size: float  # outer-eye-corner distance in pixels
     via_roi: bool  # found through the small-face path
+
+
+class Tracker(Protocol):
+    """What the pipeline needs of a face tracker: landmarks of consecutive frames, or None
+    where there is no face. :class:`FaceTracker` tracks on the calling thread;
+    :class:`~rtdub.face.trackahead.AheadTracker` adds ``submit`` (start a frame's tracking on its
+    own thread before the frame is rendered)."""
+
+    def track(self, image: np.ndarray, t: float) -> FaceObservation | None: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _mesh_points(result: object, w: int, h: int) -> np.ndarray | None:

@@ -12,12 +12,14 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .. import tts
 from ..dub import DubOptions, dub_file
+from ..engine import EngineConfig
 from . import samples
 
 TEXT = "Guten Tag! Willkommen zu unserer Besprechung. Heute sprechen wir über die Pläne für das nächste Jahr."
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             video=video,
             audio=wav,
             output=args.out / "demo.mp4",
-            model=args.model,
+            engine=replace(EngineConfig.offline(), model=args.model),
             compare=args.out / "demo_compare.mp4",
             check_locality=True,
         )

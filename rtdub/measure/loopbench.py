@@ -35,8 +35,9 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .. import atomic
-from ..defaults import DEFAULT_LOOKAHEAD_MS
-from ..render.hires import detail_problem
+from ..cli.options import add_engine_options, engine_config
+from ..engine import EngineConfig
+from ..exceptions import InputError
 from ..stream import encoders
 from ..stream.dubsources import ClipSource, TrackSource, decode_audio
 from ..stream.mediatracks import FramesTrack, PacketsTrack, PcmTrack
@@ -204,17 +205,13 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
     stream = StreamConfig(
         budget_ms=args.budget_ms,
         dub_delay_ms=args.dub_delay_ms,
-        threads=args.threads,
+        engine=args.engine,
         track_ahead=not args.no_track_ahead,
         speculate=not args.no_speculate,
         direct_tracking=not args.graph_tracking,
-        render_size=args.render_size,
-        detail=args.detail,
-        model=args.model,
-        lookahead_ms=args.lookahead_ms,
     )
     factory = default_pipeline_factory(stream)
-    passthrough = DubSession(StreamConfig(budget_ms=0, threads=1), factory, name="passthrough")
+    passthrough = DubSession(StreamConfig(budget_ms=0), factory, name="passthrough")
     dubbed = DubSession(stream, factory, name="dubbed")
     engine = RTCPeerConnection(ice_configuration())
     relay = MediaRelay()
@@ -262,8 +259,8 @@ async def _engine(conn: Connection, args: argparse.Namespace) -> None:
             logger.error("growth %s\n%s", st, "\n".join(st.traceback.format()))
     stats = dubbed.stats()
     engine_delay = {
-        "passthrough": _pcts(list(passthrough._video_delays_all)),
-        "dubbed": _pcts(list(dubbed._video_delays_all)),
+        "passthrough": _pcts(passthrough.video_latencies()),
+        "dubbed": _pcts(dubbed.video_latencies()),
     }
     for t in drains:
         t.cancel()
@@ -409,7 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--budget-ms", type=float, default=100.0)
     p.add_argument("--dub-delay-ms", type=float, default=0.0)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dub-file", type=Path, default=None, help="dubbed audio played in a loop")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument(
@@ -422,20 +418,17 @@ def main(argv: list[str] | None = None) -> int:
         help="track every frame through mediapipe's graph, not the landmark model run directly (for comparison)",
     )
     p.add_argument("--no-speculate", action="store_true", help="no speculative alignment (for comparison)")
-    p.add_argument("--render-size", type=int, default=0, help="hi-res compositing size of the dubbed session (0: auto)")
-    p.add_argument(
-        "--detail", type=float, default=StreamConfig.detail, help="fine-detail gain of hi-res compositing (0..1)"
-    )
-    p.add_argument("--model", type=Path, default=None, help="model bundle of the dubbed session")
-    p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
+    add_engine_options(p, EngineConfig.stream())  # the dubbed session's engine
     p.add_argument("--tracemalloc", action="store_true", help="log the largest memory growth")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     if args.out and (problem := atomic.writable_dir(args.out)) is not None:
         print(f"loopbench: error: --out: {problem}", file=sys.stderr)
         return 2
-    if (problem := detail_problem(args.detail)) is not None:
-        print(f"loopbench: error: --detail {problem}", file=sys.stderr)
+    try:
+        args.engine = engine_config(args, EngineConfig.stream())
+    except InputError as exc:
+        print(f"loopbench: error: {exc}", file=sys.stderr)
         return 2
     try:
         import uvloop

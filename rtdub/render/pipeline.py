@@ -1,14 +1,16 @@
 """The per-frame dubbing core shared by the offline CLI, the streaming engine and benchmarks.
 
-    frame ─► FaceTracker ─► align ─► crop ─┬─► ReferenceSelector (past frames only)
+    frame ─► Tracker ─► align ─► crop ─┬─► ReferenceSelector (past frames only)
     mel  ─► AudioStage (units for t, t-4..t history) ─┤
-                                            └─► generator ─► colour match ─► paste (mask only)
+                                        └─► generator ─► Compositor ─► frame (mask only)
 
-With a bundle whose generator also outputs its fields (flow, mixing weight, colour), the face
-is composited again at a render size R > S from an R px crop of the reference (rtdub/render/hires.py),
-in the same resampling as the paste, so the mouth keeps the frame's resolution; R follows the
-face's size in the frame (``PipelineConfig.render``). Old bundles, and backends without the fields
-(TensorRT), render at S as before.
+The :class:`~rtdub.render.compositor.Compositor` is chosen once, by what the backend can do:
+the numpy/OpenCV paste, the CUDA kernel beside a GPU backend, and, with a bundle whose generator
+also outputs its fields (flow, mixing weight, colour), hi-res compositing at a render size R > S
+from an R px crop of the reference (rtdub/render/hires.py), in the same resampling as the paste,
+so the mouth keeps the frame's resolution; R follows the face's size in the frame
+(``PipelineConfig.render``). Old bundles, and backends without the fields (TensorRT), render at
+S as before.
 
 Every stage is synchronous; callers that live on an event loop run :meth:`DubPipeline.process`
 in an executor. A frame without a face is returned unchanged.
@@ -29,10 +31,11 @@ from ..backends.base import Backend
 from ..defaults import DEFAULT_LOOKAHEAD_MS
 from ..face import align
 from ..face.lipunits import to_canonical
-from ..face.tracker import FaceObservation, FaceTracker
+from ..face.tracker import FaceObservation, Tracker
 from ..model import ModelBundle
 from . import hires
-from .blend import FaceMask, PasteRegion, colour_offset, face_mask, match_colour, paste
+from .blend import FaceMask, PasteRegion, face_mask
+from .compositor import Compositor, Render, make_compositor
 from .hires import RenderSizeConfig, RenderSizer
 from .reference import Candidate, ReferenceConfig, ReferenceSelector
 
@@ -69,13 +72,15 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
-class _Fields:
-    """A hi-res render still to be composited: the generator's fields for one frame, the
-    reference they warp and the colour offset to add."""
+class Shortcuts:
+    """The scheduler's degradation steps for one frame (rtdub/stream/scheduler.py)."""
 
-    fields: np.ndarray  # (6, S, S)
-    reference: Candidate
-    offset: np.ndarray | None
+    reuse_landmarks: bool = False  # render with the last frame's landmarks instead of tracking
+    skip_generator: bool = False  # paste the last render again at this frame's alignment
+    landmarks: FaceObservation | None = None  # render with these landmarks (speculative alignment)
+
+
+NO_SHORTCUTS = Shortcuts()
 
 
 class AudioStage:
@@ -151,8 +156,9 @@ class DubPipeline:
         self,
         bundle: ModelBundle,
         backend: Backend,
-        tracker: FaceTracker,
+        tracker: Tracker,
         config: PipelineConfig | None = None,
+        compositor: Compositor | None = None,
     ) -> None:
         self.bundle = bundle
         self.backend = backend
@@ -169,21 +175,11 @@ class DubPipeline:
         self._ctx = np.zeros((1, bundle.context, bundle.n_units), np.float32)
         self._last_obs: FaceObservation | None = None
         self._units_t: float | None = None  # the frame of the newest units in the context
-        self._last_render: np.ndarray | _Fields | None = None  # what a skipped generator reuses
-        self._gpu_blender = self._make_gpu_blender() if backend.name == "tensorrt" else None
+        self._last_render: Render | None = None  # what a skipped generator pastes again
+        cfg = self.config
+        self.compositor = compositor or make_compositor(backend, self.mask, cfg.render, cfg.colour_match)
         self.sizer = RenderSizer(self.config.render, s)
-        self._ref_cache: tuple[float, int, np.ndarray] | None = None
-        self._masks: dict[int, FaceMask] = {s: self.mask}
-
-    def _make_gpu_blender(self) -> object | None:
-        """The CUDA paste-back kernel beside a GPU backend; numpy/OpenCV when it cannot load."""
-        try:
-            from .cuda import CudaBlender
-
-            return CudaBlender(self.mask)
-        except Exception as exc:  # no pycuda, no device, no nvcc: the CPU blend still works
-            logger.warning("CUDA blender unavailable, blending on the CPU", extra={"reason": str(exc)})
-            return None
+        self._interp = self.config.render.interpolation
 
     def reset(self) -> None:
         self.audio.reset()
@@ -195,24 +191,12 @@ class DubPipeline:
         self._last_obs = None
         self._last_render = None
         self.sizer.reset()
-        self._ref_cache = None
+        self.compositor.reset()
 
-    def _reference_at(self, ref: Candidate, size: int) -> np.ndarray:
-        """The reference as a (size, size, 3) float32 crop, from its hi-res crop when it has one."""
-        c = self._ref_cache
-        if c is not None and c[0] == ref.time and c[1] == size:
-            return c[2]
-        src = ref.hires if ref.hires is not None else ref.crop
-        out = hires.resize_crop(src, size).astype(np.float32)
-        self._ref_cache = (ref.time, size, out)
-        return out
-
-    def mask_at(self, size: int) -> FaceMask:
-        """The lower-face mask at ``size`` px (the S mask resampled; cached per size)."""
-        m = self._masks.get(size)
-        if m is None:
-            m = self._masks[size] = hires.scaled_mask(self.mask, size)
-        return m
+    def close(self) -> None:
+        """Release the backend and the compositor (the tracker belongs to the caller)."""
+        self.compositor.close()
+        self.backend.close()
 
     def push_units(self, units: np.ndarray, t: float | None = None) -> None:
         """Append the units of the frame at ``t`` to the five-frame context; units given again
@@ -238,16 +222,13 @@ class DubPipeline:
         t: float,
         mel: MelSource | None = None,
         units: np.ndarray | None = None,
-        reuse_landmarks: bool = False,
-        skip_generator: bool = False,
-        landmarks: FaceObservation | None = None,
+        shortcuts: Shortcuts = NO_SHORTCUTS,
     ) -> FrameResult:
         """Dub the frame ``image`` (RGB uint8, modified in place) shown at ``t`` seconds.
 
         The units come from ``mel`` through the audio stage, or are given directly (``units``,
-        e.g. true units for an evaluation ceiling). ``reuse_landmarks`` and ``skip_generator``
-        are the scheduler's degradation steps; ``landmarks`` renders with the given landmarks
-        instead of tracking (the scheduler's speculative alignment)."""
+        e.g. true units for an evaluation ceiling). ``shortcuts`` are the scheduler's
+        degradation steps for this frame."""
         times: dict[str, float] = {}
         silent = False
         if units is None:
@@ -256,78 +237,48 @@ class DubPipeline:
             units, silent = self.audio.units_at(mel, t, times)
         self.push_units(units, t)
         t0 = time.perf_counter()
-        if landmarks is not None:
-            obs: FaceObservation | None = landmarks
-        elif reuse_landmarks and self._last_obs is not None:
-            obs = self._last_obs
-        else:
-            obs = self.tracker.track(image, t)
+        obs = self._observe(image, t, shortcuts)
         t1 = time.perf_counter()
         times["track"] = (t1 - t0) * 1000
-        if obs is None:
-            self._last_obs = None
-            return FrameResult(image, False, silent, times, None, units)
         self._last_obs = obs
+        if obs is None:
+            return FrameResult(image, False, silent, times, None, units)
         s = self.bundle.crop_size
         al = align.estimate(obs.landmarks, s)
         crop = align.warp_to_crop(image, al)
-        canon = to_canonical(obs.landmarks)
         size = self.sizer.size_for(al) if self.backend.has_fields else s
-        interp = self.config.render.interpolation
-        big = hires.crop(image, hires.scaled(al, size), interp) if size > s and self.refs.wants(t) else None
-        self.refs.observe(t, crop, canon, big)
+        big = hires.crop(image, hires.scaled(al, size), self._interp) if size > s and self.refs.wants(t) else None
+        self.refs.observe(t, crop, to_canonical(obs.landmarks), big)
         ref = self.refs.reference(t)
         t2 = time.perf_counter()
         times["align"] = (t2 - t1) * 1000
-        composite_ms = 0.0
-        render: np.ndarray | _Fields
-        if skip_generator and self._last_render is not None:
-            render = self._last_render
-        else:
+        if not (shortcuts.skip_generator and self._last_render is not None):
             assert ref is not None
-            crop_f = crop.astype(np.float32) * (1 / 255)
-            self._pose[0] = crop_f.transpose(2, 0, 1)
-            self._pose[0][:, self._hidden] = 0.0
-            self._ref[0] = ref.crop.transpose(2, 0, 1).astype(np.float32) * (1 / 255)
-            hist = list(self._units)
-            while len(hist) < self.bundle.context:
-                hist.insert(0, hist[0])
-            self._ctx[0] = np.stack(hist)
-            out, fields = self.backend.generate_fields(self._pose, self._ref, self._ctx)
-            face = np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255
-            if fields is not None and size > s:
-                # colour offset measured at S (the same band, the same means), applied at R
-                shift = colour_offset(face, crop.astype(np.float32), self.mask) if self.config.colour_match else None
-                render = _Fields(fields[0], ref, shift)
-            else:
-                if self.config.colour_match and self._gpu_blender is None:
-                    face = match_colour(face, crop.astype(np.float32), self.mask)
-                render = face
-            self._last_render = render
+            self._last_render = self._render(crop, ref, size)
         t3 = time.perf_counter()
         times["generator"] = (t3 - t2) * 1000
-        if isinstance(render, _Fields):
-            # hi-res: the fields applied to the reference's R px crop and pasted in one resampling
-            # (a skipped generator re-renders its last fields at this frame's alignment)
-            fs = max(size, s)
-            region = hires.composite_into(
-                image,
-                self._reference_at(render.reference, fs),
-                render.fields,
-                hires.scaled(al, fs),
-                self.mask_at(fs),
-                interp,
-                render.offset,
-                self.config.render.detail,
-            )
-            composite_ms = (time.perf_counter() - t3) * 1000
-        elif self._gpu_blender is not None and render.shape[0] == s:
-            fs = s
-            offset = colour_offset(render, crop.astype(np.float32), self.mask) if self.config.colour_match else None
-            self._gpu_blender.paste_rgb(image, render, al, offset)  # type: ignore[attr-defined]
-            region = None
-        else:  # the 96 px face (old bundles, --render-size 96, small faces) on the CPU
-            fs = s
-            region = paste(image, render, al, self.mask)
+        pasted = self.compositor.paste(image, self._last_render, al, crop, size)
         times["blend"] = (time.perf_counter() - t3) * 1000
-        return FrameResult(image, True, silent, times, region, units, fs, composite_ms)
+        return FrameResult(image, True, silent, times, pasted.region, units, pasted.size, pasted.composite_ms)
+
+    def _observe(self, image: np.ndarray, t: float, shortcuts: Shortcuts) -> FaceObservation | None:
+        """The landmarks to render ``image`` with: given, reused or tracked."""
+        if shortcuts.landmarks is not None:
+            return shortcuts.landmarks
+        if shortcuts.reuse_landmarks and self._last_obs is not None:
+            return self._last_obs
+        return self.tracker.track(image, t)
+
+    def _render(self, crop: np.ndarray, ref: Candidate, size: int) -> Render:
+        """The generator on this frame's pose, the reference and the unit context."""
+        crop_f = crop.astype(np.float32) * (1 / 255)
+        self._pose[0] = crop_f.transpose(2, 0, 1)
+        self._pose[0][:, self._hidden] = 0.0
+        self._ref[0] = ref.crop.transpose(2, 0, 1).astype(np.float32) * (1 / 255)
+        hist = list(self._units)
+        while len(hist) < self.bundle.context:
+            hist.insert(0, hist[0])
+        self._ctx[0] = np.stack(hist)
+        out, fields = self.backend.generate_fields(self._pose, self._ref, self._ctx)
+        face = np.clip(out[0].transpose(1, 2, 0), 0, 1) * 255
+        return self.compositor.prepare(face, crop, None if fields is None else fields[0], ref, size)

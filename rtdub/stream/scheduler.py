@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 
 from ..defaults import DEFAULT_LOOKAHEAD_MS
@@ -42,8 +41,9 @@ from ..face.align import RIGID_IDX
 from ..face.trackahead import AheadTracker
 from ..face.tracker import FaceObservation
 from ..render.blend import PasteRegion
-from ..render.pipeline import STAGES, DubPipeline
+from ..render.pipeline import STAGES, DubPipeline, Shortcuts
 from .dubaudio import DubAudioTimeline, MelSnapshot
+from .frames import to_rgb, with_region
 
 logger = logging.getLogger(__name__)
 
@@ -128,56 +128,6 @@ class SchedulerStats:
             "speculation": dict(self.speculation),
             "stages_ms": self.timings.percentiles(),
         }
-
-
-def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB. I420 frames with even sides are converted by OpenCV, which releases
-    the GIL (PyAV's converter holds it, stalling the event loop and the other workers, and
-    is cached on the frame, so two threads must not use it at once); :func:`with_region`
-    converts back with OpenCV's inverse, so the pasted pixels make the same round trip."""
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-    return frame.to_ndarray(format="rgb24")
-
-
-def with_region(
-    frame: av.VideoFrame, image: np.ndarray, region: PasteRegion | None, changed: bool = True
-) -> av.VideoFrame:
-    """The output frame: ``frame`` where the pipeline left it alone, ``image`` (RGB) where
-    ``region`` blended (weight > 0). The result is I420, what the encoder takes, and only the
-    changed box is converted: luma is replaced where the weight is positive, chroma in the
-    2×2 blocks whose four weights are positive, so every other pixel keeps its exact input
-    value. ``changed`` without a region (the GPU blender pastes in place without one) gives
-    the whole RGB image; an unchanged frame is returned as it is."""
-    if region is None and not changed:
-        return frame
-    h, w = image.shape[:2]
-    if region is None or frame.format.name != "yuv420p" or w % 2 or h % 2:
-        out = av.VideoFrame.from_ndarray(image, format="rgb24")
-    else:
-        planes = frame.to_ndarray()  # (3h/2, w): Y, then U and V, each (h/2, w/2) flattened
-        rh, rw = region.alpha.shape
-        x0, y0 = region.x0 & ~1, region.y0 & ~1
-        x1, y1 = min(w, (region.x0 + rw + 1) & ~1), min(h, (region.y0 + rh + 1) & ~1)
-        if x1 > x0 and y1 > y0:
-            bh, bw = y1 - y0, x1 - x0
-            weight = np.zeros((bh, bw), bool)
-            ry, rx = region.y0 - y0, region.x0 - x0
-            sub = region.alpha[: bh - ry, : bw - rx] > 0
-            weight[ry : ry + sub.shape[0], rx : rx + sub.shape[1]] = sub
-            box = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2YUV_I420).ravel()
-            luma = planes[:h, x0:x1][y0:y1]
-            luma[weight] = box[: bh * bw].reshape(bh, bw)[weight]
-            whole = weight.reshape(bh // 2, 2, bw // 2, 2).all(axis=(1, 3))
-            flat = planes.ravel()
-            q, bq = h * w // 4, bh * bw // 4
-            for k in range(2):  # U, V
-                plane = flat[h * w + k * q : h * w + (k + 1) * q].reshape(h // 2, w // 2)
-                part = plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
-                part[whole] = box[bh * bw + k * bq : bh * bw + (k + 1) * bq].reshape(bh // 2, bw // 2)[whole]
-        out = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-    out.pts, out.time_base = frame.pts, frame.time_base
-    return out
 
 
 class FrameScheduler:
@@ -291,13 +241,11 @@ class FrameScheduler:
                 pristine = lambda: kept  # noqa: E731
             image, face, region = self._speculate(image, t, units, predicted, times, pristine)
         else:
-            res = self.pipeline.process(
-                image,
-                t,
-                units=units,
+            shortcuts = Shortcuts(
                 reuse_landmarks=mode >= Mode.REUSE_LANDMARKS and self._have_landmarks,
                 skip_generator=mode >= Mode.SKIP_GENERATOR and self._have_face,
             )
+            res = self.pipeline.process(image, t, units=units, shortcuts=shortcuts)
             times.update(res.times)
             face, region = res.face, res.region
             self._remember(t, self.pipeline.last_observation if mode == Mode.FULL else None)
@@ -350,10 +298,12 @@ class FrameScheduler:
         stands; beyond it the frame (``pristine()``: as before the paste) is rendered again
         with the tracked landmarks; with no face it is returned unchanged."""
         pipe = self.pipeline
-        res = pipe.process(image, t, units=units, landmarks=predicted)
+        tracker = pipe.tracker
+        assert isinstance(tracker, AheadTracker)  # _predict speculates only with one
+        res = pipe.process(image, t, units=units, shortcuts=Shortcuts(landmarks=predicted))
         times.update(res.times)
         tw = time.perf_counter()
-        actual = pipe.tracker.track(pristine, t)  # type: ignore[arg-type]  # AheadTracker: usually ready
+        actual = tracker.track(pristine, t)  # usually ready: submitted on the frame's arrival
         times["track"] = (time.perf_counter() - tw) * 1000
         self._remember(t, actual)
         pipe.set_observation(actual)
@@ -367,7 +317,7 @@ class FrameScheduler:
             return image, res.face, res.region
         st["redone"] += 1
         image = pristine()
-        res = pipe.process(image, t, units=units, landmarks=actual)  # the frame's units are replaced
+        res = pipe.process(image, t, units=units, shortcuts=Shortcuts(landmarks=actual))  # units replaced
         for k, v in res.times.items():
             times[k] = times.get(k, 0.0) + v
         return image, res.face, res.region
@@ -389,6 +339,4 @@ __all__ = [
     "SchedulerConfig",
     "SchedulerStats",
     "Timings",
-    "to_rgb",
-    "with_region",
 ]

@@ -27,24 +27,24 @@ import statistics
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import SAMPLE_RATE
-from ..defaults import DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
+from ..engine import EngineConfig, build_pipeline
+from ..exceptions import InputError
 from ..face.trackahead import AheadTracker
-from ..render.hires import RenderSizeConfig, render_size_problem
-from ..render.pipeline import DubPipeline, PipelineConfig
-from ..render.reference import ReferenceConfig
+from ..face.tracker import Tracker
+from ..render.pipeline import DubPipeline
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource
+from .frames import to_rgb
 from .rings import PtsClock, VideoRing, pts_seconds
-from .scheduler import FrameScheduler, Rendered, SchedulerConfig, to_rgb
+from .scheduler import FrameScheduler, Rendered, SchedulerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +56,14 @@ AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 class StreamConfig:
     budget_ms: float = 100.0  # per-frame deadline after release; 0 = pass every frame through
     dub_delay_ms: float = 0.0  # translation lag: the video waits this long for its dubbed audio
-    lookahead_ms: float = DEFAULT_LOOKAHEAD_MS  # most future dubbed audio the lip stage may use
     video_buffer_s: float = 1.0  # frames held beyond the dub delay before the oldest are dropped
     audio_buffer_s: float = 10.0  # dubbed audio held (the newest seconds)
-    backend: str = "onnx"
-    threads: int = 1  # inference threads per stream
+    # model, backend, threads per stream and the pipeline (EngineConfig.stream(): one thread,
+    # bicubic, no fine-detail term, for the frame deadline; rtdub/defaults.py)
+    engine: EngineConfig = field(default_factory=EngineConfig.stream)
     track_ahead: bool = True  # track each frame on arrival, on its own thread (rtdub.face.trackahead)
     speculate: bool = True  # with track_ahead: render with predicted landmarks, check after (scheduler)
     direct_tracking: bool = True  # landmark model run directly while tracking (rtdub.face.landmarker)
-    model: Path | None = None
-    # hi-res compositing (rtdub/render/hires.py): 0 picks the render size per face, the bundle's crop
-    # size (96) turns it off, another size fixes it
-    render_size: int = 0
-    # interpolation of the reference texture (hires.KERNELS): bicubic, cheaper than the offline
-    # default (Lanczos), for the frame deadline
-    kernel: str = "cubic"
-    # the reference's fine detail under the colour (rtdub/render/hires.py): off by default in streams,
-    # for the frame deadline (rtdub/defaults.py)
-    detail: float = STREAM_DETAIL
-    reference_opening: float = ReferenceConfig.open_quantile  # rtdub.render.reference.ReferenceConfig
 
     @property
     def delay(self) -> float:
@@ -86,29 +75,17 @@ PipelineFactory = Callable[[], DubPipeline]
 
 def default_pipeline_factory(config: StreamConfig) -> PipelineFactory:
     """A factory that builds a pipeline (tracker, backend) for one stream; call it off the loop."""
-    from ..backends import BackendConfig, get_backend
     from ..face.tracker import FaceTracker, TrackerConfig
-    from ..model import load_bundle
 
-    bundle = load_bundle(config.model)
-    problem = render_size_problem(config.render_size, bundle.crop_size)
-    if problem is not None:  # now, not in the first session's worker thread
-        raise ValueError(f"render_size {problem}")
+    try:
+        bundle = config.engine.load_bundle()  # now, not in the first session's worker thread
+    except InputError as exc:
+        raise ValueError(f"{exc.path.lstrip('-').replace('-', '_')} {exc.problem}") from exc
 
     def build() -> DubPipeline:
-        backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
         face = FaceTracker(TrackerConfig(direct=config.direct_tracking))
-        tracker = AheadTracker(face) if config.track_ahead else face
-        pipe = DubPipeline(
-            bundle,
-            backend,
-            cast(FaceTracker, tracker),
-            PipelineConfig(
-                lookahead_ms=config.lookahead_ms,
-                render=RenderSizeConfig(size=config.render_size, kernel=config.kernel, detail=config.detail),
-                reference=ReferenceConfig(open_quantile=config.reference_opening),
-            ),
-        )
+        tracker: Tracker = AheadTracker(face) if config.track_ahead else face
+        pipe = build_pipeline(config.engine, tracker, bundle)
         warm_up(pipe)
         return pipe
 
@@ -229,7 +206,8 @@ class DubSession:
         self._delay = 0.02  # s, output delay of the audio track (follows the video)
         self._video_delays: deque[float] = deque(maxlen=25)
         self._delays_seen = 0  # output_frames when output_delay() last looked at the delays
-        # release-to-hand-off time of every frame, for benchmarks (bounded)
+        # release-to-hand-off time (s) of every frame, for benchmarks (bounded: the newest
+        # 20000 are kept, older ones dropped); read through video_latencies()
         self._video_delays_all: deque[float] = deque(maxlen=20000)
         self._released: dict[int, float] = {}  # output frame id -> release time (at most 2 held)
         self._out_times: deque[float] = deque(maxlen=100)
@@ -271,7 +249,9 @@ class DubSession:
         loop = asyncio.get_running_loop()
         self.pipeline = await loop.run_in_executor(None, self._factory)
         sc = SchedulerConfig(
-            budget_ms=self.config.budget_ms, lookahead_ms=self.config.lookahead_ms, speculate=self.config.speculate
+            budget_ms=self.config.budget_ms,
+            lookahead_ms=self.config.engine.lookahead_ms,
+            speculate=self.config.speculate,
         )
         self.scheduler = FrameScheduler(self.pipeline, self.timeline, sc, self.clock)
         if self.dub is not None and not (isinstance(self.dub, ClipSource) and self.dub.start_time is None):
@@ -313,7 +293,7 @@ class DubSession:
     @staticmethod
     def _close_pipeline(pipe: DubPipeline) -> None:
         pipe.tracker.close()
-        pipe.backend.close()
+        pipe.close()
 
     # --- video path ---------------------------------------------------------------------
 
@@ -444,6 +424,11 @@ class DubSession:
         return self._delay
 
     # --- stats --------------------------------------------------------------------------
+
+    def video_latencies(self) -> list[float]:
+        """The release-to-hand-off time (s) of the newest frames sent on (at most 20000), in
+        order: how long each frame spent in the engine after its release."""
+        return list(self._video_delays_all)
 
     def output_fps(self) -> float:
         q = self._out_times
