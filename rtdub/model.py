@@ -6,7 +6,8 @@ Layout of a bundle directory (``engines/default`` is the one shipped):
     a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
     generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
                      and, in bundles exported since the hi-res compositing, fields (B, 6, S, S):
-                     flow (2, grid units), mixing weight (1), colour (3); see rtdub/render/hires.py
+                     flow (2, grid units), mixing weight (1), colour (3), in the order the
+                     manifest's generator.fields.channels gives (FieldLayout); see rtdub/render/hires.py
 
 Images are RGB floats in [0, 1]. Only ONNX and JSON are read: nothing is unpickled.
 """
@@ -30,6 +31,56 @@ ENGINES_DIR = SOURCE_ROOT / "engines"
 DEFAULT_MODEL_DIR = ENGINES_DIR / "default"
 
 
+# the channels of the generator's fields output, in order: what every bundle exported since
+# the hi-res compositing declares (manifest generator.fields.channels), and the layout the
+# training code builds the generator head with (training/models.py)
+FIELD_CHANNELS = ("flow_x", "flow_y", "alpha", "red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class FieldLayout:
+    """Where each part of the generator's fields lies: the one runtime reading of the
+    manifest's ``generator.fields.channels`` (rtdub/render/hires.py uses it)."""
+
+    channels: tuple[str, ...] = FIELD_CHANNELS
+
+    def __post_init__(self) -> None:
+        missing = set(FIELD_CHANNELS) - set(self.channels)
+        if missing or len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"fields need each of {FIELD_CHANNELS} once, got {self.channels}")
+
+    def index(self, name: str) -> int:
+        return self.channels.index(name)
+
+    @property
+    def count(self) -> int:
+        return len(self.channels)
+
+    @property
+    def alpha(self) -> int:
+        """The mixing weight's channel (1 = the warped reference)."""
+        return self.index("alpha")
+
+    @property
+    def sampled(self) -> tuple[int, int, int]:
+        """flow x, flow y and the mixing weight: resampled together into the frame."""
+        return self.index("flow_x"), self.index("flow_y"), self.alpha
+
+    @property
+    def colour(self) -> tuple[int, int, int]:
+        """The synthesised colour, red, green, blue."""
+        return self.index("red"), self.index("green"), self.index("blue")
+
+    @classmethod
+    def from_manifest(cls, generator: dict[str, object]) -> FieldLayout:
+        """The layout a manifest's ``generator`` entry declares; bundles older than the
+        declaration used :data:`FIELD_CHANNELS`."""
+        spec = generator.get("fields")
+        if not isinstance(spec, dict) or "channels" not in spec:
+            return cls()
+        return cls(tuple(str(c) for c in spec["channels"]))
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     root: Path
@@ -43,6 +94,7 @@ class ModelBundle:
     a2l_path: Path
     generator_path: Path
     info: dict[str, object]
+    fields: FieldLayout = FieldLayout()  # the generator's fields output, when it has one
 
     @property
     def n_units(self) -> int:
@@ -87,6 +139,7 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
             a2l_path=root / m["a2l"]["file"],
             generator_path=root / m["generator"]["file"],
             info=m,
+            fields=FieldLayout.from_manifest(m["generator"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc

@@ -37,7 +37,7 @@ from ..backends.base import Backend
 from ..face import align
 from ..face.lipunits import INNER_LIP, LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from ..face.tracker import FaceTracker
-from ..model import ModelBundle
+from ..model import FieldLayout, ModelBundle
 from ..render.blend import face_mask
 from ..render.hires import RenderSizeConfig
 from ..render.pipeline import STAGES, DubPipeline, PipelineConfig
@@ -60,8 +60,9 @@ class FrozenBackend(Backend):
 
     name = "frozen"
 
-    def __init__(self, inner: Backend) -> None:
+    def __init__(self, inner: Backend, layout: FieldLayout | None = None) -> None:
         self.inner = inner
+        self.layout = layout or FieldLayout()  # the bundle's field channels
 
     def audio_to_lip(self, mel: np.ndarray, lookahead: np.ndarray) -> np.ndarray:
         return self.inner.audio_to_lip(mel, lookahead)
@@ -78,8 +79,8 @@ class FrozenBackend(Backend):
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """The reference, and fields that say so (no flow, alpha 1): at a render size above
         the crop size the frozen baseline pastes the hi-res reference, like the model."""
-        fields = np.zeros((reference.shape[0], 6, *reference.shape[2:]), np.float32)
-        fields[:, 2] = 1.0
+        fields = np.zeros((reference.shape[0], self.layout.count, *reference.shape[2:]), np.float32)
+        fields[:, self.layout.alpha] = 1.0
         return reference.copy(), fields
 
 
@@ -191,7 +192,7 @@ def reconstruct(
     ``rtdub eval`` takes of a video), to be scored with :func:`rtdub.measure.scoring.sync_scores`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    be: Backend = FrozenBackend(backend) if mode == "frozen" else backend
+    be: Backend = FrozenBackend(backend, bundle.fields) if mode == "frozen" else backend
     size = bundle.crop_size
     lower = face_mask(size).soft > 0.5
     n = len(clip.frames)
@@ -304,7 +305,7 @@ def lip_closure(
     gap = np.full(n, np.nan)
     frame_ms = np.zeros(n)
     acc: dict[str, list[float]] = {}
-    be: Backend = FrozenBackend(backend) if frozen else backend
+    be: Backend = FrozenBackend(backend, bundle.fields) if frozen else backend
     it = iter(frames)
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
         pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))

@@ -31,10 +31,11 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..face.align import Alignment
+from ..model import FieldLayout
 from . import hires
 from .blend import FaceMask, PasteRegion, colour_offset, match_colour, paste
 from .cuda import Blender
-from .hires import RenderSizeConfig
+from .hires import DEFAULT_FIELDS, RenderSizeConfig
 from .reference import Candidate
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Render:
     """What the generator made for one frame, ready to paste at any later frame's alignment."""
 
     face: np.ndarray | None  # (S, S, 3) float32 in 0..255 (None for a hi-res render)
-    fields: np.ndarray | None = None  # hi-res: the generator's fields (FIELD_CHANNELS, S, S)
+    fields: np.ndarray | None = None  # hi-res: the generator's fields (channels of a FieldLayout, S, S)
     reference: Candidate | None = None  # hi-res: the reference the fields warp
     offset: np.ndarray | None = None  # hi-res: the colour offset (3,) the paste adds
 
@@ -134,10 +135,11 @@ class HiresCompositor(Compositor):
 
     name = "hires"
 
-    def __init__(self, base: Compositor, render: RenderSizeConfig) -> None:
+    def __init__(self, base: Compositor, render: RenderSizeConfig, layout: FieldLayout = DEFAULT_FIELDS) -> None:
         super().__init__(base.mask, base.colour_match)
         self.base = base
         self.render = render
+        self.layout = layout  # the bundle's field channels
         self._interp = render.interpolation
         self._ref_cache: tuple[float, int, np.ndarray] | None = None
         self._masks: dict[int, FaceMask] = {self.size: self.mask}
@@ -185,6 +187,7 @@ class HiresCompositor(Compositor):
             self._interp,
             render.offset,
             self.render.detail,
+            self.layout,
         )
         return Pasted(region, fs, (time.perf_counter() - t0) * 1000)
 
@@ -197,7 +200,11 @@ class HiresCompositor(Compositor):
 
 
 def make_compositor(
-    backend: Backend, mask: FaceMask, render: RenderSizeConfig, colour_match: bool = True
+    backend: Backend,
+    mask: FaceMask,
+    render: RenderSizeConfig,
+    colour_match: bool = True,
+    layout: FieldLayout = DEFAULT_FIELDS,
 ) -> Compositor:
     """The compositor for ``backend``: the CUDA kernel beside a backend on a CUDA device (the
     CPU paste when the kernel cannot load), hi-res compositing when it gives the fields."""
@@ -215,4 +222,4 @@ def make_compositor(
                 exc,
                 extra={"device": device, "reason": str(exc)},
             )
-    return HiresCompositor(base, render) if backend.has_fields else base
+    return HiresCompositor(base, render, layout) if backend.has_fields else base

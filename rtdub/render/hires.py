@@ -31,10 +31,12 @@ import numpy as np
 
 from ..defaults import DEFAULT_DETAIL
 from ..face.align import Alignment
+from ..model import FieldLayout
 from . import blend
 from .blend import FaceMask, PasteRegion
 
-FIELD_CHANNELS = 6  # flow x, flow y, alpha, red, green, blue
+DEFAULT_FIELDS = FieldLayout()
+
 # interpolation of the reference texture: bilinear blurs most; Lanczos (8×8 taps) keeps most
 KERNELS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 DETAIL_SIGMA = 0.5  # S px: the blur that leaves what the S grid can carry (its Nyquist band)
@@ -96,6 +98,7 @@ def composite_into(
     interpolation: int = cv2.INTER_CUBIC,
     offset: np.ndarray | None = None,
     detail: float = 0.0,
+    layout: FieldLayout = DEFAULT_FIELDS,
 ) -> PasteRegion | None:
     """The face ``alpha * warp(reference, flow) + (1 - alpha) * colour`` at the reference's
     resolution R, from fields predicted at S, pasted back in one resampling of the reference.
@@ -112,8 +115,8 @@ def composite_into(
     r = reference.shape[0]
     if reference.ndim != 3 or reference.shape[1:] != (r, 3) or al.size != r or mask.soft.shape[0] != r:
         raise ValueError(f"reference {reference.shape}, alignment {al.size} and mask must share the size R")
-    if fields.ndim != 3 or fields.shape[0] != FIELD_CHANNELS or fields.shape[1] != fields.shape[2]:
-        raise ValueError(f"fields must be ({FIELD_CHANNELS}, S, S), got {fields.shape}")
+    if fields.ndim != 3 or fields.shape[0] != layout.count or fields.shape[1] != fields.shape[2]:
+        raise ValueError(f"fields must be ({layout.count}, S, S), got {fields.shape}")
     h, w = frame.shape[:2]
     box = blend.paste_box(w, h, al, mask)
     if box is None:
@@ -129,10 +132,11 @@ def composite_into(
     if not weight.any():
         return PasteRegion(x0, y0, weight)
     f = np.asarray(fields, np.float32)
-    motion = cv2.warpAffine(
-        np.ascontiguousarray(f[0:3].transpose(1, 2, 0)), ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE
-    )
-    synth = np.ascontiguousarray(((1.0 - f[2:3]) * f[3:6] * 255.0).transpose(1, 2, 0))
+    # flow x, flow y and alpha resampled together (motion[..., 0:2] the flow, [..., 2:3] alpha)
+    sampled = np.ascontiguousarray(f[list(layout.sampled)].transpose(1, 2, 0))
+    motion = cv2.warpAffine(sampled, ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE)
+    a = layout.alpha
+    synth = np.ascontiguousarray(((1.0 - f[a : a + 1]) * f[list(layout.colour)] * 255.0).transpose(1, 2, 0))
     synth = cv2.warpAffine(synth, ms, size, flags=inv, borderMode=cv2.BORDER_REPLICATE)
     xs = np.arange(size[0], dtype=np.float32)[None, :]
     ys = np.arange(size[1], dtype=np.float32)[:, None]

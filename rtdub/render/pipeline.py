@@ -177,7 +177,7 @@ class DubPipeline:
         self._units_t: float | None = None  # the frame of the newest units in the context
         self._last_render: Render | None = None  # what a skipped generator pastes again
         cfg = self.config
-        self.compositor = compositor or make_compositor(backend, self.mask, cfg.render, cfg.colour_match)
+        self.compositor = compositor or make_compositor(backend, self.mask, cfg.render, cfg.colour_match, bundle.fields)
         self.sizer = RenderSizer(self.config.render, s)
         self._interp = self.config.render.interpolation
 
