@@ -23,15 +23,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...defaults import MEDIA_ENV
 from .clips import FPS, find_clips, no_clips_reason, speech_track, write_talking_clip
 from .config import BenchConfig
+
+if TYPE_CHECKING:
+    from ...engine import EngineConfig
 
 BENCH_STAGES = ("decode", "track", "align", "mel", "a2l", "generator", "blend", "encode")
 STREAMING_MODULE = "rtdub.measure.loopbench"
@@ -96,6 +99,15 @@ def available_backends(cfg: BenchConfig) -> tuple[list[str], list[dict[str, str]
     return ok, skipped
 
 
+def dub_engine(cfg: BenchConfig, backend: str) -> EngineConfig:
+    """The engine ``rtdub dub`` runs (its offline preset), with the bench's model, ``backend``,
+    threads and lookahead: the latency and throughput runs measure the command's own settings."""
+    from ...engine import EngineConfig
+
+    engine = replace(EngineConfig.offline(), model=cfg.model, backend=backend, threads=cfg.threads)
+    return engine.with_options(lookahead_ms=cfg.quality_lookahead_ms)
+
+
 def stage_latency(ctx: Context) -> dict[str, Any]:
     """Per-stage ms of ``rtdub dub`` (rtdub.dub.dub_file) on generated clips."""
     from ...dub import DubOptions, dub_file
@@ -112,12 +124,7 @@ def stage_latency(ctx: Context) -> dict[str, Any]:
         for name in backends:
             ctx.progress(f"stage latency: {name} {w}x{h}, {cfg.warmup}+{cfg.frames} frames")
             out = ctx.workdir / f"dubbed_{name}_{w}x{h}.mp4"
-            rep = dub_file(
-                DubOptions(
-                    video=clip, audio=wav, output=out, model=cfg.model, backend=name,
-                    lookahead_ms=cfg.quality_lookahead_ms, threads=cfg.threads,
-                )
-            )  # fmt: skip
+            rep = dub_file(DubOptions(video=clip, audio=wav, output=out, engine=dub_engine(cfg, name)))
             out.unlink(missing_ok=True)
             measured = {k: list(rep.stage_ms.get(k, []))[cfg.warmup :] for k in BENCH_STAGES}
             lens = {len(v) for v in measured.values()}
@@ -210,12 +217,7 @@ def throughput(ctx: Context) -> dict[str, Any]:
         for name in backends:
             ctx.progress(f"throughput: {clips[0].name} with {speech.name} ({name})")
             out = ctx.workdir / f"throughput_{name}.mp4"
-            rep = dub_file(
-                DubOptions(
-                    video=clips[0], audio=speech, output=out, model=cfg.model, backend=name,
-                    lookahead_ms=cfg.quality_lookahead_ms, threads=cfg.threads,
-                )
-            )  # fmt: skip
+            rep = dub_file(DubOptions(video=clips[0], audio=speech, output=out, engine=dub_engine(cfg, name)))
             out.unlink(missing_ok=True)
             runs.append(
                 {
