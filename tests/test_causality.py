@@ -8,10 +8,11 @@ import pytest
 
 from rtdub import audio
 from rtdub.backends import get_backend
+from rtdub.drive.audio import AudioDriveConfig, AudioStage
 from rtdub.face.tracker import FaceTracker
 from rtdub.measure import samples
 from rtdub.model import ModelBundle, load_bundle
-from rtdub.render.pipeline import AudioStage, DubPipeline, PipelineConfig
+from rtdub.render.pipeline import DubPipeline, PipelineConfig
 
 from .factories import FACE_CENTRE, speechlike
 
@@ -38,7 +39,7 @@ def test_audio_to_lip_is_causal_up_to_the_lookahead(bundle: ModelBundle, lookahe
     alt[cut:] = speechlike(3.0, seed=9)[cut:] * 3
 
     def units(w: np.ndarray) -> np.ndarray:
-        st = AudioStage(bundle, backend, PipelineConfig(lookahead_ms=lookahead_ms))
+        st = AudioStage(bundle, backend, AudioDriveConfig(lookahead_ms=lookahead_ms))
         m = mel_of(w)
         return np.stack([st.units_at(m, i / FPS)[0] for i in range(70)])
 

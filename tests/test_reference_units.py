@@ -8,10 +8,10 @@ import pytest
 
 from rtdub import audio
 from rtdub.backends import get_backend
+from rtdub.drive.audio import AudioDriveConfig, AudioStage
 from rtdub.face import align
 from rtdub.face.lipunits import GAP_PAIRS, LipBasis, UnitStats, inner_gap, inner_gap_batch, lip_points
 from rtdub.model import load_bundle
-from rtdub.render.pipeline import AudioStage, PipelineConfig
 from rtdub.render.reference import ReferenceConfig, ReferenceSelector
 
 from .factories import speechlike
@@ -101,7 +101,7 @@ def test_lip_units_basis_and_stats() -> None:
 
 def test_silent_audio_gives_closed_mouth_units() -> None:
     bundle = load_bundle()
-    st = AudioStage(bundle, get_backend("onnx", bundle), PipelineConfig())
+    st = AudioStage(bundle, get_backend("onnx", bundle), AudioDriveConfig())
     wav = np.concatenate([np.zeros(16000, np.float32), speechlike(1.0, seed=3)])
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(wav)))
     silent = [st.units_at(mel, i / 25)[1] for i in range(50)]

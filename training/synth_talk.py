@@ -18,7 +18,7 @@ expert has never seen; the head is still (the expert's similarity augmentation m
 shards) drives the portraits with *speech* instead: the voices the expert trains on are
 otherwise the few of the training clips. Every source is cut into ``--chunk``-second pieces
 (a TTS shard's scenes each hold one voice), the bundle's audio-to-lip stage turns each piece
-into lip units at 25 fps exactly as a dub does (rtdub.render.pipeline.AudioStage at the bundle's
+into lip units at 25 fps exactly as a dub does (rtdub.drive.audio.AudioStage at the bundle's
 largest lookahead: same windows, silence rule and smoothing), z-scored over the piece (a
 regression's output moves half as much as tracked lips do), and ``--faces-per-piece``
 portraits, taken in turn, are animated by them. The mouth then moves as the audio-to-lip
@@ -49,13 +49,13 @@ import onnxruntime as ort
 from rtdub import audio, media
 from rtdub.backends.base import BackendConfig
 from rtdub.backends.onnx import OnnxBackend
+from rtdub.drive.audio import AudioDriveConfig, AudioStage
 from rtdub.exceptions import InputError, ModelError
 from rtdub.face import align
 from rtdub.face.lipunits import LIP_IDX, LipBasis, UnitStats, to_canonical
 from rtdub.face.tracker import FaceTracker
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.render.blend import face_mask
-from rtdub.render.pipeline import AudioStage, PipelineConfig
 
 from .data import Clip, attach_units, context_units, load_clip, synth_name
 
@@ -299,7 +299,7 @@ def _drive_with_speech(
         return 2
     la = bundle.max_lookahead * 1000
     backend = OnnxBackend(bundle, BackendConfig(threads=args.threads))
-    stage = AudioStage(bundle, backend, PipelineConfig(lookahead_ms=la))
+    stage = AudioStage(bundle, backend, AudioDriveConfig(lookahead_ms=la))
     names = sorted(stills)
     for k, piece in enumerate(pieces):
         per = min(args.faces_per_piece, len(names))

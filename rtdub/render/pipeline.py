@@ -22,13 +22,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from .. import audio
 from ..backends.base import Backend
 from ..defaults import DEFAULT_LOOKAHEAD_MS
+from ..drive.audio import AudioDriveConfig, AudioStage, MelSource
 from ..face import align
 from ..face.lipunits import to_canonical
 from ..face.tracker import FaceObservation, Tracker
@@ -44,10 +43,6 @@ logger = logging.getLogger(__name__)
 STAGES = ("track", "align", "mel", "a2l", "generator", "blend")
 
 
-class MelSource(Protocol):
-    def frames(self, start: int, stop: int) -> np.ndarray: ...
-
-
 @dataclass(frozen=True)
 class PipelineConfig:
     lookahead_ms: float = DEFAULT_LOOKAHEAD_MS
@@ -57,6 +52,11 @@ class PipelineConfig:
     colour_match: bool = True
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     render: RenderSizeConfig = field(default_factory=RenderSizeConfig)
+
+    @property
+    def drive(self) -> AudioDriveConfig:
+        """The audio drive's part of the settings."""
+        return AudioDriveConfig(lookahead_ms=self.lookahead_ms, silence_level=self.silence_level)
 
 
 @dataclass(frozen=True)
@@ -83,72 +83,6 @@ class Shortcuts:
 NO_SHORTCUTS = Shortcuts()
 
 
-class AudioStage:
-    """Lip-motion units per video frame from a mel source, causal up to the lookahead."""
-
-    def __init__(self, bundle: ModelBundle, backend: Backend, config: PipelineConfig) -> None:
-        self.bundle = bundle
-        self.backend = backend
-        self.config = config
-        la = config.lookahead_ms / 1000
-        if la < 0:
-            raise ValueError("lookahead must be >= 0 ms")
-        if la > bundle.max_lookahead + 1e-6:
-            logger.warning(
-                "lookahead beyond the trained range; clamped",
-                extra={"requested_ms": config.lookahead_ms, "max_ms": bundle.max_lookahead * 1000},
-            )
-            la = bundle.max_lookahead
-        self.lookahead = la
-        self._la = np.full((1, 1), la, np.float32)
-        self._raw: deque[np.ndarray] = deque(maxlen=len(bundle.smoothing))
-        self._w = np.asarray(bundle.smoothing, np.float32) / float(np.sum(bundle.smoothing))
-
-    def reset(self) -> None:
-        self._raw.clear()
-
-    def needed_until(self, t: float) -> float:
-        """Audio time (s) up to which the mel must be known to compute frame ``t``."""
-        return t + self.lookahead + audio.N_FFT / 2 / audio.SAMPLE_RATE
-
-    def is_silent(self, mel: MelSource, t: float) -> bool:
-        m = int(round(t * audio.MEL_FPS))
-        near = mel.frames(m - 2, m + 2)
-        return float(near.mean()) < self.config.silence_level
-
-    def units_at(
-        self,
-        mel: MelSource,
-        t: float,
-        times: dict[str, float] | None = None,
-        lookahead: float | None = None,
-    ) -> tuple[np.ndarray, bool]:
-        """Smoothed z-units for the frame at ``t`` and whether the audio is silent there.
-
-        ``lookahead`` (s) overrides the configured lookahead for this frame, clamped to it: a
-        streaming caller passes the future audio actually buffered (DESIGN §3)."""
-        t0 = time.perf_counter()
-        la, la_in = self.lookahead, self._la
-        if lookahead is not None and lookahead < la:
-            la = max(0.0, lookahead)
-            la_in = np.full((1, 1), la, np.float32)
-        start, stop = audio.window_bounds(t, la, self.bundle.mel_window)
-        win = mel.frames(start, stop)[None]
-        silent = self.is_silent(mel, t)
-        t1 = time.perf_counter()
-        raw = self.bundle.closed_units if silent else self.backend.audio_to_lip(win, la_in)[0]
-        t2 = time.perf_counter()
-        self._raw.append(np.asarray(raw, np.float32))
-        hist = list(self._raw)
-        while len(hist) < len(self._w):
-            hist.insert(0, hist[0])
-        units = np.tensordot(self._w, np.stack(hist), axes=1).astype(np.float32)
-        if times is not None:
-            times["mel"] = (t1 - t0) * 1000
-            times["a2l"] = (t2 - t1) * 1000
-        return units, silent
-
-
 class DubPipeline:
     """Stateful per-stream renderer. Feed frames in time order."""
 
@@ -164,7 +98,7 @@ class DubPipeline:
         self.backend = backend
         self.tracker = tracker
         self.config = config or PipelineConfig()
-        self.audio = AudioStage(bundle, backend, self.config)
+        self.audio = AudioStage(bundle, backend, self.config.drive)
         self.refs = ReferenceSelector(self.config.reference)
         self.mask: FaceMask = face_mask(bundle.crop_size)
         s = bundle.crop_size
