@@ -1,6 +1,6 @@
 """Audio features: loudness normalisation and Wav2Lip-convention log-mel spectrograms.
 
-Conventions (DESIGN §3): 16 kHz mono, pre-emphasis 0.97, STFT n_fft=800, hop=200
+Conventions (docs/design.md §3): 16 kHz mono, pre-emphasis 0.97, STFT n_fft=800, hop=200
 (80 mel frames per second), Hann window of 800, 80 mel bins over 55-7600 Hz (Slaney
 scale and norm), 20·log10 magnitude minus 20 dB, symmetric scaling to [-4, 4], reflect
 padding at the edges of the signal.

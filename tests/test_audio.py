@@ -11,7 +11,7 @@ from .factories import speechlike
 
 
 def reference_mel(wav: np.ndarray) -> np.ndarray:
-    """Straightforward float64 implementation of DESIGN §3, written independently."""
+    """Straightforward float64 implementation of docs/design.md §3, written independently."""
     x = np.asarray(wav, np.float64)
     y = np.append(x[0], x[1:] - 0.97 * x[:-1])
     y = np.pad(y, (400, 400), mode="reflect")

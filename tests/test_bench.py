@@ -204,7 +204,7 @@ def test_percentiles_helper() -> None:
 
 
 def test_protocol_scores_a_frozen_mouth_below_the_model_ceiling(talking_clip: Path) -> None:
-    """The DESIGN §5 protocol on a generated clip: every mode is scored on every frame, and
+    """The docs/design.md §5 protocol on a generated clip: every mode is scored on every frame, and
     the frozen mouth (no motion at all) has the lowest mouth-opening variation."""
     from rtdub.backends import BackendConfig, get_backend
     from rtdub.measure.evaluation import MODES, load_clip, reconstruct

@@ -1,4 +1,4 @@
-"""Audio-visual sync metrics on an expert interface (DESIGN §3), torch-free.
+"""Audio-visual sync metrics on an expert interface (docs/design.md §3), torch-free.
 
 An :class:`AVExpert` embeds windows of aligned face crops and mel windows into a shared
 space. :class:`SyncNetExpert` runs the project's lip-sync expert (the ONNX bundle in

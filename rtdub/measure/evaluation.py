@@ -1,4 +1,4 @@
-"""The evaluation protocols of DESIGN §5 in the runtime (torch-free), for ``rtdub bench``.
+"""The evaluation protocols of docs/design.md §5 in the runtime (torch-free), for ``rtdub bench``.
 
 Reconstruction: a clip is dubbed with its own audio and compared with itself on LMD,
 mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness

@@ -1,4 +1,4 @@
-"""Quality metrics (DESIGN §5) that need no learned expert.
+"""Quality metrics (docs/design.md §5) that need no learned expert.
 
 - PSNR and SSIM on the lower-face region of aligned crops.
 - LMD: mean distance between lip landmarks, in percent of the inter-ocular distance (each

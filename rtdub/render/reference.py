@@ -1,7 +1,7 @@
 """Causal choice of the identity reference.
 
 The generator needs a crop of the same person that does not carry the mouth of the frame it
-renders (DESIGN §5). The selector keeps a bounded history of past crops and picks the most
+renders (docs/design.md §5). The selector keeps a bounded history of past crops and picks the most
 frontal one whose mouth opening is closest to a target, among those at least ``min_age``
 seconds old; it re-picks now and then, and only switches when the new candidate is clearly
 better, to avoid flicker.

@@ -5,7 +5,7 @@ started. Incoming media carries its own pts and time_base; :class:`PtsClock` map
 the engine clock once (anchored at the first arrival, corrected slowly for clock skew), so
 alignment is by timestamp and never by counting frames.
 
-Drop policies (DESIGN §6.4, every buffer is bounded):
+Drop policies (docs/design.md §6.4, every buffer is bounded):
 
 - :class:`VideoRing` holds at most ``max_duration`` seconds of frames (and ``max_frames``).
   When a new frame would exceed either bound the **oldest** frame is dropped and counted in

@@ -17,7 +17,7 @@ pipeline and its backend are stateful and not thread-safe); onnxruntime and Open
 the GIL, so the event loop keeps running meanwhile. The scheduler never queues: the caller
 hands it one frame at a time and drops stale frames itself (see ``streaming.py``).
 
-Lookahead (DESIGN §3): the lip stage gets whatever future dubbed audio is already buffered,
+Lookahead (docs/design.md §3): the lip stage gets whatever future dubbed audio is already buffered,
 up to the configured lookahead, without waiting for more. Audio that is not there is silence.
 """
 

@@ -15,7 +15,7 @@ Data flow, one module per step:
                 bench_samples.json, bench.md and the plots (report)
     sections    Context; stage_latency, throughput (rtdub.dub.dub_file on generated clips)
                 and streaming (rtdub.measure.loopbench in a child process)
-    quality     lookahead and quality: the DESIGN §5 reconstruction of real clips, scored with
+    quality     lookahead and quality: the docs/design.md §5 reconstruction of real clips, scored with
                 MOC/LMD/... and the lip-sync expert's LSE
     clips       the generated talking-head clip and speech; the folder of real clips
                 (``$RTDUB_MEDIA/clips`` or ``--clips``)

@@ -1,4 +1,4 @@
-"""The sync and quality sections of ``rtdub bench``, on real clips through the DESIGN §5
+"""The sync and quality sections of ``rtdub bench``, on real clips through the docs/design.md §5
 reconstruction protocol (each clip dubbed with its own audio):
 
     lookahead      for each lookahead: mouth-opening correlation and LSE-C/LSE-D/AV offset on
@@ -6,7 +6,7 @@ reconstruction protocol (each clip dubbed with its own audio):
                    the frozen mouth as LSE reference rows, the TTS lip-closure AUC on the
                    generated face (:func:`rtdub.measure.evaluation.lip_closure`), the measured compute
                    and the latency the lookahead adds when the audio arrives just in time
-    quality        model vs true-units vs frozen mouth on a folder of clips (DESIGN §5), with
+    quality        model vs true-units vs frozen mouth on a folder of clips (docs/design.md §5), with
                    LSE-C/LSE-D
 
 Both sections share one render of each clip (:func:`_clip_renders`, decoded and tracked once,
@@ -266,7 +266,7 @@ def lookahead(ctx: Context) -> dict[str, Any]:
             "added_latency_audio_just_in_time_ms": "audio_wait_ms + compute p50 (derived, not a "
             "glass-to-glass measurement)",
             "added_latency_audio_buffered_ms": "compute p50: the dubbed audio is already buffered ahead "
-            "(e.g. TTS chunks), so the lookahead costs nothing (DESIGN §3)",
+            "(e.g. TTS chunks), so the lookahead costs nothing (docs/design.md §3)",
             **LSE_DEFINITIONS,
         },
         "source": "rtdub.measure.bench.quality.lookahead -> rtdub.measure.evaluation.reconstruct "
@@ -276,7 +276,7 @@ def lookahead(ctx: Context) -> dict[str, Any]:
 
 
 def quality(ctx: Context) -> dict[str, Any]:
-    """Model vs true-units vs frozen mouth on a folder of clips (DESIGN §5)."""
+    """Model vs true-units vs frozen mouth on a folder of clips (docs/design.md §5)."""
     cfg = ctx.cfg
     clips = _clip_renders(ctx)
     if not clips.get("clips"):

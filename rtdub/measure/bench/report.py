@@ -117,7 +117,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Lookahead trade-off", "", f"{la.get('status')}: {la.get('reason') or la.get('error')}"]
     q = sec.get("quality")
     if q:
-        lines += ["", "## Quality (reconstruction, DESIGN §5)", ""]
+        lines += ["", "## Quality (reconstruction, docs/design.md §5)", ""]
         if q.get("status") == "ok":
             lines += [
                 f"Lookahead {q['lookahead_ms']:g} ms, backend {q['backend']}, clips {', '.join(q['clips'])}"
