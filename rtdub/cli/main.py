@@ -37,24 +37,19 @@ def _add_stream_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     add_stream_commands(sub)
 
 
-def _add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .measure import add_bench_command  # light at import: heavy modules load inside the sections
+def _add_measure_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # light at import: the sections and the scores load their heavy modules when they run
+    from .measure import add_bench_command, add_eval_command
 
-    add_bench_command(sub)
-
-
-def _add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from ..measure.scoring import add_eval_command  # LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC
-
-    add_eval_command(sub)
+    add_bench_command(sub)  # latency, throughput, lookahead, quality
+    add_eval_command(sub)  # LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC
 
 
 # the command families, in the order ``rtdub --help`` lists them: add a command here
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dub,
     _add_stream_commands,
-    _add_bench_command,
-    _add_eval_command,
+    _add_measure_commands,
 ]
 
 

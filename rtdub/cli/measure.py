@@ -1,4 +1,4 @@
-"""Command-line front ends of the measuring tools: ``bench``.
+"""Command-line front ends of the measuring tools: ``bench`` and ``eval``.
 
 The options map one to one onto :class:`rtdub.measure.bench.config.BenchConfig`; an option left
 out keeps the config's default (the real-media folders come from ``$RTDUB_MEDIA``). Importing
@@ -119,3 +119,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     print(f"bench wall time: {out.report['wall_s']:.1f} s")
     return 0 if out.ok else 1
+
+
+def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``rtdub eval``: see :mod:`rtdub.measure.scoring`."""
+    p = sub.add_parser("eval", help="score a dubbed video: LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC")
+    p.add_argument("--video", required=True, type=Path, help="the video to score (e.g. rtdub dub's output)")
+    p.add_argument("--audio", required=True, type=Path, help="the speech it should be in sync with")
+    p.add_argument("--reference", type=Path, default=None, help="ground-truth video (frames paired by timestamp)")
+    p.add_argument("--expert", type=Path, default=None, help="lip-sync expert bundle (default engines/syncnet)")
+    p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from ..exceptions import InputError
+    from ..measure.avsync import SyncNetExpert
+    from ..measure.scoring import evaluate_files, format_report
+
+    if args.threads < 1:
+        raise InputError("--threads", f"must be a whole number >= 1, got {args.threads}")
+    expert = SyncNetExpert(args.expert, threads=args.threads)
+    rep = evaluate_files(args.video, args.audio, args.reference, expert)
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    else:
+        print("\n".join(format_report(rep)))
+    return 0

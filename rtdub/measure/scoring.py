@@ -19,8 +19,6 @@ still pair with) are kept in memory.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
 from collections import deque
@@ -343,24 +341,3 @@ def format_report(r: EvalReport) -> list[str]:
             f"{r.unpaired_video_frames} of the video, {r.unpaired_reference_frames} of the reference"
         )
     return lines
-
-
-def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("eval", help="score a dubbed video: LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC")
-    p.add_argument("--video", required=True, type=Path, help="the video to score (e.g. rtdub dub's output)")
-    p.add_argument("--audio", required=True, type=Path, help="the speech it should be in sync with")
-    p.add_argument("--reference", type=Path, default=None, help="ground-truth video (frames paired by timestamp)")
-    p.add_argument("--expert", type=Path, default=None, help="lip-sync expert bundle (default engines/syncnet)")
-    p.add_argument("--threads", type=int, default=2, help="inference threads")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_eval)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    expert = SyncNetExpert(args.expert, threads=args.threads)
-    rep = evaluate_files(args.video, args.audio, args.reference, expert)
-    if args.json:
-        print(json.dumps(rep.to_json()))
-    else:
-        print("\n".join(format_report(rep)))
-    return 0
