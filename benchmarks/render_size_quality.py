@@ -21,6 +21,7 @@ import numpy as np
 
 from benchmarks.common import write_json
 from rtdub.backends import BackendConfig, get_backend
+from rtdub.defaults import MEDIA_ENV, media_path
 from rtdub.measure.evaluation import load_clip, reconstruct
 from rtdub.model import load_bundle
 from rtdub.render.hires import RenderSizeConfig
@@ -53,7 +54,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="quality of hi-res compositing at a webcam's resolution")
-    p.add_argument("--clips", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media/clips")
+    p.add_argument("--clips", type=Path, default=media_path("clips"), help=f"default ${MEDIA_ENV}/clips")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--sizes", type=int, nargs="+", default=[96, 0])
     p.add_argument("--frames", type=int, default=0, help="frames per clip (0: all)")
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.clips is None:
+        print(f"render_size_quality: error: give --clips or set {MEDIA_ENV}", file=sys.stderr)
+        return 2
     clips = sorted(args.clips.glob("speaker_*.mp4")) if args.clips.is_dir() else []
     if not clips:
         print(f"render_size_quality: error: no speaker_*.mp4 clips in {args.clips}", file=sys.stderr)

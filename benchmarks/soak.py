@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from rtdub import atomic
+from rtdub.defaults import MEDIA_ENV, media_path
 
-DEFAULT_DUB = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "audio" / "english_60s.wav"
+DEFAULT_DUB = media_path("audio", "english_60s.wav")  # under $RTDUB_MEDIA, or None
 FRAME_MS = 40.0
 
 
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="also keep rtdub.measure.loopbench's JSON here")
     p.add_argument("--from-json", type=Path, default=None, help="summarise a kept rtdub.measure.loopbench JSON")
     args = p.parse_args(argv)
-    if args.from_json is None and not args.dub_file.is_file():
-        print(f"soak: dub file not found: {args.dub_file} (give --dub-file)", file=sys.stderr)
+    if args.from_json is None and (args.dub_file is None or not args.dub_file.is_file()):
+        where = args.dub_file or f"${MEDIA_ENV}/audio/english_60s.wav (unset)"
+        print(f"soak: dub file not found: {where} (give --dub-file or set {MEDIA_ENV})", file=sys.stderr)
         return 2
     if args.minutes < 3:
         print("soak: --minutes must be at least 3 (growth compares minute 2 with the last)", file=sys.stderr)

@@ -10,13 +10,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # fixtures shared by the WebRTC test modules (loopback_only, server)
 pytest_plugins = ["tests.streamkit"]
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
+# the real media: $RTDUB_MEDIA, else the workplace's ../shared/media beside the clone (tests
+# that need it skip when it is absent)
+SHARED = Path(os.environ.get("RTDUB_MEDIA") or Path(__file__).resolve().parents[2] / "shared" / "media")
 
 
 @pytest.fixture(scope="session")
 def shared_media() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared/media is absent")
+        pytest.skip(f"{SHARED} is absent (set RTDUB_MEDIA to the real media folder)")
     return SHARED
 
 
