@@ -42,7 +42,7 @@ bench: $(DEV_STAMP)
 	RTDUB_MEDIA=$${RTDUB_MEDIA:-../shared/media} $(BIN)/python -m benchmarks.run --out benchmarks/results
 
 eval: $(DEV_STAMP)
-	$(BIN)/python -m training.evaluate --clips ../shared/media/clips --out runs/eval
+	RTDUB_MEDIA=$${RTDUB_MEDIA:-../shared/media} $(BIN)/python -m training.evaluate --out runs/eval
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

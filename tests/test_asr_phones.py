@@ -1,4 +1,4 @@
-"""Phone labels for real speech (training/asr_phones.py): pocketsphinx's en-us model."""
+"""Phone labels for real speech (training/asr_phones.py, training/recogniser.py): pocketsphinx's en-us model."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import pytest
 pytest.importorskip("pocketsphinx")
 
 from rtdub import audio, tts  # noqa: E402
-from training.asr_phones import (  # noqa: E402
-    ARPABET,
+from training.asr_phones import main  # noqa: E402
+from training.phones import (  # noqa: E402
     PAUSE,
+    VISEME_CLASSES,
     PhoneSegment,
-    Recogniser,
-    espeak_symbol,
-    main,
+    frame_labels,
+    load_shards,
+    save_shard,
+    viseme_class,
 )
-from training.tts_data import VISEME_CLASSES, frame_labels, load_shards, save_shard, viseme_class  # noqa: E402
+from training.recogniser import ARPABET, Recogniser, espeak_symbol  # noqa: E402
 
 from .factories import prepared_shard  # noqa: E402
 

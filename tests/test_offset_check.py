@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.asr_phones import PhoneSegment
 from training.data import Clip
 from training.offset_check import asr_predictor, check, main
+from training.phones import PhoneSegment
 
 
 def _clip(n: int, fps: float, valid: np.ndarray | None = None) -> Clip:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from rtdub import audio, tts
-from training.tts_data import frame_labels, speech_spans, viseme_class
+from training.phones import frame_labels, viseme_class
+from training.tts_data import speech_spans
 
 
 def _classes(spans: list[tuple[str, float, float]], n: int) -> np.ndarray:

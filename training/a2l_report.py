@@ -175,8 +175,8 @@ def onnx_speed(run: Path, repeats: int = 300) -> dict[str, float]:
     import onnxruntime as ort
     import torch
 
+    from .a2l_runs import load_run
     from .models import A2LConfig
-    from .train_a2l import load_run
 
     model = load_run(run)
     cfg = A2LConfig(**json.loads((run / "meta.json").read_text())["config"])

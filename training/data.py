@@ -1,7 +1,8 @@
-"""Loading prepared shards (training/prepare.py) and sampling training batches."""
+"""Loading prepared shards (training/prepare.py), their lip-unit basis and sampling training batches."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,15 @@ def fit_basis(clips: list[Clip], n_components: int = 8) -> LipBasis:
     return LipBasis.fit(lips, n_components)
 
 
+def load_basis(run: Path) -> LipBasis:
+    """The unit basis of a training run (units.json) or of a model bundle (manifest.json)."""
+    if (run / "units.json").is_file():
+        d = json.loads((run / "units.json").read_text())
+    else:
+        d = json.loads((run / "manifest.json").read_text())["units"]
+    return LipBasis(np.asarray(d["basis_mean"], np.float32), np.asarray(d["basis_components"], np.float32))
+
+
 def closed_units(clips: list[Clip], quantile: float = 0.1) -> np.ndarray:
     """Mean z-units of each clip's most closed frames (lowest inner gap), averaged over clips."""
     out = []
@@ -112,6 +122,13 @@ def mel_windows(clip: Clip, idx: np.ndarray, lookahead: np.ndarray, window: int)
     for k, (i, la) in enumerate(zip(idx, lookahead, strict=True)):
         out[k] = audio.mel_window(clip.mel, float(clip.times[i]), float(la), window)
     return out
+
+
+def window_starts(clip: Clip, frames: int) -> np.ndarray:
+    """Frames i such that i..i+frames-1 all have a face."""
+    v = clip.valid.astype(np.int64)
+    run = np.convolve(v, np.ones(frames, np.int64), mode="valid")
+    return np.nonzero(run == frames)[0]
 
 
 def context_units(clip: Clip, i: int, context: int) -> np.ndarray:

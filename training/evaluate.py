@@ -6,6 +6,10 @@
         [--kernel linear|cubic|lanczos] (interpolation of the reference texture at R; lanczos)
         [--detail G]                   (the reference's fine detail kept under the colour; 1)
 
+``--clips`` and ``--audio`` default to ``$RTDUB_MEDIA/clips`` and ``$RTDUB_MEDIA/audio/french.wav``
+(rtdub.defaults.media_path); with RTDUB_MEDIA unset they must be given (``--audio`` not with
+``--skip-speed``).
+
 Reconstruction: every clip is dubbed with its own audio, and compared with the input on
 LMD, mouth-opening correlation (MOC), PSNR/SSIM of the lower face and mouth sharpness
 and, on the open half of the frames, the mouth-interior contrast (a teeth proxy), for
@@ -24,6 +28,7 @@ Speed: the first clip dubbed with a foreign-language file through the CLI path.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -34,8 +39,9 @@ import numpy as np
 from rtdub import media
 from rtdub.backends import BackendConfig, get_backend
 from rtdub.backends.base import Backend
-from rtdub.defaults import DEFAULT_LOOKAHEAD_MS
+from rtdub.defaults import DEFAULT_LOOKAHEAD_MS, MEDIA_ENV, media_path
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
+from rtdub.engine import EngineConfig
 from rtdub.measure.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.render.hires import KERNELS, RenderSizeConfig, detail_problem
@@ -123,8 +129,18 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="reconstruction, dubbing and speed evaluation")
-    p.add_argument("--clips", type=Path, default=Path("../shared/media/clips"))
-    p.add_argument("--audio", type=Path, default=Path("../shared/media/audio/french.wav"))
+    p.add_argument(
+        "--clips",
+        type=Path,
+        default=media_path("clips"),
+        help=f"folder of speaker_*.mp4 clips (default: ${MEDIA_ENV}/clips)",
+    )
+    p.add_argument(
+        "--audio",
+        type=Path,
+        default=media_path("audio", "french.wav"),
+        help=f"foreign-language speech for the speed run (default: ${MEDIA_ENV}/audio/french.wav)",
+    )
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
@@ -150,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         help="identity reference: target mouth opening, a quantile of the recent ones (0: most closed)",
     )
     args = p.parse_args(argv)
+    if args.clips is None:
+        p.error(f"--clips is required when {MEDIA_ENV} is unset")
+    if args.audio is None and not args.skip_speed:
+        p.error(f"--audio is required when {MEDIA_ENV} is unset (or pass --skip-speed)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     clips = sorted(c for c in args.clips.glob("speaker_*.mp4"))
     if not clips:
@@ -180,18 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         "reconstruction": results,
     }
     report["dubbing_auc"] = dubbing_auc(clips[0], bundle, backend, args.lookahead_ms, render, reference)
-    if not args.skip_speed and args.audio.is_file():
+    if not args.skip_speed and args.audio is not None and args.audio.is_file():
         t0 = time.perf_counter()
-        opts = DubOptions(
-            clips[0],
-            args.audio,
-            args.out / "speed.mp4",
-            model=args.model,
-            threads=args.threads,
-            render_size=render.size,
-            kernel=render.kernel,
-            detail=render.detail,
-        )
+        engine = dataclasses.replace(EngineConfig.offline(), model=args.model, threads=args.threads)
+        engine = engine.with_options(render_size=render.size, kernel=render.kernel, detail=render.detail)
+        opts = DubOptions(clips[0], args.audio, args.out / "speed.mp4", engine=engine)
         rep = dub_file(opts)
         report["speed"] = {
             "clip": clips[0].name,

@@ -227,6 +227,16 @@ class _FiLM(nn.Module):
 FIELD_CHANNELS = ("flow_x", "flow_y", "alpha", "red", "green", "blue")
 
 
+def _field_slice(first: str, last: str) -> slice:
+    return slice(FIELD_CHANNELS.index(first), FIELD_CHANNELS.index(last) + 1)
+
+
+# the channel groups of the fields (and of the generator head's output, in the same order)
+FIELD_FLOW = _field_slice("flow_x", "flow_y")
+FIELD_ALPHA = _field_slice("alpha", "alpha")
+FIELD_RGB = _field_slice("red", "blue")
+
+
 class LipToFace(nn.Module):
     def __init__(self, cfg: GenConfig) -> None:
         super().__init__()
@@ -245,7 +255,7 @@ class LipToFace(nn.Module):
         self.film = nn.ModuleList([_FiLM(emb, ch) for ch in chans])
         # decoder: upsample, concat the encoder skip, two convs; ends at S/2
         self.dec = nn.ModuleList([_block(chans[i + 1] + chans[i], chans[i], 1) for i in range(3)])
-        self.head = nn.Conv2d(chans[0], 6, 3, padding=1)  # flow (2), alpha (1), rgb (3) at S/2
+        self.head = nn.Conv2d(chans[0], len(FIELD_CHANNELS), 3, padding=1)  # flow (2), alpha (1), rgb (3) at S/2
         nn.init.zeros_(self.head.weight)
         assert self.head.bias is not None
         nn.init.zeros_(self.head.bias)
@@ -273,11 +283,11 @@ class LipToFace(nn.Module):
     @staticmethod
     def alpha(fields: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S): the mixing weight channel of :meth:`fields` (1 = the warped reference)."""
-        return fields[:, 2:3]
+        return fields[:, FIELD_ALPHA]
 
     def compose(self, ref: torch.Tensor, fields: torch.Tensor) -> torch.Tensor:
         """alpha * warp(ref, flow) + (1 - alpha) * rgb, from :meth:`fields`."""
-        flow, alpha, rgb = fields[:, 0:2], self.alpha(fields), fields[:, 3:6]
+        flow, alpha, rgb = fields[:, FIELD_FLOW], self.alpha(fields), fields[:, FIELD_RGB]
         grid = self.grid + flow.permute(0, 2, 3, 1)
         warped = F.grid_sample(ref, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return alpha * warped + (1 - alpha) * rgb
@@ -298,9 +308,9 @@ class LipToFace(nn.Module):
             h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             h = self.dec[i](torch.cat([h, skips[i]], dim=1))
         out = F.interpolate(self.head(h), scale_factor=2.0, mode="bilinear", align_corners=False)
-        flow = torch.tanh(out[:, 0:2]) * self.cfg.max_flow
-        alpha = torch.sigmoid(out[:, 2:3] + 2.0)  # starts near "copy the reference"
-        colour = out[:, 3:6]
+        flow = torch.tanh(out[:, FIELD_FLOW]) * self.cfg.max_flow
+        alpha = torch.sigmoid(out[:, FIELD_ALPHA] + 2.0)  # starts near "copy the reference"
+        colour = out[:, FIELD_RGB]
         if self.colour_head is not None:
             full = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
             colour = colour + self.colour_head(torch.cat([full, pose, ref], dim=1))

@@ -17,7 +17,7 @@ confidence is the peak minus the median of the curve (as syncnet_python's); a pe
 edge of the search or a confidence under ``--min-confidence`` is reported as undecided.
 Prints one line per clip; ``--json`` writes the curves.
 
-``--asr`` replaces the audio-to-lip model by recognised phones (training/asr_phones.py:
+``--asr`` replaces the audio-to-lip model by recognised phones (training/recogniser.py:
 pocketsphinx's en-us model, trained on other speech than any clip here): each phone's visual
 class (lips closed for /p b m/, open for open vowels, ...) predicts the mean inner gap that
 class has on the real ``--fit`` clips (z-scored per clip; the held-out identity excluded). No
@@ -41,10 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .asr_phones import PhoneSegment
 from .common import pearson
-from .data import Clip, attach_units, load_dir
-from .tts_data import VISEME_CLASSES, viseme_class
+from .data import Clip, attach_units, load_basis, load_dir
+from .phones import VISEME_CLASSES, PhoneSegment, viseme_class
 
 Predictor = Callable[[Clip, np.ndarray], np.ndarray]  # clip, times (s) -> predicted gap per time
 SegmentSource = Callable[[Clip], list[PhoneSegment]]  # a clip's recognised phones
@@ -78,7 +77,7 @@ def check(
 
 def a2l_predictor(run: Path) -> Predictor:
     """The gap unit predicted by a trained audio-to-lip run (torch), at lookahead 0."""
-    from .train_a2l import load_run, predict_mel
+    from .a2l_runs import load_run, predict_mel
 
     model = load_run(run)
 
@@ -89,7 +88,7 @@ def a2l_predictor(run: Path) -> Predictor:
 
 
 def phone_classes(segments: list[PhoneSegment], times: np.ndarray) -> np.ndarray:
-    """The visual class (training.tts_data.VISEME_CLASSES) of the phone sounding at each time;
+    """The visual class (training.phones.VISEME_CLASSES) of the phone sounding at each time;
     0 (pause) outside every segment."""
     out = np.zeros(len(times), np.int64)
     for s in segments:
@@ -120,7 +119,7 @@ def asr_predictor(fit: list[Clip], fit_gaps: list[np.ndarray], segments: Segment
 
 def recognised_segments() -> SegmentSource:
     """Phone segments of a clip's audio by pocketsphinx, recognised once per clip."""
-    from .asr_phones import Recogniser
+    from .recogniser import Recogniser
 
     rec = Recogniser()
     cache: dict[str, list[PhoneSegment]] = {}
@@ -154,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"offset_check: error: {d} does not exist", file=sys.stderr)
             return 2
     import torch
-
-    from .train_a2l import load_basis
 
     torch.set_num_threads(1)
     clips = [c for d in args.data for c in load_dir(d) if c.has_audio and fnmatch.fnmatch(c.name, args.match)]

@@ -41,7 +41,7 @@ from rtdub import audio
 from .common import load_checkpoint, save_checkpoint, setup
 from .data import load_dir
 from .models import A2LConfig, ContextA2L, build_a2l
-from .tts_data import VISEME_CLASSES, TtsShard, load_shards
+from .phones import VISEME_CLASSES, TtsShard, load_shards
 
 logger = logging.getLogger("training.pretrain_a2l")
 

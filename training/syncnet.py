@@ -2,8 +2,9 @@
 
 Video side: 5 consecutive RGB frames of the lower half of the aligned face crop, stacked on
 channels (15 × S/2 × S, i.e. 15 × 48 × 96 at S = 96). Audio side: the 80 × 16 mel window
-(200 ms) that starts at the first of those frames. Each side has a small conv encoder ending
-in a ReLU, and the embedding is L2-normalised, so cos(v, a) lies in [0, 1] and
+(200 ms) that starts at the first of those frames (:func:`mel_at` cuts it from a prepared
+clip, for training the expert and for the generator's sync loss). Each side has a small conv
+encoder ending in a ReLU, and the embedding is L2-normalised, so cos(v, a) lies in [0, 1] and
 P_sync = max(cos, ε) is a probability the BCE loss can use directly (Wav2Lip's trick).
 
 The runtime (rtdub/measure/avsync.py) runs the two encoders' ONNX exports (engines/export_sync.py).
@@ -12,10 +13,17 @@ The runtime (rtdub/measure/avsync.py) runs the two encoders' ONNX exports (engin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rtdub import audio
+
+if TYPE_CHECKING:
+    from .data import Clip
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,12 @@ class SyncConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def mel_at(clip: Clip, t: float, cfg: SyncConfig) -> np.ndarray:
+    """The expert's mel window for a video window starting at time ``t``: [t, t + 200 ms),
+    read ``clip.audio_lag`` later when the clip's sound is known to lag its picture."""
+    return audio.mel_window(clip.mel, t + clip.audio_lag, cfg.mel_frames / audio.MEL_FPS, cfg.mel_frames)
 
 
 def _conv(

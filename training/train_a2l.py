@@ -5,7 +5,8 @@
 Targets are per-speaker z-scored lip-motion units; the lookahead of every sample is drawn
 from [0, max_lookahead], so one model serves every configured lookahead. Checkpoints are
 saved every ``--save-every`` steps and a run resumes from its last checkpoint. Runs unchanged
-under ``torchrun`` (training/distributed.py; ``--batch`` is per process).
+under ``torchrun`` (training/distributed.py; ``--batch`` is per process). Other tools read a
+run back (its model and predictions) through training/a2l_runs.py.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import torch
 from safetensors.torch import load_file
 
 from rtdub import audio
-from rtdub.face.lipunits import LipBasis
 
 from . import distributed
+from .a2l_runs import load_run, predict_mel
 from .common import load_checkpoint, pearson, save_checkpoint
-from .data import Clip, attach_units, closed_units, fit_basis, load_dir, mel_windows
+from .data import Clip, attach_units, closed_units, fit_basis, load_basis, load_dir, mel_windows
 from .models import A2LConfig, build_a2l
+from .phones import load_shards
 
 logger = logging.getLogger("training.a2l")
 LOOKAHEADS = (0.0, 0.04, 0.08, 0.12)
@@ -41,23 +43,6 @@ def smooth_causal(u: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:
     k = len(w)
     pad = np.concatenate([np.repeat(u[:1], k - 1, axis=0), u])
     return sum(w[j] * pad[j : j + len(u)] for j in range(k)).astype(np.float32)
-
-
-def predict_mel(
-    model: torch.nn.Module, mel: np.ndarray, times: np.ndarray, lookahead: float, batch: int = 512
-) -> np.ndarray:
-    """Units at each time (s) of a whole-signal mel, with the given lookahead."""
-    model.eval()
-    cfg: A2LConfig = model.cfg  # type: ignore[assignment]
-    la_in = cfg.input_lookahead(lookahead)
-    outs = []
-    with torch.no_grad():
-        for s in range(0, len(times), batch):
-            ts = times[s : s + batch]
-            w = np.stack([audio.mel_window(mel, float(t), la_in, cfg.window) for t in ts])
-            la = torch.full((len(ts), 1), lookahead)
-            outs.append(model(torch.from_numpy(w), la).numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, cfg.units), np.float32)
 
 
 def predict_clip(model: torch.nn.Module, clip: Clip, lookahead: float, batch: int = 512) -> np.ndarray:
@@ -118,14 +103,6 @@ class KdSource:
     units: np.ndarray  # teacher's z-units per time
 
 
-def load_run(run: Path) -> torch.nn.Module:
-    cfg = A2LConfig(**json.loads((run / "meta.json").read_text())["config"])
-    model = build_a2l(cfg)
-    if load_checkpoint(run, model) is None:
-        raise SystemExit(f"error: {run}: no checkpoint")
-    return model.eval()
-
-
 def distill_sources(
     args: argparse.Namespace, clips: list[Clip], every: list[Clip], is_held: dict[str, bool], units: int
 ) -> list[KdSource]:
@@ -141,8 +118,6 @@ def distill_sources(
         if c.has_audio and not is_held[c.name] and (c.name in names or not c.real):
             out.append(KdSource(c.name, c.mel, c.times, predict_mel(teacher, c.mel, c.times, 0.0)))
     if args.kd_tts is not None:
-        from .tts_data import load_shards
-
         left = args.kd_tts_minutes * 60
         for s in load_shards(args.kd_tts)[:-1]:  # the last shard stays held out, as in pretraining
             if left <= 0:
@@ -305,15 +280,6 @@ def _train(args: argparse.Namespace, ddp: distributed.Dist) -> int:
     (args.out / "eval.json").write_text(json.dumps(final, indent=1))
     logger.info("final %s", {k: v for k, v in final.items() if k.startswith("mean")})
     return 0
-
-
-def load_basis(run: Path) -> LipBasis:
-    """The unit basis of a training run (units.json) or of a model bundle (manifest.json)."""
-    if (run / "units.json").is_file():
-        d = json.loads((run / "units.json").read_text())
-    else:
-        d = json.loads((run / "manifest.json").read_text())["units"]
-    return LipBasis(np.asarray(d["basis_mean"], np.float32), np.asarray(d["basis_components"], np.float32))
 
 
 if __name__ == "__main__":

@@ -50,10 +50,19 @@ from rtdub.render.blend import face_mask
 
 from . import distributed, gen_losses
 from .common import cosine_lr, load_checkpoint, save_checkpoint
-from .data import Clip, attach_units, closed_units, context_units, fit_basis, load_dir, mel_windows, reference_index
+from .data import (
+    Clip,
+    attach_units,
+    closed_units,
+    context_units,
+    fit_basis,
+    load_dir,
+    mel_windows,
+    reference_index,
+    window_starts,
+)
 from .models import A2LConfig, GenConfig, GeneratorWithFields, LipToFace, build_a2l
-from .syncnet import SyncConfig
-from .train_sync import mel_at, window_starts
+from .syncnet import SyncConfig, mel_at
 
 logger = logging.getLogger("training.gen")
 

@@ -47,15 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from rtdub import audio
 from rtdub.measure.avsync import video_input
 
 from . import distributed
 from .common import load_checkpoint, save_checkpoint
-from .data import Clip, driving_clip, load_dir
+from .data import Clip, driving_clip, load_dir, window_starts
 from .sync_augment import Appearance, Voice, apply_appearance, apply_voice, draw_appearance, draw_voice, lip_targets
 from .sync_probe import offset_probe
-from .syncnet import SyncConfig, SyncNet, count_params, sync_loss
+from .syncnet import SyncConfig, SyncNet, count_params, mel_at, sync_loss
 
 logger = logging.getLogger("training.sync")
 
@@ -91,12 +90,6 @@ class Augment:
     shift_y: float = 0.05
     rotate_deg: float = 8.0
     scale: float = 0.08  # ±
-
-
-def mel_at(clip: Clip, t: float, cfg: SyncConfig) -> np.ndarray:
-    """The expert's mel window for a video window starting at time ``t``: [t, t + 200 ms),
-    read ``clip.audio_lag`` later when the clip's sound is known to lag its picture."""
-    return audio.mel_window(clip.mel, t + clip.audio_lag, cfg.mel_frames / audio.MEL_FPS, cfg.mel_frames)
 
 
 @dataclass(frozen=True)
@@ -144,13 +137,6 @@ def augment_window(win: np.ndarray, rng: np.random.Generator, aug: Augment) -> n
     return np.stack(
         [cv2.warpAffine(f, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for f in win]
     )
-
-
-def window_starts(clip: Clip, frames: int) -> np.ndarray:
-    """Frames i such that i..i+frames-1 all have a face."""
-    v = clip.valid.astype(np.int64)
-    run = np.convolve(v, np.ones(frames, np.int64), mode="valid")
-    return np.nonzero(run == frames)[0]
 
 
 def sample_batch(

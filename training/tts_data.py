@@ -14,8 +14,9 @@ phonotactics) mixed with a few real sentences.
 Shard contents: ``wav`` (int16, 16 kHz), ``phone`` (int16 per mel frame, 80 per second: the
 espeak phoneme sounding at the frame centre, as an index into ``symbols``), ``symbols``
 (the shard's phoneme mnemonics, index 0 is the pause "_") and ``scenes`` (JSON: voice and
-augmentation per scene). :func:`viseme_class` maps a mnemonic to a visual class (bilabial
-closure, open vowel, rounded, ...), so classes can change without regenerating.
+augmentation per scene): the format of training/phones.py, which also reads the shards back
+(``load_shards``) and maps a mnemonic to a visual class (``viseme_class``: bilabial closure,
+open vowel, rounded, ...), so classes can change without regenerating.
 """
 
 from __future__ import annotations
@@ -34,61 +35,12 @@ from scipy.signal import butter, fftconvolve, sosfilt
 
 from rtdub import audio, tts
 
+from .phones import frame_labels, save_shard
+
 logger = logging.getLogger("training.tts_data")
 
 SR = audio.SAMPLE_RATE
 MEL_HOP = audio.HOP
-
-# --- visual phoneme classes ------------------------------------------------------------------
-
-VISEME_CLASSES = (
-    "pause",
-    "bilabial",  # p b m: lips closed
-    "labiodental",  # f v
-    "lip_round_glide",  # w, bilabial fricative
-    "open_vowel",
-    "rounded_vowel",
-    "spread_vowel",  # i e E j
-    "central_vowel",  # @ 3
-    "dental",  # T D
-    "alveolar",  # t d n l r
-    "sibilant",  # s z S Z tS dZ ts
-    "back",  # k g N h x R: velar, uvular, glottal
-    "other",
-)
-_SIBILANTS = ("tS", "dZ", "ts", "dz")
-
-
-def viseme_class(symbol: str) -> int:
-    """Index into VISEME_CLASSES for an espeak phoneme mnemonic (stress already removed)."""
-    s = symbol.strip()
-    if not s or s.startswith("_"):
-        return 0
-    if s in tts.BILABIALS:
-        return 1
-    if s in tts.OPEN_VOWELS or s[0] in "aA&":
-        return 4
-    if s.startswith(_SIBILANTS) or s[0] in "szSZC":
-        return 10
-    c = s[0]
-    if c in "fv":
-        return 2
-    if c in "wWB":
-        return 3
-    if c in "oOuUy0Y289":
-        return 5
-    if c in "iIeEj":
-        return 6
-    if c in "@3V":
-        return 7
-    if c in "TD":
-        return 8
-    if c in "tdnlrL":
-        return 9
-    if c in "kgNhxXqGRcJ":
-        return 11
-    return 12
-
 
 # --- text --------------------------------------------------------------------------------------
 
@@ -326,7 +278,7 @@ def speech_spans(sp: tts.Speech, t: float = 0.0) -> list[tuple[str, float, float
     """Phoneme spans (symbol, start, end in s, shifted by ``t``), then the lip closures of
     /p b m/ labelled with their phoneme (tts.lip_closures): espeak times a stop from its
     release, so the silent closure before it, when the lips are shut, would otherwise be
-    labelled as a pause or as the sound before it. Later spans win in :func:`frame_labels`."""
+    labelled as a pause or as the sound before it. Later spans win in phones.frame_labels."""
     spans = [(p.symbol, t + p.start, t + p.end) for p in sp.phonemes]
     return spans + [(p.symbol, t + a, t + b) for p, a, b in tts.lip_closures(sp)]
 
@@ -355,16 +307,6 @@ def make_scene(
     return wav, spans, info
 
 
-def frame_labels(spans: list[tuple[str, float, float]], n_frames: int, symbols: dict[str, int]) -> np.ndarray:
-    """Phoneme index per mel frame (frame m is centred at m / 80 s); 0 ("_") between phonemes."""
-    lab = np.zeros(n_frames, np.int16)
-    times = np.arange(n_frames) / audio.MEL_FPS
-    for sym, a, b in spans:
-        k = symbols.setdefault(sym, len(symbols))
-        lab[np.searchsorted(times, a) : np.searchsorted(times, b)] = k
-    return lab
-
-
 def make_shard(path: Path, seed: int, seconds: float) -> float:
     rng = np.random.default_rng(seed)
     wavs, labels, scenes = [], [], []
@@ -379,54 +321,6 @@ def make_shard(path: Path, seed: int, seconds: float) -> float:
         total += n_frames * MEL_HOP / SR
     save_shard(path, np.concatenate(wavs), np.concatenate(labels), symbols, json.dumps(scenes))
     return total
-
-
-def save_shard(path: Path, wav: np.ndarray, phone: np.ndarray, symbols: dict[str, int], scenes: str) -> None:
-    """A shard (module docstring) written atomically: float ``wav`` at 16 kHz, ``phone`` the
-    index per mel frame into ``symbols`` (symbol -> index, as :func:`frame_labels` fills it)."""
-    tmp = path.with_name(path.stem + ".part.npz")
-    np.savez_compressed(
-        tmp,
-        wav=(np.clip(wav, -1, 1) * 32767).astype(np.int16),
-        phone=np.asarray(phone, np.int16),
-        symbols=np.array(sorted(symbols, key=symbols.__getitem__)),
-        scenes=np.array(scenes),
-    )
-    tmp.replace(path)
-
-
-@dataclass
-class TtsShard:
-    name: str
-    wav: np.ndarray  # float32, 16 kHz
-    mel: np.ndarray  # (T, 80), loudness-normalised like the real clips
-    phone: np.ndarray  # (T',) int, index into symbols; T' <= T
-    symbols: list[str]
-
-    def classes(self) -> np.ndarray:
-        table = np.array([viseme_class(s) for s in self.symbols], np.int64)
-        return table[self.phone]
-
-
-def load_shards(path: Path) -> list[TtsShard]:
-    out = []
-    for p in sorted(Path(path).glob("*.npz")):  # tts_*.npz here, asr_*.npz from training.asr_phones
-        if p.name.endswith(".part.npz"):
-            continue
-        z = np.load(p)
-        wav = z["wav"].astype(np.float32) / 32767
-        cache = p.with_suffix(".mel.npy")  # the log-mel, computed once per shard
-        if cache.exists() and cache.stat().st_mtime >= p.stat().st_mtime:
-            mel = np.load(cache)
-        else:
-            mel = audio.melspectrogram(audio.normalize_loudness(wav))
-            tmp = p.with_suffix(".mel.part.npy")
-            np.save(tmp, mel)
-            tmp.replace(cache)
-        out.append(TtsShard(p.stem, wav, mel, z["phone"].astype(np.int64), [str(s) for s in z["symbols"]]))
-    if not out:
-        raise FileNotFoundError(f"{path}: no TTS shards (run python -m training.tts_data)")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
