@@ -26,10 +26,9 @@ import numpy as np
 import onnx
 import torch
 
-from rtdub.model import FORMAT, geometry
+from rtdub.model import FIELD_CHANNELS, FORMAT, geometry
 from training.common import load_checkpoint
 from training.models import (
-    FIELD_CHANNELS,
     A2LConfig,
     AudioToLip,
     ContextA2L,

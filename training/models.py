@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rtdub.model import FIELD_CHANNELS
+
 
 @dataclass(frozen=True)
 class A2LConfig:
@@ -223,15 +225,13 @@ class _FiLM(nn.Module):
         return x * (1 + g) + b
 
 
-# the channels of LipToFace.fields, in order (exported as the generator's second output)
-FIELD_CHANNELS = ("flow_x", "flow_y", "alpha", "red", "green", "blue")
-
-
 def _field_slice(first: str, last: str) -> slice:
     return slice(FIELD_CHANNELS.index(first), FIELD_CHANNELS.index(last) + 1)
 
 
-# the channel groups of the fields (and of the generator head's output, in the same order)
+# The channels of LipToFace.fields are rtdub.model.FIELD_CHANNELS, in that order (the one
+# definition: the export declares it in the manifest, the runtime reads the fields by it).
+# Their groups, in the fields and in the generator head's output alike:
 FIELD_FLOW = _field_slice("flow_x", "flow_y")
 FIELD_ALPHA = _field_slice("alpha", "alpha")
 FIELD_RGB = _field_slice("red", "blue")
