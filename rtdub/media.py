@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,6 +14,7 @@ from types import TracebackType
 import av
 import numpy as np
 
+from . import atomic
 from .audio import SAMPLE_RATE
 from .exceptions import InputError
 
@@ -173,7 +173,8 @@ class VideoWriter:
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
+        # 0666 less the umask, as any new file; an existing output's mode is kept (atomic.replace)
+        fd, tmp = atomic.mkstemp(self.path.parent, prefix=f".{self.path.stem}.", suffix=".part.mp4")
         os.close(fd)
         self._tmp = Path(tmp)
         self.width = width - width % 2
@@ -252,7 +253,7 @@ class VideoWriter:
             self.abort()
             raise
         self._closed = True
-        os.replace(self._tmp, self.path)
+        atomic.replace(self._tmp, self.path)
         logger.info("wrote video", extra={"path": str(self.path), "frames": self._n})
 
     def abort(self) -> None:
@@ -284,7 +285,7 @@ def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: in
                 c.mux(p)
             for p in s.encode(None):
                 c.mux(p)
-        os.replace(tmp, out)
+        atomic.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
