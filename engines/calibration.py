@@ -5,7 +5,7 @@ A sample is what the pipeline feeds the generator (rtdub/render/pipeline.py) for
 shard (training/prepare.py):
 
     pose       (B, 3, S, S)  the aligned crop of t in [0, 1], lower face hidden (zeros)
-    reference  (B, 3, S, S)  a crop of the same clip at least ``min_gap_s`` away (DESIGN §5)
+    reference  (B, 3, S, S)  a crop of the same clip at least ``min_gap_s`` away (docs/design.md §5)
     units      (B, C, U)     z-scored lip units of frames t-C+1..t, from the shard's landmarks
                              projected on the bundle's unit basis; one sample in ``closed_every``
                              gets the bundle's closed-mouth units instead (the silent-lip path).

@@ -14,7 +14,7 @@ between them, so activations stay int8 from one conv to the next); the head conv
 follows it (flow field, grid sampling of the reference, the final mix) stay float, since an
 8-bit flow would move the sampled texture by about half a pixel. With ``--eval SHARDS`` the fp32 and int8 generators
 are compared on held-out frames: parity (max / mean abs difference) and the lower-face PSNR and
-SSIM of both against the ground-truth crop (DESIGN §5).
+SSIM of both against the ground-truth crop (docs/design.md §5).
 """
 
 from __future__ import annotations

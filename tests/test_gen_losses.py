@@ -1,6 +1,6 @@
 """The generator's seed losses (training/gen_losses.py) and their flags in training/train_gen.py:
 SSIM, the spectrally normalised mouth discriminator, the expert sync loss, the stabilized sync
-loss L_ss (DESIGN §3), the focal frequency loss, the alpha (copy-the-reference) term and the
+loss L_ss (docs/design.md §3), the focal frequency loss, the alpha (copy-the-reference) term and the
 silent-lip reference generator G_S."""
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_stabilized_sync_loss_definition_on_toy_values() -> None:
     def lss(x: float) -> float:
         return gl.stabilized_sync_loss(torch.tensor([x]), y, d, eps).item()
 
-    def formula(x: float) -> float:  # DESIGN §3, written out
+    def formula(x: float) -> float:  # docs/design.md §3, written out
         r = (abs(x - 0.6) + eps) / (abs(x - 0.6) + abs(0.6 - 0.2) + eps)
         return -math.log(1 - r)
 

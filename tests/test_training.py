@@ -3,6 +3,7 @@ the exported bundle dubs a clip. Plus export parity (torch vs onnxruntime)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from engines.export import export_onnx, parity  # noqa: E402
 from rtdub.dub import DubOptions, dub_file  # noqa: E402
+from rtdub.engine import EngineConfig  # noqa: E402
 from rtdub.model import load_bundle  # noqa: E402
 from training import prepare, train_a2l, train_gen  # noqa: E402
 from training.models import A2LConfig, AudioToLip, ContextA2L, GenConfig, LipToFace  # noqa: E402
@@ -137,6 +139,7 @@ def test_prepare_train_export_dub(tmp_path: Path) -> None:
     from .factories import write_wav
 
     wav = write_wav(tmp_path / "d.wav", speechlike(1.0, seed=5))
-    rep = dub_file(DubOptions(src / "clip0.mp4", wav, out, model=bundle, check_locality=True))
+    engine = dataclasses.replace(EngineConfig.offline(), model=bundle)
+    rep = dub_file(DubOptions(src / "clip0.mp4", wav, out, engine=engine, check_locality=True))
     assert out.exists() and rep.faces == rep.frames == 25
     assert rep.pixels_changed_outside_mask == 0

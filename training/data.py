@@ -139,7 +139,7 @@ def context_units(clip: Clip, i: int, context: int) -> np.ndarray:
 
 
 def reference_index(clip: Clip, i: int, rng: np.random.Generator, min_gap_s: float = 1.0) -> int:
-    """A random valid frame at least ``min_gap_s`` away from ``i`` (DESIGN §5)."""
+    """A random valid frame at least ``min_gap_s`` away from ``i`` (docs/design.md §5)."""
     far = np.nonzero(clip.valid & (np.abs(clip.times - clip.times[i]) >= min_gap_s))[0]
     if far.size == 0:
         far = np.nonzero(clip.valid)[0]

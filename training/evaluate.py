@@ -1,4 +1,4 @@
-"""Evaluation protocol of DESIGN §5 on a folder of talking-head clips (``make eval``).
+"""Evaluation protocol of docs/design.md §5 on a folder of talking-head clips (``make eval``).
 
     python -m training.evaluate --clips ../shared/media/clips --model engines/default --out runs/eval
         [--render-size 0|96|192|...]   (0: the runtime's choice from the face size; 96: no hi-res)

@@ -1,4 +1,4 @@
-"""Seed losses for the lip-to-face generator (DESIGN §3), used by training/train_gen.py.
+"""Seed losses for the lip-to-face generator (docs/design.md §3), used by training/train_gen.py.
 
 Perceptual term: SSIM. The seed papers use VGG-19 features, whose weights are not available
 here, and our own trained networks (the lip-sync expert, the generator's encoder) were
@@ -19,7 +19,7 @@ weighted however small their share of the energy.
 Sync terms, through the frozen lip-sync expert (training/syncnet.py): rendered frames
 t..t+4, lower halves stacked on channels, go to its video encoder and the 200 ms mel window
 starting at frame t to its audio encoder. ``sync_bce`` is Wav2Lip's −log P_sync with
-P_sync = max(cos, ε). ``stabilized_sync_loss`` is L_ss of DESIGN §3:
+P_sync = max(cos, ε). ``stabilized_sync_loss`` is L_ss of docs/design.md §3:
     L_ss = −log(1 − (|x−y| + ε) / (|x−y| + |y−d| + ε)),
 x = AVSIM(generated, audio), y = AVSIM(ground truth, audio), d = AVSIM(identity reference,
 audio). It is ≈ 0 when the generated window scores like the ground truth, log 2 when it
@@ -169,7 +169,7 @@ def sync_bce(p: torch.Tensor) -> torch.Tensor:
 
 
 def stabilized_sync_loss(x: torch.Tensor, y: torch.Tensor, d: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """L_ss of DESIGN §3, averaged over the batch. x: AVSIM of the generated window (carries
+    """L_ss of docs/design.md §3, averaged over the batch. x: AVSIM of the generated window (carries
     the gradient); y: of the ground truth; d: of the identity reference (both constants)."""
     y, d = y.detach(), d.detach()
     dx = (x - y).abs()

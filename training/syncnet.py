@@ -1,4 +1,4 @@
-"""The lip-sync expert (SyncNet as used by Wav2Lip; DESIGN §3), in torch (training only).
+"""The lip-sync expert (SyncNet as used by Wav2Lip; docs/design.md §3), in torch (training only).
 
 Video side: 5 consecutive RGB frames of the lower half of the aligned face crop, stacked on
 channels (15 × S/2 × S, i.e. 15 × 48 × 96 at S = 96). Audio side: the 80 × 16 mel window

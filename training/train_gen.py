@@ -3,7 +3,7 @@
     python -m training.train_gen --data data/train --dev data/clips --out runs/gen
 
 For a target frame t the generator sees the crop of t with its lower face hidden (pose), a
-reference crop of the same clip at least one second away (identity; DESIGN §5), and the true
+reference crop of the same clip at least one second away (identity; docs/design.md §5), and the true
 lip-motion units of frames t-4..t. It must reproduce the crop of t. Losses: L1 weighted
 towards the mouth, plus an L1 on image gradients inside the mouth mask (keeps edges sharp).
 Runs unchanged under ``torchrun`` (training/distributed.py; ``--batch`` is per process).
@@ -17,7 +17,7 @@ The seed losses (training/gen_losses.py; all off by default, so the recipe above
                         windows of frames t..t+4 rendered from true (--sync-units true) or
                         audio-predicted (--sync-units a2l, frozen --a2l run) units;
                         --sync-batch windows per step, on top of --batch
-    --ss-weight W       W · the stabilized sync loss L_ss (DESIGN §3), on the same windows
+    --ss-weight W       W · the stabilized sync loss L_ss (docs/design.md §3), on the same windows
     --silent-ref RUN    the identity reference is made closed-lipped by the silent-lip
                         generator G_S: a frozen generator (RUN, trained without any sync
                         loss) driven by the units of a closed, neutral mouth
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gan-weight", type=float, default=0.0, help="hinge GAN, SN patch discriminator on the mouth")
     p.add_argument("--disc-lr", type=float, default=1e-4)
     p.add_argument("--sync-weight", type=float, default=0.0, help="expert sync BCE (Wav2Lip)")
-    p.add_argument("--ss-weight", type=float, default=0.0, help="stabilized sync loss L_ss (DESIGN 3)")
+    p.add_argument("--ss-weight", type=float, default=0.0, help="stabilized sync loss L_ss (docs/design.md §3)")
     p.add_argument("--expert", type=Path, default=Path("runs/sync_aug"), help="torch lip-sync expert run")
     p.add_argument("--sync-batch", type=int, default=4, help="expert windows (of 5 frames) per step")
     p.add_argument("--sync-units", choices=("true", "a2l"), default="true")
