@@ -21,59 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdub import audio, tts
+from rtdub import audio
+from rtdub.drive import phones
 
 PAUSE = "_"  # espeak's pause mnemonic: index 0 of every shard's symbols, visual class 0
 
 # --- visual phoneme classes ------------------------------------------------------------------
-
-VISEME_CLASSES = (
-    "pause",
-    "bilabial",  # p b m: lips closed
-    "labiodental",  # f v
-    "lip_round_glide",  # w, bilabial fricative
-    "open_vowel",
-    "rounded_vowel",
-    "spread_vowel",  # i e E j
-    "central_vowel",  # @ 3
-    "dental",  # T D
-    "alveolar",  # t d n l r
-    "sibilant",  # s z S Z tS dZ ts
-    "back",  # k g N h x R: velar, uvular, glottal
-    "other",
-)
-_SIBILANTS = ("tS", "dZ", "ts", "dz")
+# one definition, the runtime's (rtdub/drive/phones.py): the phonetic drive reads the same classes
+VISEME_CLASSES = phones.VISEME_CLASSES
 
 
 def viseme_class(symbol: str) -> int:
     """Index into VISEME_CLASSES for an espeak phoneme mnemonic (stress already removed)."""
-    s = symbol.strip()
-    if not s or s.startswith("_"):
-        return 0
-    if s in tts.BILABIALS:
-        return 1
-    if s in tts.OPEN_VOWELS or s[0] in "aA&":
-        return 4
-    if s.startswith(_SIBILANTS) or s[0] in "szSZC":
-        return 10
-    c = s[0]
-    if c in "fv":
-        return 2
-    if c in "wWB":
-        return 3
-    if c in "oOuUy0Y289":
-        return 5
-    if c in "iIeEj":
-        return 6
-    if c in "@3V":
-        return 7
-    if c in "TD":
-        return 8
-    if c in "tdnlrL":
-        return 9
-    if c in "kgNhxXqGRcJ":
-        return 11
-    return 12
+    return phones.espeak_class(symbol)
 
 
 @dataclass(frozen=True)
