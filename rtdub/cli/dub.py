@@ -9,9 +9,21 @@ from pathlib import Path
 from ..engine import EngineConfig
 from .options import add_engine_options, engine_config
 
+EXAMPLES = """\
+examples:
+  rtdub dub --video talk.mp4 --audio dubbed.wav -o dubbed.mp4
+  rtdub dub --video talk.mp4 --audio dubbed.m4a -o dubbed.mp4 --model hq --compare side_by_side.mp4
+"""
+
 
 def add_dub_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dub", help="dub a video file with a dubbed audio track")
+    p = sub.add_parser(
+        "dub",
+        help="dub a video file with a dubbed audio track",
+        description="Dub a video file: re-render the speaker's mouth to follow the dubbed audio track, "
+        "which replaces the original sound. The output lasts as long as the dubbed audio.",
+        epilog=EXAMPLES,
+    )
     p.add_argument("--video", required=True, type=Path, help="talking-head video (any frame rate)")
     p.add_argument("--audio", required=True, type=Path, help="dubbed speech (any format, any sample rate)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output MP4")
@@ -26,6 +38,7 @@ def cmd_dub(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..dub import DubOptions, dub_file
+    from ..quiet import stderr_columns, stderr_is_terminal
 
     opts = DubOptions(
         video=args.video,
@@ -36,13 +49,15 @@ def cmd_dub(args: argparse.Namespace) -> int:
         check_locality=args.check_locality,
     )
     # a terminal gets a progress bar (created on the first frame, erased on an error, so an
-    # error is always a single line); a pipe or a log file gets none
-    show = not args.quiet and sys.stderr.isatty()
+    # error is always a single line); a pipe or a log file gets none. The terminal is asked
+    # through rtdub.quiet: its native-log filter puts a pipe on fd 2, where isatty() is False
+    show = not args.quiet and stderr_is_terminal()
     bars: list[tqdm] = []
 
     def progress(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, unit="frame", desc="dub", disable=not show, file=sys.stderr))
+            bar = tqdm(total=total, unit="frame", desc="dub", disable=not show, file=sys.stderr, ncols=stderr_columns())
+            bars.append(bar)
         bars[0].update(done - bars[0].n)
 
     try:

@@ -17,7 +17,13 @@ def add_engine_options(p: argparse.ArgumentParser, preset: EngineConfig) -> None
     """--model, --backend, --threads, --lookahead-ms, --render-size, --kernel, --detail and
     --reference-opening, with ``preset``'s values as defaults."""
     g = p.add_argument_group("engine")
-    g.add_argument("--model", type=Path, default=preset.model, help="model bundle directory (default: engines/default)")
+    g.add_argument(
+        "--model",
+        type=Path,
+        default=preset.model,
+        help="model bundle: a folder, or a shipped bundle by name: default, fast (for loaded hosts), "
+        "hq (offline) (default: default)",
+    )
     g.add_argument(
         "--backend",
         default=preset.backend,
