@@ -27,8 +27,14 @@ from .face.lipunits import LipBasis
 FORMAT = "rtdub-model/1"
 # the source tree: rtdub/ beside engines/ (the bundles) and .git
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
-ENGINES_DIR = SOURCE_ROOT / "engines"
+# the shipped bundles (default, fast, hq) and the lip-sync expert (syncnet): an installed
+# package carries copies in rtdub/_engines (setup.py puts them there); a source tree and an
+# editable install read engines/ in place, where the training and export scripts write
+PACKAGED_ENGINES_DIR = Path(__file__).resolve().parent / "_engines"
+ENGINES_DIR = PACKAGED_ENGINES_DIR if PACKAGED_ENGINES_DIR.is_dir() else SOURCE_ROOT / "engines"
 DEFAULT_MODEL_DIR = ENGINES_DIR / "default"
+# the model bundles that ship with rtdub, which ``--model`` also takes by name
+SHIPPED_BUNDLES = ("default", "fast", "hq")
 
 
 # the channels of the generator's fields output, in order: what every bundle exported since
@@ -111,11 +117,26 @@ def default_model_dir() -> Path:
     return DEFAULT_MODEL_DIR
 
 
+def bundle_dir(path: str | Path | None = None) -> Path:
+    """The folder of a model bundle: ``path`` itself, the shipped default for None, or the
+    shipped bundle of that name for one of :data:`SHIPPED_BUNDLES` that is no folder here
+    (so ``--model fast`` works wherever rtdub is installed)."""
+    if path is None:
+        return DEFAULT_MODEL_DIR
+    root = Path(path)
+    if str(path) in SHIPPED_BUNDLES and not root.is_dir():
+        return ENGINES_DIR / str(path)
+    return root
+
+
 def load_bundle(path: str | Path | None = None) -> ModelBundle:
-    root = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    root = bundle_dir(path)
     mf = root / "manifest.json"
     if not mf.is_file():
-        raise ModelError(f"{root}: not a model bundle (no manifest.json)")
+        names = ", ".join(SHIPPED_BUNDLES)
+        raise ModelError(
+            f"{root}: not a model bundle (no manifest.json; give a bundle folder or a shipped name: {names})"
+        )
     try:
         m = json.loads(mf.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -180,6 +180,8 @@ def video_input(windows: np.ndarray) -> np.ndarray:
 
 
 def default_expert_dir() -> Path:
+    """The shipped lip-sync expert: engines/syncnet in a source tree, the package's copy in
+    an installed rtdub (rtdub.model.ENGINES_DIR)."""
     return ENGINES_DIR / "syncnet"
 
 
