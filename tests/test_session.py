@@ -109,6 +109,7 @@ async def test_lateness_never_accumulates_under_a_slow_backend() -> None:
     assert st["late_frames"] <= 5
 
 
+@pytest.mark.flaky(reruns=2)  # wall-clock: a starved event loop reads the paced track late (load 11 on 2 cores)
 async def test_dub_delay_holds_video_and_aligns_audio_by_time() -> None:
     """With a 300 ms translation lag, each frame leaves ~300 ms after it arrived and is dubbed
     with the audio that arrives 300 ms later."""

@@ -314,8 +314,8 @@ def test_audio_lip_head_reads_the_audio_alone_and_stays_out_of_the_export(tmp_pa
 
 
 def test_audio_offsets_shift_training_clips_and_the_synthetic_clips_they_drove() -> None:
+    from training.data import apply_audio_offsets, offset_records
     from training.syncnet import mel_at
-    from training.train_sync import apply_audio_offsets, offset_records
 
     clips = [_clip_of(50, n) for n in ("real_a", "real_b", "real_c", "synth_face__real_a", "synth_face__real_c")]
     clips[1].fps = 30.0

@@ -148,3 +148,40 @@ def reference_index(clip: Clip, i: int, rng: np.random.Generator, min_gap_s: flo
 
 def hidden_mask(size: int) -> np.ndarray:
     return face_mask(size).hidden
+
+
+# --- measured audio offsets (training.offset_check --json) ------------------------------------
+
+
+@dataclass(frozen=True)
+class OffsetReading:
+    clip: str
+    shift: int  # frames the clip's audio lags its picture (training.offset_check's sign)
+    decided: bool
+
+
+def offset_records(data: object) -> list[OffsetReading]:
+    """training.offset_check's ``--json`` output (a list of per-clip records) as readings;
+    ValueError for anything else."""
+    if not isinstance(data, list):
+        raise ValueError("not a list of training.offset_check readings")
+    try:
+        return [OffsetReading(str(r["clip"]), int(r["shift"]), bool(r["decided"])) for r in data]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"a reading without clip, shift and decided ({exc!r})") from None
+
+
+def apply_audio_offsets(clips: list[Clip], readings: list[OffsetReading], min_shift: int) -> dict[str, float]:
+    """Set ``audio_lag`` on the clips that training.offset_check (``--json``) found off by
+    at least ``min_shift`` frames (decided readings only; smaller readings are within its own
+    precision). A synthetic clip (``data.synth_name``) takes the reading of the clip that
+    drove it (training.synth_talk keeps that clip's audio and frame times). Returns the lags
+    set, in seconds, by clip name."""
+    shift = {r.clip: r.shift for r in readings if r.decided and abs(r.shift) >= min_shift}
+    out = {}
+    for c in clips:
+        k = shift.get(driving_clip(c.name))
+        if k is not None:
+            c.audio_lag = k / c.fps
+            out[c.name] = c.audio_lag
+    return out
