@@ -12,7 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
@@ -40,12 +40,14 @@ def run(cmd: list[str | Path], cwd: Path, env: dict[str, str] | None = None) -> 
 def build_wheel(tmp: Path) -> Path:
     """sdist from a copy of the working tree, then a wheel from the unpacked sdist, offline
     (no build isolation: the dev venv's setuptools builds)."""
-    try:
-        import setuptools
-    except ImportError:
-        pytest.skip("setuptools is not installed: no offline build")
-    if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip(f"setuptools {setuptools.__version__} is older than pyproject.toml's build requirement")
+    needs = {"setuptools": ((77,), "pyproject.toml's build requirement"), "pip": ((22, 3), "pip --python")}
+    for tool, (oldest, what) in needs.items():
+        try:
+            have = version(tool)
+        except PackageNotFoundError:
+            pytest.skip(f"{tool} is not installed: no offline build")
+        if tuple(int(x) for x in have.split(".")[: len(oldest)]) < oldest:
+            pytest.skip(f"{tool} {have} is older than {what} needs")
     src = tmp / "src"
     src.mkdir(parents=True)
     for name in PROJECT_FILES:
@@ -63,8 +65,8 @@ def build_wheel(tmp: Path) -> Path:
             tar.extractall(unpacked)  # noqa: S202 - our own sdist
     (root,) = unpacked.iterdir()
     dist = tmp / "dist"
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
-    run([*pip, "-w", dist, root], cwd=root)
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    run([*wheel_cmd, "-w", dist, root], cwd=root)
     (wheel,) = dist.glob("rtdub-*.whl")
     return wheel
 
