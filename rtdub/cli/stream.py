@@ -6,7 +6,8 @@ import argparse
 import asyncio
 import logging
 import math
-from collections.abc import Coroutine
+import os
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,30 @@ def _apply_ice_hosts(args: argparse.Namespace) -> None:
 
 # --- serve ----------------------------------------------------------------------------
 
+TOKEN_ENV = "RTDUB_TOKEN"
+
+
+def serve_token(token: str | None, token_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The bearer token from ``--token``, else ``--token-file`` (its text, surrounding whitespace
+    stripped), else ``$RTDUB_TOKEN``; the last two keep it out of ``ps``. None: no token."""
+    if token is not None:
+        return token
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8")
+            mode = token_file.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError("--token-file", f"cannot read {token_file}: {exc}") from exc
+        if not text.strip():
+            raise InputError("--token-file", f"{token_file} is empty")
+        if mode & 0o077:
+            logger.warning("token file %s can be read by other users (mode %03o)", token_file, mode & 0o777)
+        return text.strip()
+    env = environ.get(TOKEN_ENV)
+    if env is not None and not env.strip():
+        raise InputError(TOKEN_ENV, "is set but empty")
+    return env.strip() if env is not None else None
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..model import load_bundle
@@ -86,10 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         host=args.host,
         port=args.port,
-        token=args.token,
+        token=serve_token(args.token, args.token_file, os.environ),
         stream=_stream_config(args),
         ice_servers=tuple(args.ice_server),
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        connect_timeout_s=args.connect_timeout_s,
+        read_timeout_s=args.read_timeout_s,
     )
     config.check()
     load_bundle(args.model)  # a broken model is an error now, not at the first call
@@ -107,8 +134,26 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("serve", help="WebRTC dubbing server: browser page, /offer, WHIP, WHEP, stats")
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)")
     p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
-    p.add_argument("--token", default=None, help="bearer token required by every endpoint but the page")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token",
+        default=None,
+        help=f"bearer token required by every endpoint but the page (shows in ps: prefer --token-file or ${TOKEN_ENV})",
+    )
+    auth.add_argument("--token-file", type=Path, default=None, help=f"read the token from a file (else ${TOKEN_ENV})")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload")
+    p.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=15.0,
+        help="close a session not connected (ICE and DTLS) this long after its answer, freeing its slot (default 15)",
+    )
+    p.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=10.0,
+        help="answer 408 to an upload or SDP body that sends nothing for this long (default 10)",
+    )
     _add_stream_options(p)
     p.set_defaults(func=cmd_serve)
 

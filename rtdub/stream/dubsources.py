@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -149,14 +151,78 @@ class ClipSource(DubAudioSource):
         await _cancel(self._task)
 
 
-def decode_audio(path: str | os.PathLike[str], max_seconds: float = 600.0) -> np.ndarray:
-    """Decode a media file's first audio stream to 16 kHz mono; InputError if it has none."""
-    from ..media import load_audio
+class AudioTooLong(InputError):
+    """The audio runs past the limit. ``declared``: the duration the file declares (None when it
+    declares none); ``decoded``: the 16 kHz samples decoded before decoding stopped (0 when the
+    declared duration refused the file before any decoding)."""
 
-    wav = load_audio(path)
-    if wav.size > max_seconds * SAMPLE_RATE:
-        raise InputError(str(path), f"audio longer than {max_seconds:.0f} s")
-    return wav
+    def __init__(self, path: str, limit_s: float, declared: float | None, decoded: int) -> None:
+        said = f"declares {declared:.1f} s" if declared is not None and decoded == 0 else "runs past it"
+        super().__init__(path, f"audio longer than {limit_s:g} s ({said})")
+        self.limit_s = limit_s
+        self.declared = declared
+        self.decoded = decoded
+
+
+# A declared duration is the demuxer's reading or estimate (Ogg: the last granule; MP3 without a
+# header: from the bit rate), so it refuses only beyond this slack; the decode bound is exact.
+DECLARED_SLACK_S = 1.0
+
+
+def declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
+    """The audio stream's duration as the file declares it (the stream's, else the container's)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration / av.time_base)
+    return None
+
+
+def decode_audio(path: str | os.PathLike[str], max_seconds: float = 600.0) -> np.ndarray:
+    """Decode a media file's first audio stream to 16 kHz mono (on :func:`rtdub.media.load_audio`'s
+    timeline), holding at most ``max_seconds`` of it: a declared duration over the limit is
+    refused before anything is decoded, and decoding stops at the first frame past the limit
+    (:class:`AudioTooLong`, an InputError). InputError when there is no usable audio.
+
+    CPU-bound (up to ``max_seconds`` of decoding): call it off the event loop."""
+    from ..media import _first_frame_time, _open
+
+    limit = int(math.ceil(max_seconds * SAMPLE_RATE))
+    chunks: list[np.ndarray] = []
+    n = 0
+    first: float | None = None
+    with _open(path) as c:
+        if not c.streams.audio:
+            raise InputError(str(path), "no audio stream")
+        stream = c.streams.audio[0]
+        declared = declared_seconds(c, stream)
+        if declared is not None and declared > max_seconds + DECLARED_SLACK_S:
+            raise AudioTooLong(str(path), max_seconds, declared, 0)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        try:
+            for frame in itertools.chain(c.decode(stream), [None]):
+                if frame is not None and first is None and frame.time is not None:
+                    first = float(frame.time)
+                for out in resampler.resample(frame):
+                    x = out.to_ndarray().reshape(-1)
+                    n += x.size
+                    if n > limit:  # stop here: never hold more than the limit
+                        raise AudioTooLong(str(path), max_seconds, declared, n)
+                    chunks.append(x)
+        except av.error.FFmpegError as exc:
+            raise InputError(str(path), f"audio stream cannot be decoded ({exc})") from exc
+        has_video = bool(c.streams.video)
+    if n == 0:
+        raise InputError(str(path), "audio stream holds no samples")
+    lead = int(round((first - _first_frame_time(path)) * SAMPLE_RATE)) if has_video and first is not None else 0
+    if lead + n > limit:  # audio that starts late would be preceded by that much silence
+        raise AudioTooLong(str(path), max_seconds, declared, n)
+    wav = np.concatenate(chunks).astype(np.float32, copy=False)
+    if lead > 0:
+        return np.concatenate([np.zeros(lead, np.float32), wav])
+    if -lead >= wav.size:
+        raise InputError(str(path), "audio stream ends before the video starts")
+    return wav[-lead:] if lead < 0 else wav
 
 
 def file_source(path: str | os.PathLike[str], loop: bool = False) -> ClipSource:

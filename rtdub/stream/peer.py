@@ -86,9 +86,12 @@ class EnginePeer:
         self.relay = MediaRelay()
         self.viewers: dict[str, RTCPeerConnection] = {}
         self.closed = asyncio.Event()
+        self.connected = asyncio.Event()  # ICE and DTLS connected (aiortc's connectionState)
+        self._settled = asyncio.Event()  # connected or closed, whichever came first
         self._audio_tracks: list[MediaStreamTrack] = []
-        self._drains: set[asyncio.Task[None]] = set()
+        self._drains: set[asyncio.Task[None]] = set()  # drained tracks and viewer deadlines
         self._closing = False
+        self.viewer_connect_timeouts = 0
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -99,8 +102,12 @@ class EnginePeer:
 
         @self.pc.on("connectionstatechange")
         async def _on_state() -> None:
-            logger.info("peer state", extra={"peer": self.id, "state": self.pc.connectionState})
-            if self.pc.connectionState in ("failed", "closed"):
+            state = self.pc.connectionState
+            logger.info("peer %s: %s (ICE %s)", self.id, state, self.pc.iceConnectionState)
+            if state == "connected":
+                self.connected.set()
+                self._settled.set()
+            elif state in ("failed", "closed"):
                 await self.aclose()
 
     async def _dub_source(self) -> DubAudioSource | None:
@@ -118,8 +125,8 @@ class EnginePeer:
                 raise InputError("dub.id", "uploads are not available here")
             from .dubsources import file_source
 
-            path = self._resolve_upload(s.upload)
-            return file_source(path)
+            path = self._resolve_upload(s.upload)  # decoding is CPU work: off the loop
+            return await asyncio.get_running_loop().run_in_executor(None, file_source, path)
         return ClipSource(np.zeros(0, np.float32), name="silence")
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -152,15 +159,28 @@ class EnginePeer:
             raise
         return self.pc.localDescription
 
-    async def add_viewer(self, offer: RTCSessionDescription, ice: RTCConfiguration) -> tuple[str, Any]:
-        """A WHEP viewer: a receive-only peer that gets the dubbed tracks."""
+    async def connect_within(self, timeout: float) -> bool:
+        """Wait until ICE and DTLS are connected: True then; False when the peer closed first
+        or ``timeout`` seconds passed (the peer is left as it is: the caller decides)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        return self.connected.is_set()
+
+    async def add_viewer(
+        self, offer: RTCSessionDescription, ice: RTCConfiguration, connect_timeout: float | None = None
+    ) -> tuple[str, Any]:
+        """A WHEP viewer: a receive-only peer that gets the dubbed tracks. One that is not
+        connected ``connect_timeout`` seconds after its answer is dropped."""
         pc = RTCPeerConnection(ice)
         vid = f"v{next(_ids)}"
         self.viewers[vid] = pc
+        connected = asyncio.Event()
 
         @pc.on("connectionstatechange")
         async def _on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
+            if pc.connectionState == "connected":
+                connected.set()
+            elif pc.connectionState in ("failed", "closed"):
                 await self.drop_viewer(vid)
 
         try:
@@ -173,7 +193,18 @@ class EnginePeer:
         except BaseException:
             await self.drop_viewer(vid)
             raise
+        if connect_timeout is not None:
+            task = asyncio.create_task(self._viewer_deadline(vid, connected, connect_timeout), name=f"rtdub-{vid}")
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
         return vid, pc.localDescription
+
+    async def _viewer_deadline(self, vid: str, connected: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(connected.wait(), timeout)
+        if not connected.is_set() and await self.drop_viewer(vid):
+            self.viewer_connect_timeouts += 1
+            logger.warning("peer %s: viewer %s not connected within %.1f s, dropped", self.id, vid, timeout)
 
     async def drop_viewer(self, vid: str) -> bool:
         pc = self.viewers.pop(vid, None)
@@ -186,13 +217,17 @@ class EnginePeer:
         if self._closing:
             return
         self._closing = True
-        for vid in list(self.viewers):
-            await self.drop_viewer(vid)
-        await self.pc.close()
-        for task in list(self._drains):
-            task.cancel()
-        await self.session.aclose()
-        self.closed.set()
+        try:
+            for vid in list(self.viewers):
+                await self.drop_viewer(vid)
+            await self.pc.close()
+            for task in list(self._drains):
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await self.session.aclose()
+        finally:  # whoever waits on the peer (the server's slot) is told even if a close failed
+            self.closed.set()
+            self._settled.set()
 
 
 async def drain(track: MediaStreamTrack) -> None:

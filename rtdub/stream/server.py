@@ -13,8 +13,15 @@ Endpoints:
 - ``GET /stats``       per-session timings, late and dropped frames, A/V offset
 
 Safety: binds 127.0.0.1 by default and refuses any other address without a token. With a
-token, every endpoint but the page needs ``Authorization: Bearer <token>``. Uploaded files
-get server-chosen names in a private temporary directory; no client string becomes a path.
+token, every endpoint but the page (``GET``/``HEAD /``) needs ``Authorization: Bearer <token>``
+(the scheme in any case). Uploaded files get server-chosen names in a private temporary
+directory; no client string becomes a path.
+
+Bounds: a session not connected (ICE and DTLS) ``connect_timeout_s`` after its answer is closed
+and its slot freed; a request body (upload, SDP, JSON) that stalls ``read_timeout_s`` between
+parts or takes over ``upload_deadline_s`` in all is answered 408 and its partial file deleted;
+an upload's audio is refused (413) by its declared duration before decoding, and its decoding
+(in an executor) stops at ``max_upload_seconds``; shutdown cancels uploads in flight.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +53,12 @@ from .webrtc import ice_configuration
 logger = logging.getLogger(__name__)
 
 MAX_SDP = 64 * 1024
+MAX_OFFER = MAX_SDP + 32 * 1024  # the JSON of /offer: the SDP and the dub object (text up to 2000 chars)
+READ_CHUNK = 64 * 1024
+# At shutdown, how long a request in progress may take to finish, and then how long a connection
+# still reading a refused body (aiohttp "lingers" up to 10 s after a 408 or 413) is given, before
+# aiohttp cancels it (its default is 60 s each). Uploads in flight are cancelled at once.
+SHUTDOWN_GRACE_S = 2.0
 _ID_CHARS = frozenset("0123456789abcdef")
 
 
@@ -59,13 +73,28 @@ class ServeConfig:
     max_upload_seconds: float = 600.0
     max_sessions: int = 4
     max_uploads: int = 16  # kept on disk; the oldest is deleted first
+    connect_timeout_s: float = 15.0  # from the answer to ICE and DTLS connected, or the session is closed
+    read_timeout_s: float = 10.0  # the longest wait for the next part of a request body
+    upload_deadline_s: float = 300.0  # the longest a request body may take in all
 
     def check(self) -> None:
-        """InputError when the host is not loopback and there is no token."""
+        """InputError when the host is not loopback and there is no token, or a bound is not
+        a positive number."""
         if self.token is not None and not self.token.strip():
             raise InputError("--token", "must not be empty")
         if not _is_loopback(self.host) and not self.token:
-            raise InputError("--host", f"binding {self.host} needs --token (only loopback is open without one)")
+            raise InputError(
+                "--host",
+                f"binding {self.host} needs a token: --token, --token-file or $RTDUB_TOKEN (loopback needs none)",
+            )
+        for flag, value in (
+            ("--connect-timeout-s", self.connect_timeout_s),
+            ("--read-timeout-s", self.read_timeout_s),
+            ("upload_deadline_s", self.upload_deadline_s),
+            ("max_upload_seconds", self.max_upload_seconds),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(flag, f"must be a finite number > 0, got {value!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -75,6 +104,12 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    """``Bearer <token>``, the scheme in any case (auth schemes are case-insensitive, RFC 9110 §11.1)."""
+    scheme, _, credentials = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,6 +128,10 @@ class DubServer:
         self._upload_dir: tempfile.TemporaryDirectory[str] | None = None
         self._runner: web.AppRunner | None = None
         self._watchers: set[asyncio.Task[None]] = set()
+        self._uploading: set[asyncio.Task[Any]] = set()  # upload handlers in flight (shutdown cancels them)
+        self.connect_timeouts = 0  # sessions closed for not connecting in time
+        self.viewer_connect_timeouts = 0  # of peers already gone (live peers keep their own count)
+        self.uploads_refused: dict[str, int] = {}  # reason -> count
         self._started = time.monotonic()
         self.port = config.port
         self.app = self._make_app()
@@ -114,9 +153,8 @@ class DubServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self.config.token
-        if token and not (request.method == "GET" and request.path == "/"):
-            got = request.headers.get("Authorization", "")
-            if not (got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), token.encode())):
+        if token and not (request.method in ("GET", "HEAD") and request.path == "/"):
+            if not _bearer_matches(request.headers.get("Authorization", ""), token):
                 raise web.HTTPUnauthorized(
                     text="missing or wrong bearer token\n", headers={"WWW-Authenticate": "Bearer"}
                 )
@@ -161,12 +199,30 @@ class DubServer:
         return peer
 
     async def _watch(self, peer: EnginePeer) -> None:
+        """Close a session that is not connected in time (an abandoned offer would hold its
+        slot until ICE gives up, minutes later); forget it once closed."""
+        timeout = self.config.connect_timeout_s
         with contextlib.suppress(asyncio.CancelledError):
+            if not await peer.connect_within(timeout) and not peer.closed.is_set():
+                self.connect_timeouts += 1
+                logger.warning(
+                    "session %s: not connected %.1f s after its answer (ICE %s, connection %s): closed (%d so far)",
+                    peer.id,
+                    timeout,
+                    peer.pc.iceConnectionState,
+                    peer.pc.connectionState,
+                    self.connect_timeouts,
+                )
+                try:
+                    await peer.aclose()
+                except Exception:
+                    logger.exception("session %s: closing it failed", peer.id)
             await peer.closed.wait()
         self._forget(peer)
 
     def _forget(self, peer: EnginePeer) -> None:
-        self.peers.pop(peer.id, None)
+        if self.peers.pop(peer.id, None) is peer:
+            self.viewer_connect_timeouts += peer.viewer_connect_timeouts
         for vid, p in list(self.whep.items()):
             if p is peer:
                 del self.whep[vid]
@@ -179,9 +235,12 @@ class DubServer:
         return web.Response(text=PAGE, content_type="text/html")
 
     async def offer(self, request: web.Request) -> web.Response:
+        raw = await self._read_body(request, MAX_OFFER)
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = json.loads(raw)
+        except RecursionError as exc:  # json recurses per level: "[[[[..." exhausts the stack
+            raise InputError("body", "JSON nested too deeply") from exc
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             raise InputError("body", "not JSON") from exc
         if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
             raise InputError("body", 'expected {"sdp": ..., "type": "offer"}')
@@ -193,10 +252,45 @@ class DubServer:
     async def _read_sdp(self, request: web.Request) -> str:
         if request.content_type != "application/sdp":
             raise web.HTTPUnsupportedMediaType(text="expected application/sdp\n")
-        raw = await request.content.read(MAX_SDP + 1)
-        if len(raw) > MAX_SDP:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_SDP, actual_size=len(raw))
-        return raw.decode("utf-8", errors="replace")
+        return (await self._read_body(request, MAX_SDP)).decode("utf-8", errors="replace")
+
+    async def _body_chunks(self, request: web.Request) -> AsyncGenerator[bytes, None]:
+        """The request body in parts, each awaited at most ``read_timeout_s``, the whole within
+        ``upload_deadline_s``; 408 (and the connection closed) when the client stalls."""
+        loop = asyncio.get_running_loop()
+        stall, total = self.config.read_timeout_s, self.config.upload_deadline_s
+        end = loop.time() + total
+        received = 0
+        while True:
+            wait = min(stall, end - loop.time())
+            try:
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(request.content.read(READ_CHUNK), wait)
+            except asyncio.TimeoutError:
+                why = f"nothing for {stall:g} s" if wait == stall else f"over {total:g} s in all"
+                logger.warning("%s %s: body timed out after %d bytes (%s)", request.method, request.path, received, why)
+                raise web.HTTPRequestTimeout(
+                    text=f"request body timed out: {why}\n", headers={"Connection": "close"}
+                ) from None
+            if not chunk:
+                return
+            received += len(chunk)
+            yield chunk
+
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        """A small body whole: 413 beyond ``limit`` bytes, 408 when it stalls."""
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        parts: list[bytes] = []
+        size = 0
+        async with contextlib.aclosing(self._body_chunks(request)) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                parts.append(chunk)
+        return b"".join(parts)
 
     async def whip(self, request: web.Request) -> web.Response:
         sdp = await self._read_sdp(request)
@@ -225,8 +319,11 @@ class DubServer:
         if peer is None:
             raise web.HTTPNotFound(text="no session to play\n")
         vid, answer = await peer.add_viewer(
-            RTCSessionDescription(sdp=sdp, type="offer"), ice_configuration(self.config.ice_servers)
+            RTCSessionDescription(sdp=sdp, type="offer"),
+            ice_configuration(self.config.ice_servers),
+            connect_timeout=self.config.connect_timeout_s,
         )
+        self.whep = {v: p for v, p in self.whep.items() if v in p.viewers}  # drop viewers gone on their own
         self.whep[vid] = peer
         return web.Response(
             status=201, text=answer.sdp, content_type="application/sdp", headers={"Location": f"/whep/{vid}"}
@@ -242,37 +339,63 @@ class DubServer:
     async def upload(self, request: web.Request) -> web.Response:
         limit = self.config.max_upload_bytes
         if request.content_length is not None and request.content_length > limit:
+            self._refused("too_large")
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
         if self._upload_dir is None:
             self._upload_dir = tempfile.TemporaryDirectory(prefix="rtdub-uploads-")
         uid = secrets.token_hex(8)
         path = Path(self._upload_dir.name) / f"{uid}.media"
         size = 0
-        try:
-            with path.open("wb") as f:
-                while chunk := await request.content.read(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-                    f.write(chunk)
+        task = asyncio.current_task()
+        assert task is not None
+        self._uploading.add(task)
+        try:  # streamed to disk; the body's parts are bounded in time (_body_chunks)
+            async with contextlib.aclosing(self._body_chunks(request)) as chunks:
+                with path.open("wb") as f:
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size > limit:
+                            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                        f.write(chunk)
             if size == 0:
                 raise InputError("upload", "empty body")
             seconds = await asyncio.get_running_loop().run_in_executor(None, self._probe_upload, path)
-        except BaseException:
+        except BaseException as exc:
             path.unlink(missing_ok=True)
+            self._refused(_refusal(exc))
             raise
+        finally:
+            self._uploading.discard(task)
         self.uploads[uid] = (path, seconds)
         while len(self.uploads) > self.config.max_uploads:  # drop policy: oldest upload first
             old = next(iter(self.uploads))
             self.uploads.pop(old)[0].unlink(missing_ok=True)
-        logger.info("upload stored", extra={"id": uid, "bytes": size, "seconds": seconds})
+        logger.info("upload %s stored: %d bytes, %.1f s of audio", uid, size, seconds)
         return web.json_response({"id": uid, "seconds": round(seconds, 3)}, status=201)
 
-    def _probe_upload(self, path: Path) -> float:
-        from .dubsources import decode_audio
+    @property
+    def upload_dir(self) -> Path | None:
+        """Where uploads (and uploads in progress) are written; None before the first one."""
+        return Path(self._upload_dir.name) if self._upload_dir is not None else None
 
+    def _refused(self, reason: str) -> None:
+        self.uploads_refused[reason] = self.uploads_refused.get(reason, 0) + 1
+
+    def _probe_upload(self, path: Path) -> float:
+        """Runs in an executor: decodes (bounded by ``max_upload_seconds``) to check the audio."""
+        from .dubsources import AudioTooLong, decode_audio
+
+        limit = self.config.max_upload_seconds
         try:
-            wav = decode_audio(path, self.config.max_upload_seconds)
+            wav = decode_audio(path, limit)
+        except AudioTooLong as exc:
+            declared = "none" if exc.declared is None else f"{exc.declared:.1f} s"
+            logger.info(
+                "upload refused: audio past %.0f s (declared %s, %d samples decoded)", limit, declared, exc.decoded
+            )
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit, actual_size=exc.declared or exc.decoded / 16000, text=f"{exc.problem}\n"
+            ) from exc
         except InputError as exc:
             raise web.HTTPUnsupportedMediaType(text=f"not a usable audio file: {exc.problem}\n") from exc
         return float(wav.size / 16000)
@@ -290,12 +413,17 @@ class DubServer:
             "uptime_s": round(time.monotonic() - self._started, 1),
             "sessions": [p.session.stats() | {"viewers": len(p.viewers)} for p in self.peers.values()],
             "uploads": len(self.uploads),
+            "uploads_in_flight": len(self._uploading),
+            "uploads_refused": dict(self.uploads_refused),
+            "connect_timeouts": self.connect_timeouts,
+            "viewer_connect_timeouts": self.viewer_connect_timeouts
+            + sum(p.viewer_connect_timeouts for p in self.peers.values()),
         }
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -306,7 +434,10 @@ class DubServer:
         return self.port
 
     async def aclose(self) -> None:
-        """Close every peer (and its session), stop serving, delete uploads."""
+        """Cancel uploads in flight, close every peer (and its session), stop serving, delete
+        uploads. aiohttp would wait up to a minute for a stalled upload's handler."""
+        for task in list(self._uploading):
+            task.cancel()
         for peer in list(self.peers.values()):
             await peer.aclose()
         self.peers.clear()
@@ -321,6 +452,21 @@ class DubServer:
             self._upload_dir.cleanup()
             self._upload_dir = None
         self.uploads.clear()
+
+
+def _refusal(exc: BaseException) -> str:
+    """The /stats name of why an upload was refused."""
+    if isinstance(exc, web.HTTPRequestTimeout):
+        return "timed_out"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return "too_long" if isinstance(exc.__cause__, InputError) else "too_large"
+    if isinstance(exc, web.HTTPUnsupportedMediaType):
+        return "not_audio"
+    if isinstance(exc, InputError):
+        return "empty"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "failed"
 
 
 async def serve_forever(config: ServeConfig, ready: Callable[[int], None] | None = None) -> None:
