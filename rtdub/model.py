@@ -3,6 +3,7 @@
 Layout of a bundle directory (``engines/default`` is the one shipped):
 
     manifest.json    format, crop size, unit basis, closed-mouth units, window sizes
+    phonetic.json    (optional) the phonetic drive: timed visual phoneme classes -> units
     a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
     generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
                      and, in bundles exported since the hi-res compositing, fields (B, 6, S, S):
@@ -101,6 +102,7 @@ class ModelBundle:
     generator_path: Path
     info: dict[str, object]
     fields: FieldLayout = FieldLayout()  # the generator's fields output, when it has one
+    phonetic_path: Path | None = None  # the phonetic drive's model (rtdub/drive/phonetic.py), if any
 
     @property
     def n_units(self) -> int:
@@ -161,13 +163,14 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
             generator_path=root / m["generator"]["file"],
             info=m,
             fields=FieldLayout.from_manifest(m["generator"]),
+            phonetic_path=root / m["phonetic"]["file"] if isinstance(m.get("phonetic"), dict) else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc
     geo = m.get("geometry")
     if geo != geometry():
         raise ModelError(f"{mf}: crop geometry {geo} differs from this runtime's {geometry()}")
-    for p in (bundle.a2l_path, bundle.generator_path):
+    for p in (bundle.a2l_path, bundle.generator_path, *([bundle.phonetic_path] if bundle.phonetic_path else [])):
         if not p.is_file():
             raise ModelError(f"{p}: missing model file")
     if bundle.closed_units.shape != (basis.n_units,):

@@ -34,6 +34,7 @@ import numpy as np
 from rtdub.drive.events import PhoneTimeline, timeline
 from rtdub.drive.phones import BILABIAL, OPEN, espeak_class
 from rtdub.drive.phonetic import PhoneticConfig, PhoneticModel, features, fit_ridge, loudness_db
+from rtdub.model import load_bundle
 
 from .data import Clip, apply_audio_offsets, attach_units, load_basis, load_dir, offset_records
 from .phones import load_shards
@@ -126,6 +127,16 @@ class Trial:
         return {"config": asdict(self.config), "alpha": self.alpha, "moc": self.moc}
 
 
+def articulation(pred: np.ndarray, truth: np.ndarray, max_gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the gain that gives the fitted map's output the spread of the real units
+    (std ratio, between 1 and ``max_gain``) and the centre it scales about (the output mean):
+    least squares on noisy labels shrinks the map toward the mean, and lips that barely move
+    read as mumbling."""
+    centre = pred.mean(0)
+    gain = np.clip(truth.std(0) / np.maximum(pred.std(0), 1e-6), 1.0, max_gain)
+    return gain.astype(np.float32), centre.astype(np.float32)
+
+
 def design(samples: list[Sample], cfg: PhoneticConfig) -> list[np.ndarray]:
     return [features(s.timeline, s.times, cfg, s.loud) for s in samples]
 
@@ -187,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generated", action="store_true", help="also train on generated_* clips")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--lookahead-ms", type=float, default=40.0, help="the audio baseline's lookahead")
+    p.add_argument("--max-gain", type=float, default=3.0, help="cap of the articulation gain per unit")
+    p.add_argument("--closure", type=float, default=1.0, help="bilabial closure strength (0: the learned map alone)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for d in (args.data, args.asr):
@@ -221,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     best = max(results, key=lambda r: r.moc)
     cfg, alpha = best.config, best.alpha
     feats = design(samples, cfg)
-    w = fit_ridge(np.concatenate(feats), np.concatenate([s.units for s in samples]), alpha)
+    x, y = np.concatenate(feats), np.concatenate([s.units for s in samples])
+    w = fit_ridge(x, y, alpha)
+    gain, centre = articulation(x @ w, y, args.max_gain)
+    logger.info("articulation gain %s", np.round(gain, 2).tolist())
 
     by_name = {c.name: c for c in clips}
     audio_baseline(samples, args.basis, args.lookahead_ms, by_name)
@@ -236,12 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         "identities": sorted({s.ident for s in samples}),
         "alpha": alpha,
         "loo_moc": best.moc,
+        "gain": np.round(gain, 3).tolist(),
         "audio_lags_s": lags,
         "labels": "pocketsphinx en-us phones (training.asr_phones), espeak classes",
         "basis": str(args.basis),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    PhoneticModel(cfg, w, info).save(args.out / "phonetic.json")
+    closed = load_bundle(args.basis).closed_units
+    info["closure"] = args.closure
+    PhoneticModel(cfg, w, info, gain, centre, args.closure, closed).save(args.out / "phonetic.json")
     report = {
         "chosen": {**best.summary(), "identities": best.identities},
         "audio_drive_baseline": baseline,

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import InputError
-from ..tts import Speech
-from .phones import N_CLASSES, OTHER, PAUSE, VISEME_CLASSES, azure_class, espeak_class, ipa_class, polly_class
+from ..tts import Speech, lip_closures
+from .phones import BILABIAL, N_CLASSES, OTHER, PAUSE, VISEME_CLASSES, azure_class, espeak_class, ipa_class, polly_class
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +118,37 @@ def timeline(
 
 
 def from_speech(speech: Speech) -> PhoneTimeline:
-    """The timeline of espeak-ng's own phoneme events (rtdub.tts.synthesize)."""
-    ev = [(p.start, p.end, espeak_class(p.symbol)) for p in speech.phonemes if p.end > p.start]
+    """The timeline of espeak-ng's own phoneme events (rtdub.tts.synthesize).
+
+    espeak times a bilabial stop from its release; the lips close during the silence before
+    it (rtdub.tts.lip_closures finds that stretch in the audio). So each /p b/ becomes a
+    bilabial event over its closure, and what follows its release takes the next phoneme's
+    class, where the lips are heading."""
+    phonemes = [p for p in speech.phonemes if p.end > p.start]
+    ev = [(p.start, p.end, espeak_class(p.symbol)) for p in phonemes]
+    following = {id(p): espeak_class(q.symbol) for p, q in zip(phonemes, phonemes[1:], strict=False)}
+    for p, a, b in lip_closures(speech):
+        if p.symbol.startswith("m"):
+            continue
+        ev = _overlay(ev, a, b, BILABIAL)
+        if b < p.end:
+            ev = _overlay(ev, b, p.end, following.get(id(p), PAUSE))
     return timeline(ev, "espeak")
+
+
+def _overlay(events: list[tuple[float, float, int]], a: float, b: float, cls: int) -> list[tuple[float, float, int]]:
+    """``events`` with ``[a, b)`` set to ``cls`` (the events it overlaps are cut)."""
+    out: list[tuple[float, float, int]] = []
+    for s, e, c in events:
+        if e <= a or s >= b:
+            out.append((s, e, c))
+            continue
+        if s < a:
+            out.append((s, a, c))
+        if e > b:
+            out.append((b, e, c))
+    out.append((a, b, cls))
+    return sorted(out)
 
 
 # --- files -------------------------------------------------------------------------------

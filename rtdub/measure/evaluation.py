@@ -34,6 +34,8 @@ import numpy as np
 
 from .. import audio, media, tts
 from ..backends.base import Backend
+from ..drive.events import from_speech
+from ..drive.phonetic import bundle_drive
 from ..face import align
 from ..face.lipunits import INNER_LIP, LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from ..face.tracker import FaceTracker
@@ -283,6 +285,9 @@ def tts_speech(text: str = TTS_TEXT, voice: str = "en-us", rate: int = 140) -> t
     return tts.synthesize(text, voice=voice, rate=rate).resampled(audio.SAMPLE_RATE)
 
 
+DRIVES = ("audio", "events")
+
+
 def lip_closure(
     frames: Iterable[np.ndarray],
     speech: tts.Speech,
@@ -293,11 +298,18 @@ def lip_closure(
     frozen: bool = False,
     render: RenderSizeConfig | None = None,
     reference: ReferenceConfig | None = None,
+    drive: str = "audio",
 ) -> LipClosure:
     """Dub ``frames`` (one per ``1/fps``, at least as long as the speech) with ``speech`` and
     return the AUC of the inner-lip gap on open-vowel frames against frames where the lips
     close for /p b m/ (:func:`rtdub.tts.lip_closures`: a stop's silent closure before its
-    release, which espeak-ng's phoneme event marks, not the release itself)."""
+    release, which espeak-ng's phoneme event marks, not the release itself).
+
+    ``drive`` "audio" moves the lips from the audio alone; "events" from espeak's own phoneme
+    events through the bundle's phonetic model (rtdub/drive/phonetic.py), as the ``tts`` dub
+    source and ``rtdub dub --phonemes`` do."""
+    if drive not in DRIVES:
+        raise ValueError(f"drive must be one of {DRIVES}, got {drive!r}")
     n = math.ceil(speech.duration * fps - 1e-9)
     mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(speech.samples)))
     bil = tts.closure_frames(speech, fps)[:n]
@@ -309,6 +321,8 @@ def lip_closure(
     it = iter(frames)
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
         pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
+        if drive == "events":
+            pipe.set_drive(bundle_drive(bundle, from_speech(speech), pipe.audio, speech.samples, speech.sample_rate))
         for i in range(n):
             t = i / fps
             try:

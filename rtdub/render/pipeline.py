@@ -28,6 +28,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..defaults import DEFAULT_LOOKAHEAD_MS
 from ..drive.audio import AudioDriveConfig, AudioStage, MelSource
+from ..drive.base import Drive
 from ..face import align
 from ..face.lipunits import to_canonical
 from ..face.tracker import FaceObservation, Tracker
@@ -99,6 +100,7 @@ class DubPipeline:
         self.tracker = tracker
         self.config = config or PipelineConfig()
         self.audio = AudioStage(bundle, backend, self.config.drive)
+        self.drive: Drive = self.audio  # what gives each frame's units (set_drive)
         self.refs = ReferenceSelector(self.config.reference)
         self.mask: FaceMask = face_mask(bundle.crop_size)
         s = bundle.crop_size
@@ -117,6 +119,7 @@ class DubPipeline:
 
     def reset(self) -> None:
         self.audio.reset()
+        self.drive.reset()
         self.refs.reset()
         self.tracker.reset()
         self.backend.reset()
@@ -131,6 +134,11 @@ class DubPipeline:
         """Release the backend and the compositor (the tracker belongs to the caller)."""
         self.compositor.close()
         self.backend.close()
+
+    def set_drive(self, drive: Drive | None) -> None:
+        """Drive the lips with ``drive`` (e.g. rtdub.drive.phonetic.PhoneticDrive, which falls
+        back on ``self.audio``); None goes back to the audio drive."""
+        self.drive = self.audio if drive is None else drive
 
     def push_units(self, units: np.ndarray, t: float | None = None) -> None:
         """Append the units of the frame at ``t`` to the five-frame context; units given again
@@ -168,7 +176,7 @@ class DubPipeline:
         if units is None:
             if mel is None:
                 raise ValueError("give a mel source or the units")
-            units, silent = self.audio.units_at(mel, t, times)
+            units, silent = self.drive.units_at(mel, t, times)
         self.push_units(units, t)
         t0 = time.perf_counter()
         obs = self._observe(image, t, shortcuts)

@@ -229,7 +229,7 @@ class FrameScheduler:
             mode = Mode.FULL
         self._size = size
         times: dict[str, float] = {"convert": (time.perf_counter() - t0) * 1000}
-        units, silent = self.pipeline.audio.units_at(snap, t, times, lookahead=la)
+        units, silent = self.pipeline.drive.units_at(snap, t, times, lookahead=la)
         predicted = self._predict(t) if mode == Mode.FULL else None
         if predicted is not None:
             # the frame before the paste, needed only when the prediction fails: decoded again
