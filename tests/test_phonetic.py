@@ -33,12 +33,13 @@ def test_model_round_trip_and_refusals(tmp_path: Path) -> None:
     np.testing.assert_allclose(back.weights, m.weights, atol=1e-5)
     np.testing.assert_allclose(back.gain, m.gain)  # type: ignore[arg-type]
     doc = json.loads((tmp_path / "p.json").read_text())
-    for change, match in [
+    changes: list[tuple[dict[str, object], str]] = [
         ({"format": "other"}, "not a phonetic model"),
         ({"classes": ["a", "b"]}, "other visual classes"),
         ({"weights": [[1.0, 2.0]]}, "malformed"),
         ({"gain": [float("nan")] * U}, "non-finite"),
-    ]:
+    ]
+    for change, match in changes:
         (tmp_path / "bad.json").write_text(json.dumps({**doc, **change}))
         with pytest.raises(ModelError, match=match):
             PhoneticModel.load(tmp_path / "bad.json")
