@@ -77,7 +77,7 @@ async def _abandoned_offer(http: aiohttp.ClientSession, url: str) -> aiohttp.Cli
 
 async def test_offers_that_never_connect_free_their_slots_at_the_deadline() -> None:
     ClosingPipeline.closed.clear()
-    config = ServeConfig(port=0, stream=StreamConfig(budget_ms=150), max_sessions=2, connect_timeout_s=1.0)
+    config = ServeConfig(port=0, stream=StreamConfig(budget_ms=150), max_sessions=2, connect_timeout_s=3.0)
     srv = DubServer(config, _pipeline)
     await srv.start()
     base = f"http://127.0.0.1:{srv.port}"
@@ -85,8 +85,10 @@ async def test_offers_that_never_connect_free_their_slots_at_the_deadline() -> N
     rx = Receiver()
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(2):
-                assert (await _abandoned_offer(http, f"{base}/offer")).status == 200
+            # posted together, so that both still hold their slots below (each one's deadline
+            # runs from its own answer)
+            posts = await asyncio.gather(*(_abandoned_offer(http, f"{base}/offer") for _ in range(2)))
+            assert [r.status for r in posts] == [200, 200]
             abandoned = list(srv.peers.values())
             # every slot is held: a real user is refused
             async with http.post(f"{base}/offer", json={"sdp": "v=0", "type": "offer"}) as r:
@@ -98,8 +100,8 @@ async def test_offers_that_never_connect_free_their_slots_at_the_deadline() -> N
                 stats = await r.json()
             assert stats["connect_timeouts"] == 2 and stats["sessions"] == []
 
-            # a real client now gets in (a longer deadline: a loaded machine may take over 1 s
-            # to connect) and keeps its session past the deadline
+            # a real client now gets in (a longer deadline: a loaded machine may take seconds to
+            # connect) and keeps its session past the deadline
             srv.config = dataclasses.replace(config, connect_timeout_s=5.0)
             pc.addTrack(FramesTrack(list(portrait_frames(25)), 25, loop=True))
             pc.on("track", rx.attach)
@@ -123,8 +125,8 @@ async def test_offers_that_never_connect_free_their_slots_at_the_deadline() -> N
             headers = {"Content-Type": "application/sdp"}
             async with http.post(f"{base}/whep", data=viewer.localDescription.sdp, headers=headers) as r:
                 assert r.status == 201
-            await viewer.close()
             assert len(peer.viewers) == 1
+            await viewer.close()
             await _until(lambda: not peer.viewers, "the abandoned viewer dropped")
             async with http.get(f"{base}/stats") as r:
                 stats = await r.json()
@@ -265,6 +267,21 @@ async def test_a_stalled_upload_is_answered_408_and_its_file_removed(stalled_ser
     stats = srv.stats_dict()
     assert stats["uploads_refused"] == {"timed_out": 1} and stats["uploads_in_flight"] == 0
     assert srv.upload_dir is not None and list(srv.upload_dir.iterdir()) == []
+
+
+async def test_uploads_in_flight_are_bounded() -> None:
+    srv = DubServer(ServeConfig(port=0, read_timeout_s=3600.0, max_uploads_in_flight=1))
+    await srv.start()
+    reader, writer = await _stalled_upload(srv.port)
+    try:
+        await _until(lambda: srv.stats_dict()["uploads_in_flight"] == 1, "the first upload in flight")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{srv.port}/uploads", data=b"x" * 100) as r:
+                assert r.status == 503 and "too many uploads" in await r.text()
+        assert srv.uploads_refused == {"busy": 1}
+    finally:
+        writer.close()
+        await srv.aclose()
 
 
 @pytest.mark.parametrize("stalled_server", [3600.0], indirect=True)

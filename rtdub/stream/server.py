@@ -21,7 +21,8 @@ Bounds: a session not connected (ICE and DTLS) ``connect_timeout_s`` after its a
 and its slot freed; a request body (upload, SDP, JSON) that stalls ``read_timeout_s`` between
 parts or takes over ``upload_deadline_s`` in all is answered 408 and its partial file deleted;
 an upload's audio is refused (413) by its declared duration before decoding, and its decoding
-(in an executor) stops at ``max_upload_seconds``; shutdown cancels uploads in flight.
+(in an executor) stops at ``max_upload_seconds``; at most ``max_uploads_in_flight`` uploads are
+received or decoded at once (503 beyond); shutdown cancels uploads in flight.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ServeConfig:
     max_upload_seconds: float = 600.0
     max_sessions: int = 4
     max_uploads: int = 16  # kept on disk; the oldest is deleted first
+    max_uploads_in_flight: int = 4  # being received or decoded at once; more are refused (503)
     connect_timeout_s: float = 15.0  # from the answer to ICE and DTLS connected, or the session is closed
     read_timeout_s: float = 10.0  # the longest wait for the next part of a request body
     upload_deadline_s: float = 300.0  # the longest a request body may take in all
@@ -341,6 +343,9 @@ class DubServer:
         if request.content_length is not None and request.content_length > limit:
             self._refused("too_large")
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        if len(self._uploading) >= self.config.max_uploads_in_flight:  # drop policy: refuse the newest
+            self._refused("busy")
+            raise web.HTTPServiceUnavailable(text="too many uploads in progress, try again\n")
         if self._upload_dir is None:
             self._upload_dir = tempfile.TemporaryDirectory(prefix="rtdub-uploads-")
         uid = secrets.token_hex(8)
