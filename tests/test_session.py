@@ -143,3 +143,27 @@ async def test_session_close_leaves_no_task() -> None:
     await session.aclose()
     await asyncio.sleep(0)
     assert asyncio.all_tasks() == before
+
+
+async def test_a_tts_source_drives_the_lips_from_its_own_events() -> None:
+    """serve's ``tts`` dub source: the phoneme events espeak reported move the lips; frames
+    past the speech use the audio drive, and /stats counts them."""
+    from rtdub import tts
+    from rtdub.stream.dubsources import TtsSource
+
+    speech = tts.synthesize("Bob made a map.", "en")
+    session = DubSession(StreamConfig(budget_ms=300), make_pipeline)
+    session.set_video(FramesTrack(portrait_frames()[:50], 25))
+    session.set_dub(TtsSource(speech, lead=0.2))
+    await session.start()
+    try:
+        got = await _collect(session, 50)
+        st = session.stats()["drive"]
+    finally:
+        await session.aclose()
+    assert len(got) >= 15
+    assert st["name"] == "events"
+    assert session.events_drive is not None
+    assert st["frames"] >= 15
+    # about 1 s of speech in 2 s of video: the second half of the frames falls back
+    assert 3 <= st["audio_fallback_frames"] <= st["frames"] - 5

@@ -60,7 +60,8 @@ class Loudness:
     """RMS level (dB) of an audio track in a window around given times, relative to the
     track's loud level (its 95th percentile over 10 ms steps), clipped to [-60, 0]."""
 
-    def __init__(self, samples: np.ndarray, sample_rate: int) -> None:
+    def __init__(self, samples: np.ndarray, sample_rate: int, start: float = 0.0) -> None:
+        self.start = start  # the clock time of the first sample (a stream's clip starts later)
         x = np.asarray(samples, np.float64)
         self.n = len(x)
         self.rate = sample_rate
@@ -76,7 +77,7 @@ class Loudness:
         return 10 * np.log10(np.maximum(e, 1e-12))
 
     def at(self, times: np.ndarray) -> np.ndarray:
-        return np.clip(self._rms(times) - self.ref, LOUDNESS_FLOOR_DB, 0.0)
+        return np.clip(self._rms(np.asarray(times, np.float64) - self.start) - self.ref, LOUDNESS_FLOOR_DB, 0.0)
 
 
 def loudness_db(samples: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
@@ -276,16 +277,22 @@ class PhoneticDrive:
 
 
 def bundle_drive(
-    bundle: ModelBundle, timeline: PhoneTimeline, fallback: Drive, samples: np.ndarray, sample_rate: int
+    bundle: ModelBundle,
+    timeline: PhoneTimeline,
+    fallback: Drive,
+    samples: np.ndarray,
+    sample_rate: int,
+    start: float = 0.0,
 ) -> PhoneticDrive:
     """The bundle's phonetic drive over ``timeline``, with the loudness of the dubbed audio
-    (``samples`` at ``sample_rate``); ModelError when the bundle has no phonetic model."""
+    (``samples`` at ``sample_rate``, its first sample at clock time ``start``); ModelError when
+    the bundle has no phonetic model."""
     if bundle.phonetic_path is None:
         raise ModelError(f"{bundle.root}: this model bundle has no phonetic drive (manifest entry 'phonetic')")
     model = PhoneticModel.load(bundle.phonetic_path)
     if model.n_units != bundle.n_units:
         raise ModelError(f"{bundle.phonetic_path}: {model.n_units} units, the bundle has {bundle.n_units}")
-    return PhoneticDrive(model, timeline, fallback, Loudness(samples, sample_rate))
+    return PhoneticDrive(model, timeline, fallback, Loudness(samples, sample_rate, start))
 
 
 __all__ = [

@@ -34,7 +34,9 @@ import av
 import numpy as np
 
 from ..audio import SAMPLE_RATE
+from ..drive.events import PhoneTimeline, from_speech
 from ..exceptions import InputError, RtdubError
+from ..tts import Speech
 from .rings import PtsClock, pts_seconds
 
 logger = logging.getLogger(__name__)
@@ -229,14 +231,34 @@ def file_source(path: str | os.PathLike[str], loop: bool = False) -> ClipSource:
     return ClipSource(decode_audio(path), name=f"file:{Path(path).name}", loop=loop)
 
 
-async def tts_source(text: str, voice: str = "en") -> ClipSource:
-    """Synthesize ``text`` (off the event loop) and wrap it as a clip."""
+class TtsSource(ClipSource):
+    """Speech synthesised by rtdub's own TTS (espeak-ng), played as a clip; it also knows when
+    each phoneme sounds, so the session can drive the lips from those events
+    (:meth:`timeline`) instead of recognising them in the audio."""
+
+    def __init__(self, speech: Speech, name: str = "tts", lead: float = 0.3) -> None:
+        speech = speech.resampled(SAMPLE_RATE)
+        super().__init__(speech.samples, name=name, lead=lead)
+        self.speech = speech
+
+    def timeline(self) -> PhoneTimeline:
+        """The phonemes as visual classes on the engine clock (the clip's start + their
+        times); call it once the source has started."""
+        if self.start_time is None:
+            raise RuntimeError("the TTS source has not started: its events have no clock yet")
+        tl = from_speech(self.speech)
+        s = self.start_time
+        return PhoneTimeline(tl.starts + s, tl.ends + s, tl.classes, tl.source, tl.mapped)
+
+
+async def tts_source(text: str, voice: str = "en") -> TtsSource:
+    """Synthesize ``text`` (off the event loop) and wrap it as a clip with its phoneme events."""
     from .. import tts
 
     if len(text) > 2000:
         raise RtdubError("TTS text longer than 2000 characters")
     speech = await asyncio.get_running_loop().run_in_executor(None, tts.synthesize, text, voice)
-    return ClipSource(speech.resampled(SAMPLE_RATE).samples, name=f"tts:{voice}")
+    return TtsSource(speech, name=f"tts:{voice}")
 
 
 class PcmSocketSource(DubAudioSource):

@@ -35,13 +35,14 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import SAMPLE_RATE
+from ..drive.phonetic import PhoneticDrive, bundle_drive
 from ..engine import EngineConfig, build_pipeline
-from ..exceptions import InputError
+from ..exceptions import InputError, ModelError
 from ..face.trackahead import AheadTracker
 from ..face.tracker import Tracker
 from ..render.pipeline import DubPipeline
 from .dubaudio import DubAudioTimeline
-from .dubsources import ClipSource, DubAudioSource
+from .dubsources import ClipSource, DubAudioSource, TtsSource
 from .frames import to_rgb
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig
@@ -195,6 +196,7 @@ class DubSession:
         self.pipeline: DubPipeline | None = None
         self.upstream: MediaStreamTrack | None = None
         self.dub: DubAudioSource | None = None
+        self.events_drive: PhoneticDrive | None = None  # lips from phoneme events (a TTS source)
         self.input_frames = 0
         self.output_frames = 0
         self.stale = 0
@@ -267,6 +269,26 @@ class DubSession:
         if isinstance(self.dub, ClipSource) and self.dub.start_time is None:
             self.dub.start_time = at
         await self.dub.start(self.write_dub, self.clock)
+        if isinstance(self.dub, TtsSource) and self.pipeline is not None:
+            self._drive_from_events(self.pipeline, self.dub)
+
+    def _drive_from_events(self, pipe: DubPipeline, source: TtsSource) -> None:
+        """Move the lips from the TTS's own phoneme events (the audio drive where they end)."""
+        try:
+            drive = bundle_drive(
+                pipe.bundle, source.timeline(), pipe.audio, source.speech.samples, SAMPLE_RATE, source.start_time or 0.0
+            )
+        except ModelError as exc:  # a bundle without a phonetic model: the audio drive, as before
+            logger.info("lips from the audio: %s", exc, extra={"session": self.name})
+            return
+        pipe.set_drive(drive)
+        self.events_drive = drive
+        logger.info(
+            "lips from the TTS events: %d events over %.2f s",
+            len(drive.timeline.starts),
+            drive.timeline.span[1] - drive.timeline.span[0],
+            extra={"session": self.name, "events": len(drive.timeline.starts)},
+        )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -436,12 +458,21 @@ class DubSession:
             return 0.0
         return (len(q) - 1) / (q[-1] - q[0])
 
+    def _drive_stats(self) -> dict[str, Any]:
+        """Which drive moves the lips; with phoneme events, the frames that used the audio
+        drive instead (events late, missing or over) and the fade between them."""
+        d = self.events_drive
+        if d is None:
+            return {"name": "audio"}
+        return {"name": "events", "frames": d.frames, "audio_fallback_frames": d.fallback_frames}
+
     def stats(self) -> dict[str, Any]:
         sched = self.scheduler.stats.as_dict() if self.scheduler is not None else {}
         delays = np.fromiter(self._video_delays, np.float64) * 1000 if self._video_delays else np.zeros(1)
         return {
             "name": self.name,
             "dub_source": getattr(self.dub, "name", None),
+            "drive": self._drive_stats(),
             "input_frames": self.input_frames,
             "output_frames": self.output_frames,
             "output_fps": round(self.output_fps(), 2),
