@@ -36,22 +36,17 @@ class EngineConfig:
     @classmethod
     def offline(cls) -> EngineConfig:
         """Files: two threads, Lanczos, the reference's full fine detail."""
-        return cls(
-            threads=2,
-            pipeline=PipelineConfig(
-                lookahead_ms=DEFAULT_LOOKAHEAD_MS, render=RenderSizeConfig(kernel="lanczos", detail=DEFAULT_DETAIL)
-            ),
-        )
+        return cls._preset(threads=2, kernel="lanczos", detail=DEFAULT_DETAIL)
 
     @classmethod
     def stream(cls) -> EngineConfig:
         """Streams: one thread per stream, bicubic, no fine-detail term (the frame deadline)."""
-        return cls(
-            threads=1,
-            pipeline=PipelineConfig(
-                lookahead_ms=DEFAULT_LOOKAHEAD_MS, render=RenderSizeConfig(kernel="cubic", detail=STREAM_DETAIL)
-            ),
-        )
+        return cls._preset(threads=1, kernel="cubic", detail=STREAM_DETAIL)
+
+    @classmethod
+    def _preset(cls, threads: int, kernel: str, detail: float) -> EngineConfig:
+        render = RenderSizeConfig(kernel=kernel, detail=detail)
+        return cls(threads=threads, pipeline=PipelineConfig(lookahead_ms=DEFAULT_LOOKAHEAD_MS, render=render))
 
     # --- the pipeline's settings, by the names the commands use ---------------------------
 
