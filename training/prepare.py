@@ -17,6 +17,7 @@ Shard content:
     wav      (M,)         float32 16 kHz mono, as recorded (training normalises it on load,
                                   so a change of the normaliser needs no new shards)
     fps      ()           float   average frame rate
+    matrix   (N, 2, 3)    float32 the alignment, frame -> crop (training/shards.py)
 """
 
 from __future__ import annotations
@@ -29,14 +30,11 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from rtdub import audio, media
 from rtdub.exceptions import InputError
-from rtdub.face import align
-from rtdub.face.lipunits import to_canonical
-from rtdub.face.tracker import FaceTracker
+
+from .shards import prepare_clip  # the per-clip work, a library module (rtdub enroll uses it too)
 
 logger = logging.getLogger(__name__)
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
@@ -45,42 +43,6 @@ VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 def shard_name(src: Path, root: Path) -> str:
     rel = src.relative_to(root).with_suffix("")
     return "__".join(rel.parts)
-
-
-def prepare_clip(src: Path, dst: Path, size: int) -> dict[str, float]:
-    """Process one video into one shard; returns a few counts for the log."""
-    info = media.probe_video(src)
-    try:
-        wav = media.load_audio(src)
-    except InputError:
-        wav = np.zeros(0, np.float32)
-    crops, canon, times, valid = [], [], [], []
-    nan = np.full((468, 2), np.nan, np.float32)
-    with FaceTracker() as tracker:
-        for fr in media.iter_frames(src):
-            obs = tracker.track(fr.image, fr.time)
-            times.append(fr.time)
-            if obs is None:
-                crops.append(np.zeros((size, size, 3), np.uint8))
-                canon.append(nan)
-                valid.append(False)
-                continue
-            al = align.estimate(obs.landmarks, size)
-            crops.append(align.warp_to_crop(fr.image, al))
-            canon.append(to_canonical(obs.landmarks).astype(np.float32))
-            valid.append(True)
-    tmp = dst.with_name(dst.name + ".part.npz")
-    np.savez(
-        tmp,
-        crops=np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8),
-        canon=np.stack(canon) if canon else np.zeros((0, 468, 2), np.float32),
-        times=np.asarray(times, np.float64),
-        valid=np.asarray(valid, bool),
-        wav=wav.astype(np.float32),
-        fps=np.float64(info.fps),
-    )
-    os.replace(tmp, dst)
-    return {"frames": len(times), "faces": int(np.sum(valid)), "seconds": wav.size / audio.SAMPLE_RATE}
 
 
 def _worker(args: tuple[str, str, int]) -> tuple[str, dict[str, float] | str]:

@@ -41,7 +41,6 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -61,52 +60,18 @@ from .data import (
     reference_index,
     window_starts,
 )
+from .generator import (  # the batches and the reconstruction loss (a library module)
+    GRAD_WEIGHT,
+    face_loss,
+    grad_l1,
+    laplacian_var,
+    make_batch,
+    mouth_box,
+)
 from .models import A2LConfig, GenConfig, GeneratorWithFields, LipToFace, build_a2l
 from .syncnet import SyncConfig, mel_at
 
 logger = logging.getLogger("training.gen")
-
-
-def jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """Small random similarity warp: the reference is never perfectly aligned at run time."""
-    s = img.shape[0]
-    ang = rng.uniform(-3, 3) * amount
-    sc = 1 + rng.uniform(-0.03, 0.03) * amount
-    tx, ty = rng.uniform(-0.03, 0.03, size=2) * s * amount
-    m = cv2.getRotationMatrix2D((s / 2, s / 2), ang, sc)
-    m[:, 2] += (tx, ty)
-    return cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
-def make_batch(
-    clips: list[Clip], weights: np.ndarray, n: int, cfg: GenConfig, rng: np.random.Generator, aug: bool = True
-) -> tuple[torch.Tensor, ...]:
-    hidden = face_mask(cfg.size).hidden
-    pose, ref, tgt, units = [], [], [], []
-    for _ in range(n):
-        c = clips[rng.choice(len(clips), p=weights)]
-        i = int(rng.choice(np.nonzero(c.valid)[0]))
-        ri = reference_index(c, i, rng)
-        t_img = c.crops[i].copy()
-        r_img = jitter(c.crops[ri], rng, 1.0) if aug else c.crops[ri]
-        p_img = t_img.copy()
-        p_img[hidden] = 0
-        pose.append(p_img)
-        ref.append(r_img)
-        tgt.append(t_img)
-        units.append(context_units(c, i, cfg.context))
-
-    def to_t(xs: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
-
-    p, r, t = to_t(pose), to_t(ref), to_t(tgt)
-    if aug:  # the same photometric change on all three images
-        gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=(n, 3, 1, 1)).astype(np.float32))
-        bias = torch.from_numpy(rng.uniform(-0.05, 0.05, size=(n, 1, 1, 1)).astype(np.float32))
-        p, r, t = ((x * gain + bias).clamp(0, 1) for x in (p, r, t))
-        p = p * (1 - torch.from_numpy(hidden.astype(np.float32)))
-    u = torch.from_numpy(np.stack(units).astype(np.float32))
-    return p, r, u, t
 
 
 def make_sync_batch(
@@ -186,31 +151,6 @@ def load_teacher(run: Path, student: GenConfig) -> LipToFace:
     model.eval()
     logger.info("teacher %s: base %d, %d params", run, cfg.base, sum(q.numel() for q in model.parameters()))
     return model
-
-
-def mouth_box(x: torch.Tensor, size: int) -> torch.Tensor:
-    x0, y0, x1, y1 = face_mask(size).bbox
-    return x[..., y0:y1, x0:x1]
-
-
-def grad_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
-    dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
-    return ((dxa - dxb).abs() * w[..., :, 1:]).mean() + ((dya - dyb).abs() * w[..., 1:, :]).mean()
-
-
-GRAD_WEIGHT = 2.0  # image-gradient L1 beside the plain L1
-
-
-def face_loss(out: torch.Tensor, target: torch.Tensor, wmap: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-    """The reconstruction loss: L1 weighted towards the mouth (``wmap``) plus the gradient L1
-    inside the mouth mask (``soft``). Against the teacher's face it is the distillation term."""
-    return ((out - target).abs() * wmap).mean() + GRAD_WEIGHT * grad_l1(out, target, soft)
-
-
-def laplacian_var(img: np.ndarray) -> float:
-    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-    return float(cv2.Laplacian(g.astype(np.float64), cv2.CV_64F).var())
 
 
 def evaluate(model: LipToFace, clips: list[Clip], cfg: GenConfig, max_frames: int = 120) -> dict[str, float]:
