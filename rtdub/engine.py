@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .backends import BACKEND_NAMES, BACKENDS, BackendConfig, get_backend
+from .backends import BACKEND_NAMES, BACKENDS, Backend, BackendConfig, get_backend
 from .defaults import DEFAULT_DETAIL, DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
 from .exceptions import InputError
 from .face.tracker import Tracker
@@ -136,15 +136,19 @@ def check_pipeline_settings(
         raise InputError("--reference-opening", f"must be between 0 and 1, got {reference_opening!r}")
 
 
-def build_pipeline(config: EngineConfig, tracker: Tracker, bundle: ModelBundle | None = None) -> DubPipeline:
+def build_pipeline(
+    config: EngineConfig, tracker: Tracker, bundle: ModelBundle | None = None, backend: Backend | None = None
+) -> DubPipeline:
     """A pipeline for one stream or file: the bundle (loaded unless given), a backend of its
-    own, and ``tracker`` (which stays the caller's to close). ``DubPipeline.close`` releases the
+    own (or ``backend``, e.g. an evaluation's wrapped one, which then stays the caller's), and
+    ``tracker`` (which stays the caller's to close). ``DubPipeline.close`` releases the
     backend."""
     if bundle is None:
         bundle = config.load_bundle()
     else:
         config.check(bundle.crop_size)
-    backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
+    if backend is None:
+        backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
     return DubPipeline(bundle, backend, tracker, config.pipeline)
 
 

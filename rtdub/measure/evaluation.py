@@ -36,13 +36,14 @@ from .. import audio, media, tts
 from ..backends.base import Backend
 from ..drive.events import from_speech
 from ..drive.phonetic import bundle_drive
+from ..engine import EngineConfig, build_pipeline
 from ..face import align
 from ..face.lipunits import INNER_LIP, LIP_IDX, UnitStats, inner_gap, lip_points, to_canonical
 from ..face.tracker import FaceTracker
 from ..model import FieldLayout, ModelBundle
 from ..render.blend import face_mask
 from ..render.hires import RenderSizeConfig
-from ..render.pipeline import STAGES, DubPipeline, PipelineConfig
+from ..render.pipeline import STAGES, PipelineConfig
 from ..render.reference import ReferenceConfig
 from . import metrics
 from .scoring import expert_crop
@@ -213,7 +214,8 @@ def reconstruct(
     crops: list[np.ndarray | None] = []
     nan = float("nan")
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
+        engine = EngineConfig(pipeline=_config(lookahead_ms, render, reference))
+        pipe = build_pipeline(engine, render_tracker, bundle, be)
         for i, (f, t) in enumerate(zip(clip.frames, clip.times, strict=True)):
             img = f.copy()
             u = clip.true_units[i] if mode == "true-units" else None
@@ -320,7 +322,8 @@ def lip_closure(
     be: Backend = FrozenBackend(backend, bundle.fields) if frozen else backend
     it = iter(frames)
     with FaceTracker() as render_tracker, FaceTracker() as score_tracker:
-        pipe = DubPipeline(bundle, be, render_tracker, _config(lookahead_ms, render, reference))
+        engine = EngineConfig(pipeline=_config(lookahead_ms, render, reference))
+        pipe = build_pipeline(engine, render_tracker, bundle, be)
         if drive == "events":
             pipe.set_drive(bundle_drive(bundle, from_speech(speech), pipe.audio, speech.samples, speech.sample_rate))
         for i in range(n):
