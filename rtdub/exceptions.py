@@ -16,6 +16,17 @@ class InputError(RtdubError):
         self.problem = problem
 
 
+class OutputError(RtdubError):
+    """An output cannot be written while running: a full disk, a failing device (the command
+    line exits 1; a location that cannot take the output at all is an InputError, found
+    before the work starts)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
 class ModelError(RtdubError):
     """A model bundle is missing, malformed or incompatible."""
 

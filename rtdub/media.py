@@ -3,6 +3,8 @@ rate, variable included) and atomic writing of an H.264/AAC MP4."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import numpy as np
 
 from . import atomic
 from .audio import SAMPLE_RATE
-from .exceptions import InputError
+from .exceptions import InputError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class Frame:
 
     image: np.ndarray  # (H, W, 3) uint8, RGB
     time: float
+    pts: int | None = None  # the stream's timestamp (its time base): what FrameReader.frames seeks to
+    key: bool = False  # a keyframe: decoding can start here
 
 
 def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
@@ -134,22 +138,81 @@ def audio_sample_rate(path: str | os.PathLike[str]) -> int:
 
 def iter_frames(path: str | os.PathLike[str]) -> Iterator[Frame]:
     """Decode the first video stream as RGB frames with their times, in presentation order."""
-    with _open(path) as c:
+    with FrameReader(path) as reader:
+        yield from reader.frames()
+
+
+class FrameReader:
+    """The first video stream of a file, decoded in presentation order: from its start, or from
+    a keyframe after a seek (one open file for several passes; :func:`iter_frames` is one pass
+    from the start).
+
+    Times are on one timeline: 0 is the first frame of the first pass from the start. A time
+    that does not increase (broken timestamps) is moved 1 ms after the one before it; a frame
+    without a timestamp is placed 1/25 s after the one before. After a seek the times are the
+    container's clock on that timeline, not repaired: identify frames by ``pts`` there."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._c = self._open()
+        self._t0: float | None = None
+        self._pass = 0  # a new pass makes the iterators of the earlier ones stop
+        self._fresh = True  # nothing decoded yet: a pass from the start needs no reopening
+
+    def _open(self) -> av.container.InputContainer:
+        c = _open(self.path)
         if not c.streams.video:
-            raise InputError(str(path), "no video stream")
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        t0: float | None = None
+            c.close()
+            raise InputError(str(self.path), "no video stream")
+        c.streams.video[0].thread_type = "AUTO"
+        return c
+
+    def close(self) -> None:
+        self._pass += 1
+        self._c.close()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frames(self, seek_pts: int | None = None) -> Iterator[Frame]:
+        """A new pass: from the start (``seek_pts`` None), else from the keyframe at or before
+        the frame whose timestamp is ``seek_pts`` (frames before that one may come first: the
+        caller skips them). The iterator of an earlier pass stops."""
+        self._pass += 1
+        this = self._pass
+        if seek_pts is None and not self._fresh:
+            self._c.close()  # the start exactly as the first pass saw it: open the file again
+            self._c = self._open()
+        self._fresh = False
+        stream = self._c.streams.video[0]
+        if seek_pts is not None:
+            try:
+                self._c.seek(seek_pts, stream=stream, backward=True)
+            except av.error.FFmpegError as exc:
+                raise InputError(str(self.path), f"cannot seek in the video stream ({exc})") from exc
         last = -1.0
-        for frame in c.decode(stream):
-            t = frame.time if frame.time is not None else (last + 1 / 25 if last >= 0 else 0.0)
-            if t0 is None:
-                t0 = t
-            t = t - t0
-            if t <= last:  # broken timestamps: keep time strictly increasing
-                t = last + 1e-3
-            last = t
-            yield Frame(frame.to_ndarray(format="rgb24"), t)
+        decoded = self._c.decode(stream)
+        while this == self._pass:
+            try:
+                frame = next(decoded, None)
+            except av.error.FFmpegError as exc:
+                raise InputError(str(self.path), f"video stream cannot be decoded ({exc})") from exc
+            if frame is None:
+                return
+            if seek_pts is None:
+                t = frame.time if frame.time is not None else (last + 1 / 25 if last >= 0 else 0.0)
+                if self._t0 is None:
+                    self._t0 = t
+                t = t - self._t0
+                if t <= last:  # broken timestamps: keep time strictly increasing
+                    t = last + 1e-3
+                last = t
+            else:
+                t = (frame.time if frame.time is not None else 0.0) - (self._t0 or 0.0)
+            yield Frame(frame.to_ndarray(format="rgb24"), t, frame.pts, bool(frame.key_frame))
 
 
 class VideoWriter:
@@ -170,13 +233,43 @@ class VideoWriter:
         audio_rate: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "veryfast",
+        keyint: int | None = None,
+        lookahead: int | None = None,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # 0666 less the umask, as any new file; an existing output's mode is kept (atomic.replace)
-        fd, tmp = atomic.mkstemp(self.path.parent, prefix=f".{self.path.stem}.", suffix=".part.mp4")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = atomic.mkstemp(self.path.parent, prefix=f".{self.path.stem}.", suffix=".part.mp4")
+        except OSError as exc:
+            why = oserror_text(exc)
+            raise OutputError(str(self.path), f"cannot create a file in {self.path.parent} ({why})") from exc
         os.close(fd)
         self._tmp = Path(tmp)
+        self._closed = True  # until the container is open: abort() then only removes the file
+        try:
+            self._start(fps, width, height, audio, audio_rate, crf, preset, keyint, lookahead)
+        except BaseException as exc:
+            if hasattr(self, "_c"):
+                with contextlib.suppress(Exception):
+                    self._c.close()
+            self._tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise OutputError(str(self.path), f"cannot write ({oserror_text(exc)})") from exc
+            raise
+
+    def _start(
+        self,
+        fps: Fraction | float,
+        width: int,
+        height: int,
+        audio: np.ndarray | None,
+        audio_rate: int,
+        crf: int,
+        preset: str,
+        keyint: int | None,
+        lookahead: int | None,
+    ) -> None:
         self.width = width - width % 2
         self.height = height - height % 2
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
@@ -186,7 +279,12 @@ class VideoWriter:
         self._v.width, self._v.height = self.width, self.height
         self._v.pix_fmt = "yuv420p"
         if codec == "libx264":
-            self._v.options = {"crf": str(crf), "preset": preset}
+            options: dict[str, object] = {"crf": str(crf), "preset": preset}
+            if keyint:
+                options["g"] = str(keyint)  # the GOP length (x264's default is 250)
+            if lookahead is not None:
+                options["rc-lookahead"] = str(lookahead)  # frames x264 holds to plan its rate
+            self._v.options = options
         self._n = 0
         self._audio: np.ndarray | None = None
         if audio is not None:
@@ -212,14 +310,23 @@ class VideoWriter:
         return self._n
 
     def write(self, image: np.ndarray) -> None:
+        """Append one frame; :class:`OutputError` when the file cannot take it (a full disk)."""
         img = np.ascontiguousarray(image[: self.height, : self.width])
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         frame.pts = self._n
         frame.time_base = 1 / self.fps
-        for pkt in self._v.encode(frame):
-            self._c.mux(pkt)
-        self._n += 1
-        self._write_audio_until(self._n / self.fps)
+        try:
+            for pkt in self._v.encode(frame):
+                self._c.mux(pkt)
+            self._n += 1
+            self._write_audio_until(self._n / self.fps)
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> OutputError:
+        """The error to raise for ``exc`` met while writing (the caller aborts)."""
+        logger.debug("writing %s failed after %d frames: %s", self.path, self._n, exc)
+        return OutputError(str(self.path), f"cannot write ({oserror_text(exc)}) after {self._n} frames")
 
     def _write_audio_until(self, t: float | Fraction | None) -> None:
         if self._audio is None:
@@ -239,6 +346,7 @@ class VideoWriter:
             self._apos += chunk
 
     def close(self) -> None:
+        """Finish the file and rename it into place; on any failure nothing is left behind."""
         if self._closed:
             return
         try:
@@ -249,12 +357,21 @@ class VideoWriter:
                 for pkt in self._a.encode(None):
                     self._c.mux(pkt)
             self._c.close()
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if isinstance(exc, OSError):
+                raise self._failed(exc) from exc
             raise
         self._closed = True
-        atomic.replace(self._tmp, self.path)
-        logger.info("wrote video", extra={"path": str(self.path), "frames": self._n})
+        try:
+            atomic.replace(self._tmp, self.path)
+        except BaseException as exc:
+            self._tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                why = oserror_text(exc)
+                raise OutputError(str(self.path), f"cannot rename the finished file into place ({why})") from exc
+            raise
+        logger.info("wrote %s: %d frames", self.path, self._n)
 
     def abort(self) -> None:
         if self._closed:
@@ -265,6 +382,13 @@ class VideoWriter:
         except Exception:  # noqa: BLE001 - best effort on the error path
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+def oserror_text(exc: OSError) -> str:
+    """An OSError in words, without the path (the message names it already)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+    return exc.strerror.lower() if exc.strerror else str(exc)
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> Path:
