@@ -218,7 +218,7 @@ def test_eval_json_schema(media_dir: Path, clip: Path, random_expert: Path) -> N
     rep = json.loads(res.stdout)
     assert set(rep) == {
         "video", "audio", "reference", "frames", "faces", "fps", "lse_d", "lse_c", "av_offset",
-        "avs_u", "psnr", "ssim", "lmd", "moc", "avs_v", "avs_m",
+        "avs_u", "psnr", "ssim", "lmd", "moc", "avs_v", "avs_m", "audio_seconds", "video_seconds",
         "paired_frames", "unpaired_video_frames", "unpaired_reference_frames",
     }  # fmt: skip
     assert rep["frames"] == 40 and rep["faces"] >= 35 and rep["fps"] == pytest.approx(25)

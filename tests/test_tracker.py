@@ -11,7 +11,7 @@ import pytest
 
 from rtdub.face import landmarker
 from rtdub.face.smoothing import OneEuroFilter
-from rtdub.face.tracker import FaceTracker, TrackerConfig
+from rtdub.face.tracker import FaceTracker, TrackerConfig, choose_face, parse_face_choice
 from rtdub.measure import samples
 
 
@@ -177,3 +177,49 @@ def test_roi_matches_mediapipes_rules() -> None:
     assert eyes[0, 1] == pytest.approx(eyes[1, 1])  # level in the crop
     # to_frame inverts the crop matrix exactly
     np.testing.assert_allclose(landmarker.to_frame(eyes, roi), full[[landmarker.EYE_START, landmarker.EYE_END]])
+
+
+# --- several faces -------------------------------------------------------------------------
+
+
+def two_faces() -> np.ndarray:
+    """1024×512: the portrait (face at x≈230) and, to its right, a 400 px mirrored copy (face
+    at x≈735, nearer the centre, smaller)."""
+    img = np.full((512, 1024, 3), 60, np.uint8)
+    img[:, :512] = samples.portrait()
+    img[56:456, 512:912] = cv2.resize(samples.portrait(), (400, 400), interpolation=cv2.INTER_AREA)[:, ::-1]
+    return img
+
+
+@pytest.mark.parametrize(("face", "x"), [("largest", 230), ("center", 735), (0, 230), (1, 735), (2, None)])
+def test_the_chosen_face_is_followed(face: str | int, x: float | None) -> None:
+    img = two_faces()
+    with FaceTracker(TrackerConfig(face=face, recount_every=0.0)) as t:
+        found = [t.track(img, i / 25) for i in range(4)]
+        if x is None:  # an index past the faces found: none to follow
+            assert found == [None] * 4
+            return
+        assert all(o is not None and abs(o.landmarks.mean(0)[0] - x) < 40 for o in found), face
+        assert (t.frames, t.multi_face_frames, t.most_faces) == (4, 4, 2)
+
+
+def test_one_face_is_not_counted_as_several() -> None:
+    with FaceTracker(TrackerConfig(recount_every=0.0)) as t:
+        assert all(t.track(samples.portrait(), i / 25) is not None for i in range(4))
+        assert (t.frames, t.multi_face_frames, t.most_faces) == (4, 0, 1)
+
+
+def test_choose_face_and_parse_face_choice() -> None:
+    boxes = [(600.0, 100.0, 700.0, 200.0), (0.0, 0.0, 300.0, 300.0), (450.0, 200.0, 550.0, 300.0)]
+    assert choose_face(boxes, "largest", 1000, 500) == 1
+    assert choose_face(boxes, "center", 1000, 500) == 2
+    assert [choose_face(boxes, i, 1000, 500) for i in range(4)] == [1, 2, 0, None]  # from the left
+    assert choose_face([], "largest", 10, 10) is None
+    assert [parse_face_choice(s) for s in ("largest", "Center", "centre", "0", "12")] == [
+        "largest", "center", "center", 0, 12,
+    ]  # fmt: skip
+    for bad in ("left", "-1", "1.5", ""):
+        with pytest.raises(ValueError, match="largest, center or a face's index"):
+            parse_face_choice(bad)
+    with pytest.raises(ValueError):
+        TrackerConfig(face=-1)

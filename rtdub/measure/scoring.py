@@ -15,6 +15,10 @@ counted in the report (``unpaired_video_frames``, ``unpaired_reference_frames``)
 expert window takes its audio at its own frame's timestamp. The two videos are decoded once,
 side by side; only the 96 px crops (and the few reference frames that an output frame may
 still pair with) are kept in memory.
+
+The audio and the video should last as long as each other (``rtdub dub`` writes them so):
+when they differ by more than :data:`LENGTH_TOLERANCE_S` a warning says so, since the scores
+then cover only where both exist (the expert hears silence past the audio's end).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from .avsync import AVExpert, SyncNetExpert, avs_m, avs_u, avs_v, lse
 
 logger = logging.getLogger(__name__)
 
+LENGTH_TOLERANCE_S = 1.0  # audio and video lengths further apart than this get a warning
+
 
 @dataclass(frozen=True)
 class EvalReport:
@@ -58,6 +64,8 @@ class EvalReport:
     moc: float | None = None
     avs_v: float | None = None
     avs_m: float | None = None
+    audio_seconds: float | None = None  # how long the scored audio and video last
+    video_seconds: float | None = None
     # with a reference: frame pairs by timestamp, and the frames left without a partner
     paired_frames: int | None = None
     unpaired_video_frames: int | None = None
@@ -263,6 +271,14 @@ def evaluate_files(
     if n == 0:
         raise InputError(str(video), "video stream holds no frames")
     t = np.asarray(times)
+    audio_s = wav.size / audio.SAMPLE_RATE
+    video_s = float(t[-1]) + (float(np.median(np.diff(t))) if n > 1 else 1.0 / float(info.fps or 25))
+    if abs(audio_s - video_s) > LENGTH_TOLERANCE_S:
+        logger.warning(
+            "%s lasts %.2f s but %s lasts %.2f s (%.2f s apart): the scores mean something only over the "
+            "first %.2f s",
+            audio_path, audio_s, video, video_s, abs(audio_s - video_s), min(audio_s, video_s),
+        )  # fmt: skip
     try:
         s = sync_scores(ex, out_tr.crops, mel, t)
     except ValueError as exc:
@@ -274,6 +290,8 @@ def evaluate_files(
         "frames": n,
         "faces": s.faces,
         "fps": float(info.fps),
+        "audio_seconds": round(audio_s, 3),
+        "video_seconds": round(video_s, 3),
         "lse_d": s.lse_d,
         "lse_c": s.lse_c,
         "av_offset": s.av_offset,
