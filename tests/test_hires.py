@@ -27,7 +27,7 @@ from .factories import FACE_CENTRE, random_generator
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from engines.export import example_inputs, export_onnx, parity_outputs  # noqa: E402
+from engines.onnx_export import example_inputs, export_onnx, parity_outputs  # noqa: E402
 from training.models import LipToFace  # noqa: E402
 
 S = 96

@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx")
 
 from engines import quantize  # noqa: E402
 from engines.calibration import generator_samples, list_shards  # noqa: E402
-from engines.export import export_onnx  # noqa: E402
+from engines.onnx_export import export_onnx  # noqa: E402
 from rtdub.backends import BackendConfig, get_backend  # noqa: E402
 from rtdub.measure import samples  # noqa: E402
 from rtdub.model import DEFAULT_MODEL_DIR, load_bundle  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.export import export_onnx, parity  # noqa: E402
+from engines.onnx_export import export_onnx, parity  # noqa: E402
 from rtdub.dub import DubOptions, dub_file  # noqa: E402
 from rtdub.engine import EngineConfig  # noqa: E402
 from rtdub.model import load_bundle  # noqa: E402
