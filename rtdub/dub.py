@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, audio, media
+from .drive.choice import DriveSpec, make_drive
 from .engine import EngineConfig, build_pipeline
 from .exceptions import InputError, OutputError
 from .face.tracker import FaceChoice, FaceTracker, TrackerConfig
@@ -64,6 +65,7 @@ class DubOptions:
     check_locality: bool = False  # verify that only masked pixels changed (costs a copy)
     face: FaceChoice = "largest"  # with several faces: "largest", "center" or an index from the left
     spool_bytes: int = SPOOL_BYTES  # most temporary disk the looping frames take
+    drive: DriveSpec = field(default_factory=DriveSpec)  # lips from phonemes or text (rtdub/drive/choice.py)
 
 
 @dataclass
@@ -75,6 +77,8 @@ class DubReport:
     silent: int = 0
     multi_face: int = 0  # frames in which more than one face was counted
     most_faces: int = 0  # the most faces counted in one frame
+    drive: str = "audio"  # what moved the lips: audio, phonemes or text
+    drive_fallback: int = 0  # with phonemes or text: frames that took the audio drive
     duration: float = 0.0
     wall: float = 0.0
     fps: float = 0.0
@@ -158,14 +162,26 @@ class FrameSpool:
 
     Drop policy: frame ``i`` goes to slot ``i % slots`` and replaces the frame that was there,
     which is decoded again if it is wanted later. Frames are read back with plain reads, not a
-    memory map, so the spool does not count in the process's resident memory."""
+    memory map, so the spool does not count in the process's resident memory. The budget is
+    also held to half the space free in TMPDIR (fewer slots cost decoding, not correctness)."""
 
     def __init__(self, shape: tuple[int, ...], budget_bytes: int) -> None:
         self.shape = shape
         self.frame_bytes = int(np.prod(shape))
-        self.slots = max(1, budget_bytes // self.frame_bytes)
+        where = tempfile.gettempdir()
+        try:
+            st = os.statvfs(where)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = budget_bytes * 2
+        if free // 2 < budget_bytes:
+            logger.info("frame spool: %s has %.0f MB free, the spool takes at most half", where, free / 2**20)
+        self.slots = max(1, min(budget_bytes, free // 2) // self.frame_bytes)
         self._tags = [-1] * self.slots  # the frame each slot holds
-        self._file = tempfile.TemporaryFile(prefix="rtdub-spool-")
+        try:
+            self._file = tempfile.TemporaryFile(prefix="rtdub-spool-")
+        except OSError as exc:
+            raise OutputError(f"frame spool in {where}", f"cannot create ({media.oserror_text(exc)})") from exc
         self.written = 0  # bytes written, for the log
 
     def put(self, i: int, image: np.ndarray) -> None:
@@ -441,6 +457,7 @@ class LoopedFrames:
 def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = None) -> DubReport:
     """Dub ``opts.video`` with ``opts.audio`` into ``opts.output``; InputError on bad input."""
     check_paths(opts)
+    opts.drive.check()
     info = media.probe_video(opts.video)
     wav16 = media.load_audio(opts.audio)
     rate = media.audio_sample_rate(opts.audio)
@@ -475,6 +492,9 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
                 )
             pipe = build_pipeline(opts.engine, tracker, bundle)
             closing.callback(pipe.close)
+            phonetic = make_drive(opts.drive, bundle, pipe.audio, wav16, audio.SAMPLE_RATE)
+            pipe.set_drive(phonetic)
+            report.drive = opts.drive.name if phonetic is not None else "audio"
             for i in range(n_out):
                 t = i / fps
                 t0 = time.perf_counter()
@@ -507,6 +527,8 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             if cmp_writer is not None:
                 cmp_writer.close()
             report.multi_face, report.most_faces = tracker.multi_face_frames, tracker.most_faces
+            if phonetic is not None:
+                report.drive_fallback = phonetic.fallback_frames
     finally:
         frames.close()
     report.wall = time.perf_counter() - t_start

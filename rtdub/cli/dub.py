@@ -46,6 +46,14 @@ def add_dub_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with several faces in the frame, the one to dub: the largest, the one nearest the centre, "
         "or an index from the left (0 = leftmost)",
     )  # fmt: skip
+    g = p.add_argument_group("lips from phonemes (README: formats)")
+    g.add_argument(
+        "--phonemes", type=Path, default=None, metavar="FILE",
+        help="timed phonemes or visemes of the dubbed speech: Amazon Polly speech marks, Azure viseme "
+        "events or rtdub's JSON (detected)",
+    )  # fmt: skip
+    g.add_argument("--text", default=None, help="the dubbed speech's text, aligned to the audio (needs --language)")
+    g.add_argument("--language", default=None, help="the text's language, an espeak-ng code (e.g. es, de, en-us)")
     add_engine_options(p, EngineConfig.offline())
     p.set_defaults(func=cmd_dub)
 
@@ -91,6 +99,7 @@ def spool_bytes(text: str | None) -> int | None:
 def cmd_dub(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..drive.choice import DriveSpec
     from ..dub import SPOOL_BYTES, DubOptions, describe_face, dub_file, release_freed_frames
     from ..face.tracker import parse_face_choice
     from ..quiet import stderr_columns, stderr_is_terminal
@@ -109,7 +118,9 @@ def cmd_dub(args: argparse.Namespace) -> int:
         check_locality=args.check_locality,
         face=face,
         spool_bytes=SPOOL_BYTES if spool is None else spool,
+        drive=DriveSpec(phonemes=args.phonemes, text=args.text, language=args.language),
     )
+    opts.drive.check()
     # a terminal gets a progress bar (created on the first frame, erased on an error, so an
     # error is always a single line); a pipe or a log file gets none. The terminal is asked
     # through rtdub.quiet: its native-log filter puts a pipe on fd 2, where isatty() is False
@@ -149,6 +160,11 @@ def cmd_dub(args: argparse.Namespace) -> int:
     )
     if rep.multi_face:
         print(f"with several faces (up to {rep.most_faces}) the {describe_face(face)} was dubbed: --face chooses")
+    if opts.drive.name != "audio":
+        if rep.drive == "audio":
+            print(f"lips: from the audio (the {opts.drive.name} could not be used; see the warning)")
+        else:
+            print(f"lips: from the {rep.drive}; frames that took the audio drive: {rep.drive_fallback}")
     if rep.pixels_changed_outside_mask is not None:
         print(f"pixels changed outside the blend mask: {rep.pixels_changed_outside_mask}")
     stages = "  ".join(f"{k} {p50:.1f}/{p95:.1f}" for k, (p50, p95) in rep.percentiles().items())

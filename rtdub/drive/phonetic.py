@@ -271,8 +271,8 @@ class PhoneticDrive:
         if self._weight < 1.0:
             self.fallback_frames += 1
             units = self._weight * units + (1.0 - self._weight) * audio_units
-        if times is not None:
-            times["phonetic"] = (time.perf_counter() - t0) * 1000
+        if times is not None:  # the lip stage's time ("a2l"), the audio drive's included
+            times["a2l"] = (time.perf_counter() - t0) * 1000 - times.get("mel", 0.0)
         return units.astype(np.float32), silent
 
 
