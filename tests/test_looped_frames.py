@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -214,3 +215,15 @@ def test_bad_spool_budget_is_a_usage_error(
     assert (
         capsys.readouterr().err.strip() == "rtdub: error: RTDUB_SPOOL_MB: must be a number of megabytes > 0, got 'lots'"
     )
+
+
+def test_spool_takes_at_most_half_the_free_temporary_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    class SmallDisk:
+        f_bavail, f_frsize = 5, FRAME_BYTES  # room for 5 frames
+
+    monkeypatch.setattr(os, "statvfs", lambda path: SmallDisk())
+    spool = FrameSpool((SIZE, SIZE, 3), 100 * FRAME_BYTES)
+    try:
+        assert spool.slots == 2
+    finally:
+        spool.close()
