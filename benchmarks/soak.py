@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall,
         "machine": f"{info.get('cpu_model')}, {info.get('cores_usable')} usable cores",
         "load_average_start": load,
-        "dub_file": args.dub_file.name,
+        "dub_file": args.dub_file.name if args.dub_file is not None else None,
         "result": result,
         "summary": summarise(result),
     }

@@ -232,6 +232,8 @@ def write_bundle(bundle: ModelBundle, out: Path, generator: Path, record: dict[s
         gen_name = manifest["generator"]["file"]
         shutil.copyfile(bundle.a2l_path, tmp / a2l_name)
         shutil.copyfile(generator, tmp / gen_name)
+        if bundle.phonetic_path is not None:  # the phonetic drive's model goes with the units
+            shutil.copyfile(bundle.phonetic_path, tmp / manifest["phonetic"]["file"])
         manifest["name"] = f"{manifest.get('name', 'rtdub')}-int8"
         manifest["quantization"] = {"generator": record}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -541,8 +541,9 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
             report.multi_face, report.frames, report.most_faces, describe_face(opts.face),
         )  # fmt: skip
     logger.info(
-        "dubbed %s: %d frames (%d without a face) in %.1f s", opts.output, report.frames, report.no_face, report.wall
-    )
+        "dubbed %s: %d frames (%d without a face) in %.1f s", opts.output, report.frames, report.no_face, report.wall,
+        extra={"output": str(opts.output), "frames": report.frames, "no_face": report.no_face, "wall_s": report.wall},
+    )  # fmt: skip
     return report
 
 

@@ -85,7 +85,8 @@ def test_no_progress_bar_on_a_pipe_and_verbose_after_the_command_logs_with_data(
     assert res.returncode == 0, res.stderr
     assert BAR not in res.stderr and "%|" not in res.stderr
     # -v after the command: INFO lines, with their extra fields
-    assert f"INFO rtdub.dub: dubbed (output={out} frames=25 no_face=0 wall_s=" in res.stderr, res.stderr
+    assert f"INFO rtdub.dub: dubbed {out}: 25 frames" in res.stderr, res.stderr
+    assert f"(output={out} frames=25 no_face=0 wall_s=" in res.stderr, res.stderr
 
 
 def test_quiet_keeps_the_terminal_without_a_bar(tmp_path: Path, short_clip: tuple[Path, Path]) -> None:

@@ -58,6 +58,7 @@ def fp32_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_onnx(gen, root / "generator.onnx", None)
     export_onnx(AudioToLip(A2LConfig(width=16)).eval(), root / "a2l.onnx", None)
     shutil.copyfile(DEFAULT_MODEL_DIR / "manifest.json", root / "manifest.json")  # the shipped geometry/units
+    shutil.copyfile(DEFAULT_MODEL_DIR / "phonetic.json", root / "phonetic.json")  # which the manifest names
     return root
 
 
@@ -74,7 +75,7 @@ def test_quantize_cli_writes_a_working_int8_bundle(tmp_path: Path, fp32_bundle: 
     out = tmp_path / "int8"
     argv = ["--model", str(fp32_bundle), "--shards", str(shards), "--out", str(out), "--samples", "32"]
     assert quantize.main([*argv, "--eval", str(shards), "--eval-samples", "8"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a2l.onnx", "generator.onnx", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a2l.onnx", "generator.onnx", "manifest.json", "phonetic.json"]
     rec = json.loads((out / "manifest.json").read_text())["quantization"]["generator"]
     assert rec["format"] == "QDQ" and rec["weights"] == "int8 per-channel" and rec["calibration_samples"] == 32
     assert rec["source_sha256"] == quantize.sha256(fp32_bundle / "generator.onnx")
