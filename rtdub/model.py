@@ -4,13 +4,16 @@ Layout of a bundle directory (``engines/default`` is the one shipped):
 
     manifest.json    format, crop size, unit basis, closed-mouth units, window sizes
     phonetic.json    (optional) the phonetic drive: timed visual phoneme classes -> units
+    references/      (optional, an enrolled bundle: rtdub enroll) the person's identity
+                     references, each an S px PNG and a larger one of the same region, listed
+                     in the manifest's ``references`` with their mouth opening
     a2l.onnx         mel (B, W, 80), lookahead (B, 1) seconds  -> units (B, U)
     generator.onnx   pose (B, 3, S, S), reference (B, 3, S, S), units (B, 5, U) -> face (B, 3, S, S)
                      and, in bundles exported since the hi-res compositing, fields (B, 6, S, S):
                      flow (2, grid units), mixing weight (1), colour (3), in the order the
                      manifest's generator.fields.channels gives (FieldLayout); see rtdub/render/hires.py
 
-Images are RGB floats in [0, 1]. Only ONNX and JSON are read: nothing is unpickled.
+Images are RGB floats in [0, 1]. Only ONNX, JSON and PNG are read: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +93,38 @@ class FieldLayout:
 
 
 @dataclass(frozen=True)
+class BankReference:
+    """One identity reference of an enrolled bundle (manifest ``references``): the person's own
+    face crop, at the bundle's crop size and larger, and how open its mouth is, in the
+    person's z-scored units (the last unit, the inner-lip gap)."""
+
+    name: str
+    crop_path: Path  # S x S PNG, RGB
+    hires_path: Path | None  # R x R PNG of the same region (R >= S), for hi-res compositing
+    gap: float  # z-scored inner-lip gap on the person's own statistics
+    yaw: float  # |nose tip x - frontal|, canonical units
+
+    @staticmethod
+    def from_manifest(root: Path, entry: dict[str, Any]) -> BankReference:
+        """The entry's files must lie inside the bundle (ValueError otherwise)."""
+
+        def inside(name: object) -> Path:
+            path = root / str(name)
+            if not path.resolve().is_relative_to(root.resolve()):
+                raise ValueError(f"reference file {name!r} lies outside the bundle")
+            return path
+
+        hires = entry.get("hires")
+        return BankReference(
+            name=str(entry["name"]),
+            crop_path=inside(entry["file"]),
+            hires_path=inside(hires) if hires else None,
+            gap=float(entry["gap"]),
+            yaw=float(entry.get("yaw", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
 class ModelBundle:
     root: Path
     crop_size: int
@@ -103,6 +139,7 @@ class ModelBundle:
     info: dict[str, object]
     fields: FieldLayout = FieldLayout()  # the generator's fields output, when it has one
     phonetic_path: Path | None = None  # the phonetic drive's model (rtdub/drive/phonetic.py), if any
+    references: tuple[BankReference, ...] = ()  # an enrolled person's references (rtdub/render/reference.py)
 
     @property
     def n_units(self) -> int:
@@ -164,13 +201,15 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
             info=m,
             fields=FieldLayout.from_manifest(m["generator"]),
             phonetic_path=root / m["phonetic"]["file"] if isinstance(m.get("phonetic"), dict) else None,
+            references=tuple(BankReference.from_manifest(root, r) for r in m.get("references", [])),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc
     geo = m.get("geometry")
     if geo != geometry():
         raise ModelError(f"{mf}: crop geometry {geo} differs from this runtime's {geometry()}")
-    for p in (bundle.a2l_path, bundle.generator_path, *([bundle.phonetic_path] if bundle.phonetic_path else [])):
+    bank = [p for r in bundle.references for p in (r.crop_path, r.hires_path) if p is not None]
+    for p in (bundle.a2l_path, bundle.generator_path, *([bundle.phonetic_path] if bundle.phonetic_path else []), *bank):
         if not p.is_file():
             raise ModelError(f"{p}: missing model file")
     if bundle.closed_units.shape != (basis.n_units,):

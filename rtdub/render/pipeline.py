@@ -37,7 +37,7 @@ from . import hires
 from .blend import FaceMask, PasteRegion, face_mask
 from .compositor import Compositor, Render, make_compositor
 from .hires import RenderSizeConfig, RenderSizer
-from .reference import Candidate, ReferenceConfig, ReferenceSelector
+from .reference import Candidate, ReferenceConfig, make_selector
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class DubPipeline:
         self.config = config or PipelineConfig()
         self.audio = AudioStage(bundle, backend, self.config.drive)
         self.drive: Drive = self.audio  # what gives each frame's units (set_drive)
-        self.refs = ReferenceSelector(self.config.reference)
+        self.refs = make_selector(bundle, self.config.reference)  # an enrolled bundle's bank, or the causal pick
         self.mask: FaceMask = face_mask(bundle.crop_size)
         s = bundle.crop_size
         self._hidden = self.mask.hidden
@@ -191,7 +191,7 @@ class DubPipeline:
         size = self.sizer.size_for(al) if self.backend.has_fields else s
         big = hires.crop(image, hires.scaled(al, size), self._interp) if size > s and self.refs.wants(t) else None
         self.refs.observe(t, crop, to_canonical(obs.landmarks), big)
-        ref = self.refs.reference(t)
+        ref = self.refs.reference(t, units)
         t2 = time.perf_counter()
         times["align"] = (t2 - t1) * 1000
         if not (shortcuts.skip_generator and self._last_render is not None):

@@ -14,16 +14,30 @@ the generator closes by warping the lips over them (training/ABLATION.md measure
 Each candidate may also keep a high-resolution crop of the same region (rtdub/render/hires.py): the
 generator sees the S px crop, the hi-res compositing warps the large one. Callers ask
 :meth:`ReferenceSelector.wants` first, so the large crop is only made for frames it keeps.
+
+An enrolled bundle (``rtdub enroll``) carries a bank of the person's own references (closed,
+mid-open with teeth, open), and :class:`BankSelector` replaces the causal pick: from the first
+frame on, it takes the bank entry whose mouth opening is closest to the target's, i.e. to a
+quantile (``open_quantile``) of the inner-lip gap of the units the drive asked for over the last
+``BANK_WINDOW`` seconds, re-picked every ``refresh`` seconds and switched only when the new
+entry is closer by ``BANK_SWITCH_MARGIN`` (z units), so that the reference does not flicker
+between frames. The stream's own frames are not kept. Colour is matched to the live frame at
+paste time, as for any reference (rtdub/render/compositor.py).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 
+from ..exceptions import ModelError
 from ..face.lipunits import inner_gap
+from ..model import BankReference, ModelBundle
 
 NOSE_TIP = 1
 NOSE_TIP_X = 0.0064  # canonical x of the nose tip on a frontal face
@@ -97,8 +111,9 @@ class ReferenceSelector:
         while self._cands and t - self._cands[0].time > c.history:
             self._cands.popleft()
 
-    def reference(self, t: float) -> Candidate | None:
-        """The reference for rendering the frame at ``t``."""
+    def reference(self, t: float, units: np.ndarray | None = None) -> Candidate | None:
+        """The reference for rendering the frame at ``t`` (``units``, the frame's target units,
+        are not used: the causal pick follows the stream's own mouth)."""
         c = self.config
         if not self._cands:
             return self._current
@@ -119,3 +134,91 @@ class ReferenceSelector:
             self._current = best
         self._picked_at = t
         return self._current
+
+
+BANK_WINDOW = 2.0  # s of target units whose opening the bank choice follows
+BANK_SWITCH_MARGIN = 0.3  # z units of inner-lip gap a new bank entry must be closer by
+
+
+def _read_rgb(path: Path, size: int | None) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None or img.ndim != 3 or img.shape[0] != img.shape[1]:
+        raise ModelError(f"{path}: not a square colour image")
+    if size is not None and img.shape[0] != size:
+        raise ModelError(f"{path}: {img.shape[0]} px, the bundle's crops are {size} px")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def load_bank(references: Sequence[BankReference], crop_size: int) -> tuple[Candidate, ...]:
+    """The bank's crops as candidates (distinct negative times: none is a stream frame)."""
+    out = []
+    for k, r in enumerate(references):
+        crop = _read_rgb(r.crop_path, crop_size)
+        hires = _read_rgb(r.hires_path, None) if r.hires_path is not None else None
+        if hires is not None and hires.shape[0] < crop_size:
+            raise ModelError(f"{r.hires_path}: smaller than the bundle's {crop_size} px crops")
+        out.append(Candidate(-1.0 - k, r.gap, r.yaw, crop, hires))
+    return tuple(out)
+
+
+class BankSelector:
+    """The reference from an enrolled person's bank, chosen by the target units' opening
+    (module docstring); the same interface as :class:`ReferenceSelector`. Candidates' ``gap``
+    is the z-scored inner-lip gap, the last unit."""
+
+    def __init__(
+        self,
+        bank: Sequence[Candidate],
+        config: ReferenceConfig | None = None,
+        window: float = BANK_WINDOW,
+        margin: float = BANK_SWITCH_MARGIN,
+    ) -> None:
+        if not bank:
+            raise ValueError("an empty reference bank")
+        self.config = config or ReferenceConfig()
+        self.bank = tuple(bank)
+        self.window = window
+        self.margin = margin
+        self._targets: deque[tuple[float, float]] = deque()
+        self._current: Candidate | None = None
+        self._picked_at = -np.inf
+
+    def reset(self) -> None:
+        self._targets.clear()
+        self._current = None
+        self._picked_at = -np.inf
+
+    @property
+    def current(self) -> Candidate | None:
+        return self._current
+
+    def wants(self, t: float) -> bool:
+        return False  # the stream's frames are never references
+
+    def observe(self, t: float, crop: np.ndarray, canonical: np.ndarray, hires: np.ndarray | None = None) -> None:
+        return None
+
+    def reference(self, t: float, units: np.ndarray | None = None) -> Candidate | None:
+        """The bank entry for the frame at ``t`` whose target units are ``units``."""
+        c = self.config
+        if units is not None:
+            self._targets.append((t, float(units[-1])))
+        while self._targets and t - self._targets[0][0] > self.window:
+            self._targets.popleft()
+        if self._current is not None and t - self._picked_at < c.refresh:
+            return self._current
+        gaps = [g for _, g in self._targets]
+        target = float(np.quantile(gaps, c.open_quantile)) if gaps else 0.0
+        best = min(self.bank, key=lambda k: k.score(target))
+        cur = self._current
+        if cur is None or best.score(target) < cur.score(target) - self.margin:
+            self._current = best
+        self._picked_at = t
+        return self._current
+
+
+def make_selector(bundle: ModelBundle, config: ReferenceConfig) -> ReferenceSelector | BankSelector:
+    """The bank of an enrolled bundle, else the causal pick from the stream."""
+    if bundle.references:
+        return BankSelector(load_bank(bundle.references, bundle.crop_size), config)
+    return ReferenceSelector(config)
