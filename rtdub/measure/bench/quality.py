@@ -200,6 +200,11 @@ def lookahead(ctx: Context) -> dict[str, Any]:
     try:
         ctx.progress("lookahead: lip closure, frozen-mouth baseline")
         frozen = lip_closure(talking_head_frames(w, h, n), speech, FPS, bundle, backend, 0.0, frozen=True)
+        events = None
+        if bundle.phonetic_path is not None:  # the phonetic drive on the TTS's own events
+            ctx.progress("lookahead: lip closure, lips from the phoneme events")
+            la0 = cfg.quality_lookahead_ms
+            events = lip_closure(talking_head_frames(w, h, n), speech, FPS, bundle, backend, la0, drive="events")
         for la in cfg.lookaheads_ms:
             ctx.progress(f"lookahead: lip closure at {la:g} ms")
             closure[f"{la:g}"] = lip_closure(talking_head_frames(w, h, n), speech, FPS, bundle, backend, la)
@@ -240,6 +245,7 @@ def lookahead(ctx: Context) -> dict[str, Any]:
         "rows": rows,
         "baselines": {
             "lip_closure_auc_frozen": _finite(frozen.auc),
+            "lip_closure_auc_events": None if events is None else _finite(events.auc),
             "MOC_frozen": frozen_moc,
             "MOC_true_units": true_moc,
             "sync_ground_truth": _lse(ctx, clips.get("truth", {})),
