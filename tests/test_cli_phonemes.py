@@ -93,3 +93,17 @@ def test_contradictory_drive_flags(
     assert not out.exists()
 
 
+
+
+def test_dub_with_text_and_language(tmp_path: Path, tts_dub: tuple[Path, Path, Path]) -> None:
+    """The text of the dubbed speech, aligned to it: the lips follow its phonemes; a text that
+    is not what the audio says is reported and the audio drives the lips."""
+    clip, wav, _ = tts_dub
+    out = tmp_path / "o.mp4"
+    args = ["dub", "-q", "--video", str(clip), "--audio", str(wav), "-o", str(out), "--language", "en"]
+    res = run_cli(*args, "--text", "Bob made a map for mama.")
+    assert res.returncode == 0, res.stderr
+    assert any(ln.startswith("lips: from the text") for ln in res.stdout.splitlines()), res.stdout
+    wrong = run_cli(*args, "--text", "Seven lazy zebras sit quietly in the fog near Oslo today.")
+    assert wrong.returncode == 0, wrong.stderr
+    assert any(ln.startswith("lips: from the audio") for ln in wrong.stdout.splitlines()), wrong.stdout

@@ -115,3 +115,16 @@ def test_loudness_is_relative_to_the_loud_level() -> None:
     x = np.concatenate([np.zeros(sr), 0.5 * np.sin(np.arange(sr) * 0.3)]).astype(np.float32)
     lv = Loudness(x, sr).at(np.array([0.5, 1.5]))
     assert lv[0] == -60.0 and lv[1] == pytest.approx(0.0, abs=1.0)
+
+
+def test_gaps_fall_back_when_asked() -> None:
+    """An aligned text's timeline has holes where the alignment is not trusted: with
+    gaps_fall_back those frames take the audio drive; a phoneme file's gap is a pause."""
+    m = model()
+    tl = timeline([(0.0, 0.4, OPEN), (1.0, 1.6, OPEN)])
+    strict = PhoneticDrive(m, tl, ConstantDrive(), fade_frames=1, gaps_fall_back=True)
+    lenient = PhoneticDrive(m, tl, ConstantDrive(), fade_frames=1)
+    t = 0.7  # inside the hole
+    assert np.allclose(strict.units_at(None, t)[0], 7.0)  # type: ignore[arg-type]
+    assert not np.allclose(lenient.units_at(None, t)[0], 7.0)  # type: ignore[arg-type]
+    assert not np.allclose(strict.units_at(None, 1.3)[0], 7.0)  # type: ignore[arg-type]

@@ -73,7 +73,8 @@ def make_drive(
         tl = aligned.timeline
     else:
         return None
-    drive = bundle_drive(bundle, tl, fallback, samples, sample_rate)
+    # an aligned text's timeline holds only the spans the alignment trusts: between them, the audio
+    drive = bundle_drive(bundle, tl, fallback, samples, sample_rate, gaps_fall_back=spec.text is not None)
     logger.info(
         "lips from %s: %d events over %.2f of %.2f s (%d symbols mapped by the fallback rule)",
         spec.name, len(tl.starts), tl.span[1] - tl.span[0], duration, tl.mapped,

@@ -230,6 +230,7 @@ class PhoneticDrive:
         loudness: Loudness | None = None,
         covered_until: float | None = None,
         fade_frames: int = 3,
+        gaps_fall_back: bool = False,
     ) -> None:
         self.model = model
         self.timeline = timeline
@@ -237,6 +238,9 @@ class PhoneticDrive:
         self.loudness = loudness
         self.covered_until = timeline.span[1] if covered_until is None else covered_until
         self.fade = 1.0 / max(1, fade_frames)
+        # a gap between events: a pause (a phoneme file's silence) or, with this, no evidence
+        # (an aligned text's spans that could not be trusted): the audio drive there
+        self.gaps_fall_back = gaps_fall_back
         self._weight = 1.0  # of the events, against the audio drive
         self.frames = 0
         self.fallback_frames = 0
@@ -255,6 +259,8 @@ class PhoneticDrive:
         t0 = time.perf_counter()
         cfg = self.model.config
         ok = t + cfg.future_s <= self.covered_until + 1e-9 and t >= self.timeline.span[0] - cfg.past_s
+        if ok and self.gaps_fall_back:
+            ok = self.timeline.covered(max(t - cfg.past_s, self.timeline.span[0]), t + cfg.future_s)
         target = 1.0 if ok else 0.0
         self._weight += float(np.clip(target - self._weight, -self.fade, self.fade))
         self.frames += 1
@@ -283,6 +289,7 @@ def bundle_drive(
     samples: np.ndarray,
     sample_rate: int,
     start: float = 0.0,
+    gaps_fall_back: bool = False,
 ) -> PhoneticDrive:
     """The bundle's phonetic drive over ``timeline``, with the loudness of the dubbed audio
     (``samples`` at ``sample_rate``, its first sample at clock time ``start``); ModelError when
@@ -292,7 +299,8 @@ def bundle_drive(
     model = PhoneticModel.load(bundle.phonetic_path)
     if model.n_units != bundle.n_units:
         raise ModelError(f"{bundle.phonetic_path}: {model.n_units} units, the bundle has {bundle.n_units}")
-    return PhoneticDrive(model, timeline, fallback, Loudness(samples, sample_rate, start))
+    loud = Loudness(samples, sample_rate, start)
+    return PhoneticDrive(model, timeline, fallback, loud, gaps_fall_back=gaps_fall_back)
 
 
 __all__ = [
