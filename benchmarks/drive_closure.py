@@ -5,7 +5,9 @@
 Each face (the astronaut portrait, plus the portraits in --faces, default $RTDUB_MEDIA/faces)
 under gentle head motion is dubbed with espeak-ng speech in each language, once per drive:
 ``audio`` (the audio-to-lip stage alone), ``events`` (espeak's own phoneme events through the
-bundle's phonetic model) and ``frozen`` (the identity reference pasted back: the floor). The
+bundle's phonetic model), ``text`` (the sentence aligned to speech in another voice variant,
+faster, higher and with an extra pause, as ``rtdub dub --text``) and ``frozen`` (the identity
+reference pasted back: the floor). The
 score is rtdub.measure.evaluation.lip_closure's AUC: the tracked inner-lip gap of the OUTPUT on
 open-vowel frames against the frames where the lips must close for /p b m/ (1 = always
 separated, 0.5 = chance). Writes OUT/drive_closure.json and .md.
@@ -22,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rtdub import atomic
+from rtdub import atomic, tts
 from rtdub.backends import get_backend
 from rtdub.defaults import MEDIA_ENV, media_path
 from rtdub.measure import samples
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=Path, default=media_path("faces"), help=f"portraits (default ${MEDIA_ENV}/faces)")
     p.add_argument("--max-faces", type=int, default=4)
     p.add_argument("--languages", default=",".join(SENTENCES), help="comma list of espeak voices")
-    p.add_argument("--drives", default="frozen,audio,events")
+    p.add_argument("--drives", default="frozen,audio,events,text")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--lookahead-ms", type=float, default=40.0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -82,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows = []
     for lang in langs:
-        speech = tts_speech(SENTENCES[lang], voice=lang, rate=150)
-        n = int(np.ceil(speech.duration * FPS)) + 1
+        plain = tts_speech(SENTENCES[lang], voice=lang, rate=150)
+        # the text drive gets a voice unlike the one its aligner speaks: another variant, faster,
+        # higher, with a pause espeak would not make (the dub's own events are only the truth)
+        other = tts.synthesize(SENTENCES[lang].replace(",", ", ...", 1), voice=f"{lang}+f3", rate=185, pitch=75)
+        varied = other.resampled(16000)
         for name, img in faces.items():
             for drive in drives:
+                speech = varied if drive == "text" else plain
+                n = int(np.ceil(speech.duration * FPS)) + 1
                 lc = lip_closure(
                     samples.head_motion(img, n, FPS, seed=3),
                     speech,
@@ -94,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     backend,
                     args.lookahead_ms,
                     frozen=drive == "frozen",
-                    drive="events" if drive == "events" else "audio",
+                    drive=drive if drive in ("events", "text") else "audio",
+                    text=(SENTENCES[lang], lang) if drive == "text" else None,
                 )
                 rows.append({"language": lang, "face": name, "drive": drive, "auc": lc.auc, "open": lc.frames_open,
                              "closed": lc.frames_bilabial})  # fmt: skip

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import audio, media, tts
 from ..backends.base import Backend
+from ..drive.choice import DriveSpec, make_drive
 from ..drive.events import from_speech
 from ..drive.phonetic import bundle_drive
 from ..engine import EngineConfig, build_pipeline
@@ -287,7 +288,7 @@ def tts_speech(text: str = TTS_TEXT, voice: str = "en-us", rate: int = 140) -> t
     return tts.synthesize(text, voice=voice, rate=rate).resampled(audio.SAMPLE_RATE)
 
 
-DRIVES = ("audio", "events")
+DRIVES = ("audio", "events", "text")
 
 
 def lip_closure(
@@ -301,6 +302,7 @@ def lip_closure(
     render: RenderSizeConfig | None = None,
     reference: ReferenceConfig | None = None,
     drive: str = "audio",
+    text: tuple[str, str] | None = None,
 ) -> LipClosure:
     """Dub ``frames`` (one per ``1/fps``, at least as long as the speech) with ``speech`` and
     return the AUC of the inner-lip gap on open-vowel frames against frames where the lips
@@ -309,7 +311,9 @@ def lip_closure(
 
     ``drive`` "audio" moves the lips from the audio alone; "events" from espeak's own phoneme
     events through the bundle's phonetic model (rtdub/drive/phonetic.py), as the ``tts`` dub
-    source and ``rtdub dub --phonemes`` do."""
+    source and ``rtdub dub --phonemes`` do; "text" from ``text`` = (the words, their language)
+    aligned to the speech (rtdub/drive/textalign.py), as ``rtdub dub --text`` does (the
+    speech's own events are then only the ground truth)."""
     if drive not in DRIVES:
         raise ValueError(f"drive must be one of {DRIVES}, got {drive!r}")
     n = math.ceil(speech.duration * fps - 1e-9)
@@ -326,6 +330,11 @@ def lip_closure(
         pipe = build_pipeline(engine, render_tracker, bundle, be)
         if drive == "events":
             pipe.set_drive(bundle_drive(bundle, from_speech(speech), pipe.audio, speech.samples, speech.sample_rate))
+        elif drive == "text":
+            if text is None:
+                raise ValueError("drive 'text' needs the text and its language")
+            spec = DriveSpec(text=text[0], language=text[1])
+            pipe.set_drive(make_drive(spec, bundle, pipe.audio, speech.samples, speech.sample_rate))
         for i in range(n):
             t = i / fps
             try:
