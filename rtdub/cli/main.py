@@ -118,11 +118,18 @@ def _add_measure_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     add_eval_command(sub)  # LSE-C/D, AV offset, AVS; PSNR/SSIM/LMD/MOC
 
 
+def _add_enroll(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .enroll import add_enroll_command  # torch only when it runs
+
+    add_enroll_command(sub)
+
+
 # the command families, in the order ``rtdub --help`` lists them: add a command here
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dub,
     _add_stream_commands,
     _add_measure_commands,
+    _add_enroll,
 ]
 
 
