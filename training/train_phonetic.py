@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--lookahead-ms", type=float, default=40.0, help="the audio baseline's lookahead")
     p.add_argument("--max-gain", type=float, default=3.0, help="cap of the articulation gain per unit")
-    p.add_argument("--closure", type=float, default=0.0, help="bilabial closure rule strength (0: the learned map alone)")
+    p.add_argument("--closure", type=float, default=0.0, help="bilabial closure rule (0: the learned map alone)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for d in (args.data, args.asr):
