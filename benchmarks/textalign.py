@@ -350,7 +350,7 @@ def speed(seconds: float = 60.0) -> dict[str, object]:
     align_text(text, "en", samples, 22050)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    out = {
+    out: dict[str, object] = {
         "audio_s": round(len(samples) / 22050, 1),
         "align_s": round(best, 3),
         "peak_mb": round(peak / 1e6, 1),
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.conditions or everything:
         rows = run_conditions()
         result["conditions"] = rows
-        result["median_ms_overall"] = float(np.median([r["median_ms"] for r in rows]))  # type: ignore[misc]
+        result["median_ms_overall"] = float(np.median([r["median_ms"] for r in rows]))
     if args.calibrate or everything:
         result["calibration"] = calibrate()
     if args.real:
