@@ -117,8 +117,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         connect_timeout_s=args.connect_timeout_s,
         read_timeout_s=args.read_timeout_s,
+        models_dir=args.models_dir,
     )
     config.check()
+    if args.models_dir is not None and not args.models_dir.is_dir():
+        raise InputError("--models-dir", f"{args.models_dir} is not a folder")
     load_bundle(args.model)  # a broken model is an error now, not at the first call
     _apply_ice_hosts(args)
 
@@ -134,6 +137,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("serve", help="WebRTC dubbing server: browser page, /offer, WHIP, WHEP, stats")
     p.add_argument("--host", default="127.0.0.1", help="bind address (non-loopback needs --token)")
     p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="a folder of model bundles (e.g. rtdub enroll's) that the page and /offer may pick by name",
+    )
     auth = p.add_mutually_exclusive_group()
     auth.add_argument(
         "--token",

@@ -11,6 +11,9 @@ Endpoints:
 - ``POST /whep``       WHEP playback of the dubbed output of the newest session (or
                        ``?session=ID``) -> 201 + Location; ``DELETE`` ends it
 - ``GET /stats``       per-session timings, late and dropped frames, A/V offset
+- ``GET /models``      the bundles of ``--models-dir`` a client may name (``{"models": [...]}``);
+                       ``/offer``'s ``model`` names one of them (never a path): that session
+                       is dubbed with it (rtdub/stream/models.py)
 
 Safety: binds 127.0.0.1 by default and refuses any other address without a token. With a
 token, every endpoint but the page (``GET``/``HEAD /``) needs ``Authorization: Bearer <token>``
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -47,6 +51,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..exceptions import InputError, RtdubError
+from .models import ModelCatalog
 from .peer import DubSpec, EnginePeer
 from .session import PipelineFactory, StreamConfig, default_pipeline_factory
 from .webrtc import ice_configuration
@@ -78,6 +83,7 @@ class ServeConfig:
     connect_timeout_s: float = 15.0  # from the answer to ICE and DTLS connected, or the session is closed
     read_timeout_s: float = 10.0  # the longest wait for the next part of a request body
     upload_deadline_s: float = 300.0  # the longest a request body may take in all
+    models_dir: Path | None = None  # bundles a client may pick by name (GET /models, /offer "model")
 
     def check(self) -> None:
         """InputError when the host is not loopback and there is no token, or a bound is not
@@ -120,10 +126,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class DubServer:
     """Lifecycle: ``await start()`` (returns the bound port), ``await aclose()``."""
 
-    def __init__(self, config: ServeConfig, factory: PipelineFactory | None = None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        factory: PipelineFactory | None = None,
+        model_factory: Callable[[Path], PipelineFactory] | None = None,
+    ) -> None:
         config.check()
         self.config = config
         self._factory = factory
+        self.models = ModelCatalog(config.models_dir) if config.models_dir is not None else None
+        # a pipeline factory per named bundle and manifest time (a re-enrolled bundle is reloaded)
+        self._model_factory = model_factory or self._bundle_factory
+        self._model_factories: dict[tuple[str, float], PipelineFactory] = {}
         self.peers: dict[str, EnginePeer] = {}
         self.whep: dict[str, EnginePeer] = {}  # viewer id -> the peer whose output it plays
         self.uploads: dict[str, tuple[Path, float]] = {}
@@ -150,6 +165,7 @@ class DubServer:
         app.router.add_post("/whep", self.whep_post)
         app.router.add_delete("/whep/{id}", self.whep_delete)
         app.router.add_get("/stats", self.stats)
+        app.router.add_get("/models", self.list_models)
         return app
 
     @web.middleware
@@ -174,13 +190,37 @@ class DubServer:
         if len(self.peers) >= self.config.max_sessions:
             raise web.HTTPServiceUnavailable(text="too many sessions\n")
 
-    async def _new_peer(self, spec: DubSpec, sdp: str, send_back: bool) -> EnginePeer:
+    def _bundle_factory(self, path: Path) -> PipelineFactory:
+        stream = self.config.stream
+        return default_pipeline_factory(
+            dataclasses.replace(stream, engine=dataclasses.replace(stream.engine, model=path))
+        )
+
+    def _factory_for(self, model: object) -> PipelineFactory:
+        """The default pipeline factory, or the one of the bundle the client named."""
+        if model is None or model == "":
+            return self._factory_or_default()
+        if self.models is None:
+            raise InputError("model", "this server offers no models to choose from (--models-dir)")
+        path = self.models.resolve(model)
+        try:
+            key = (path.name, (path / "manifest.json").stat().st_mtime)
+        except OSError as exc:  # removed since it was listed
+            raise InputError("model", f"{path.name!r} is gone from the server's models folder") from exc
+        if key not in self._model_factories:
+            self._model_factories = {k: v for k, v in self._model_factories.items() if k[0] != key[0]}
+            self._model_factories[key] = self._model_factory(path)
+        return self._model_factories[key]
+
+    async def _new_peer(
+        self, spec: DubSpec, sdp: str, send_back: bool, factory: PipelineFactory | None = None
+    ) -> EnginePeer:
         self._check_capacity()
         if not sdp or len(sdp) > MAX_SDP:
             raise InputError("sdp", "missing or too large")
         peer = EnginePeer(
             self.config.stream,
-            self._factory_or_default(),
+            factory or self._factory_or_default(),
             spec,
             ice_configuration(self.config.ice_servers),
             send_back=send_back,
@@ -247,7 +287,8 @@ class DubServer:
         if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
             raise InputError("body", 'expected {"sdp": ..., "type": "offer"}')
         spec = DubSpec.parse(body.get("dub"))
-        peer = await self._new_peer(spec, body["sdp"], send_back=True)
+        factory = self._factory_for(body.get("model"))
+        peer = await self._new_peer(spec, body["sdp"], send_back=True, factory=factory)
         desc = peer.pc.localDescription
         return web.json_response({"sdp": desc.sdp, "type": desc.type, "session": peer.id})
 
@@ -409,6 +450,13 @@ class DubServer:
         if not (len(uid) == 16 and set(uid) <= _ID_CHARS) or uid not in self.uploads:
             raise InputError("dub.id", "unknown upload id")
         return self.uploads[uid][0]
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        catalog = self.models
+        if catalog is None:
+            return web.json_response({"models": []})
+        choices = await asyncio.get_running_loop().run_in_executor(None, catalog.choices)  # reads the folder
+        return web.json_response({"models": [c.to_dict() for c in choices]})
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats_dict())

@@ -111,6 +111,8 @@ PAGE = r"""<!doctype html>
  <div class="row">
   <b>Camera</b>
   <select id="camera" title="switches the live stream too"><option value="">default camera</option></select>
+  <label id="model-choice" hidden title="the server's --models-dir: an enrolled person's model">model
+   <select id="model"><option value="">server default</option></select></label>
   <label title="only when the server was started with --token">access token
    <input id="token" type="password" autocomplete="off" placeholder="if the server asks"></label>
   <span class="spacer"></span>
@@ -246,6 +248,18 @@ async function dubSpec() {
   return {source: "self"};
 }
 
+// --- models (the server's --models-dir, by name) -------------------------------------------
+async function listModels() {
+  const r = await fetch("/models", {headers: headers()});
+  if (!r.ok) return;
+  const models = (await r.json()).models || [];
+  const sel = $("model"), keep = sel.value;
+  sel.replaceChildren(new Option("server default", ""));
+  models.forEach((m) => sel.add(new Option(m.name + (m.enrolled ? " (enrolled)" : ""), m.name)));
+  if (models.some((m) => m.name === keep)) sel.value = keep;
+  $("model-choice").hidden = !models.length;
+}
+
 // --- cameras --------------------------------------------------------------------------------
 async function listCameras() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
@@ -313,6 +327,7 @@ async function start() {
       pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === "complete") ok(); };
     });
     const body = {sdp: pc.localDescription.sdp, type: "offer", dub: await dubSpec()};
+    if ($("model").value) body.model = $("model").value;
     const r = await fetch("/offer", {method: "POST", body: JSON.stringify(body),
                                      headers: headers({"Content-Type": "application/json"})});
     if (!r.ok) throw await refusal(r, "session");
@@ -482,6 +497,8 @@ if (navigator.mediaDevices) {
   navigator.mediaDevices.addEventListener("devicechange", listCameras);
   listCameras().catch(() => {});
 }
+listModels().catch(() => {});
+$("token").addEventListener("change", () => listModels().catch(() => {}));
 window.addEventListener("resize", drawPlot);
 setInterval(pollStats, 1000);
 pollStats();
