@@ -13,12 +13,15 @@ held-back frames (rtdub.measure.evaluation.reconstruct), driven by the frames' o
 
     generic          the base bundle (causal reference from the stream)
     enrolled         the enrolled bundle (its fine-tuned generator and its reference bank)
+    enrolled-fast    the same, the bank re-picked every 0.12 s by the target of the last 0.2 s
+    enrolled-start   the same, the bank for the first second only, then the causal pick
     enrolled-causal  the fine-tuned generator with the causal reference (the bank left out)
     generic-bank     the base generator with the enrolled reference bank
 
 Writes OUT/enroll_eval.json, OUT/enroll_eval.md and, per person, OUT/<person>/mouths.png:
 mouth crops of held-back frames, generic | enrolled | original, rows by mouth opening.
-Resumable: a person whose bundle exists is not enrolled again.
+Resumable: a person whose bundle exists is not enrolled again, and variants already in
+OUT/enroll_eval.json are not scored again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from rtdub.face.tracker import FaceTracker
 from rtdub.measure.evaluation import ClipData
 from rtdub.model import ModelBundle, load_bundle
 from rtdub.render.pipeline import DubPipeline, PipelineConfig
+from rtdub.render.reference import ReferenceConfig
 from training.enroll import EnrollConfig, enroll, score, tail_clip
 from training.enroll_data import Source, attach_person_units, load_person_clip, prepare_source
 
@@ -50,7 +54,7 @@ logger = logging.getLogger("benchmarks.enroll_eval")
 
 SOCIAL = ("d6", "d10", "d11", "d12", "d14", "d20")
 TRAIN_UNTIL = 0.65
-VARIANTS = ("generic", "enrolled", "enrolled-causal", "generic-bank")
+VARIANTS = ("generic", "enrolled", "enrolled-fast", "enrolled-start", "enrolled-causal", "generic-bank")
 MODES = ("true-units", "model")
 KEYS = ("LMD", "MOC", "PSNR", "SSIM", "sharpness", "interior")
 
@@ -65,12 +69,20 @@ def sources(person: str, media: Path) -> list[Source]:
     return [Source(media / "train" / f"real_social_{person}.mp4", TRAIN_UNTIL)]
 
 
-def variants(base: ModelBundle, enrolled: ModelBundle) -> dict[str, ModelBundle]:
+# the bank re-picked every 0.12 s by the target of the last 0.2 s: it follows each opening
+FAST_BANK = ReferenceConfig(refresh=0.12, bank_window=0.2)
+# the bank for the stream's first second only, then the causal pick from the stream
+START_BANK = ReferenceConfig(bank_use="start")
+
+
+def variants(base: ModelBundle, enrolled: ModelBundle) -> dict[str, tuple[ModelBundle, ReferenceConfig | None]]:
     return {
-        "generic": base,
-        "enrolled": enrolled,
-        "enrolled-causal": dataclasses.replace(enrolled, references=()),
-        "generic-bank": dataclasses.replace(enrolled, generator_path=base.generator_path),
+        "generic": (base, None),
+        "enrolled": (enrolled, None),
+        "enrolled-fast": (enrolled, FAST_BANK),
+        "enrolled-start": (enrolled, START_BANK),
+        "enrolled-causal": (dataclasses.replace(enrolled, references=()), None),
+        "generic-bank": (dataclasses.replace(enrolled, generator_path=base.generator_path), None),
     }
 
 
@@ -135,7 +147,9 @@ def picture_frames(clip: ClipData, n: int = 6) -> list[int]:
     return sorted(picks, key=lambda i: gap[i])
 
 
-def evaluate_person(person: str, media: Path, out: Path, base: ModelBundle, args: argparse.Namespace) -> dict[str, Any]:
+def evaluate_person(
+    person: str, media: Path, out: Path, base: ModelBundle, args: argparse.Namespace, previous: dict[str, Any]
+) -> dict[str, Any]:
     srcs = sources(person, media)
     pdir = out / person
     bundle_path = pdir / "bundle"
@@ -166,12 +180,14 @@ def evaluate_person(person: str, media: Path, out: Path, base: ModelBundle, args
         "sources": [s.path.name for s in srcs],
         "train_until": [s.train_until for s in srcs],
         "enrolment": enrolled.info["enrolment"],
-        "enroll_seconds": enroll_s,
+        "enroll_seconds": previous.get("enroll_seconds", enroll_s),
         "held_back_seconds": sum(float(d.times[-1]) for d, _ in tails),
-        "scores": {},
+        "scores": dict(previous.get("scores", {})),  # variants scored before are kept
     }
-    for name, b in variants(base, enrolled).items():
-        res["scores"][name] = score(tails, b, MODES, cfg)
+    for name, (b, ref) in variants(base, enrolled).items():
+        if name in res["scores"] or (args.variants and name not in args.variants.split(",")):
+            continue
+        res["scores"][name] = score(tails, b, MODES, cfg, ref)
         logger.info("%s %s %s", person, name, res["scores"][name])
     clip = tails[0][0]
     picks = picture_frames(clip)
@@ -213,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-seconds", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/enroll_eval"))
+    p.add_argument("--variants", default="", help=f"score only these (comma-separated) of {','.join(VARIANTS)}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     media = args.media or media_path()
@@ -224,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = args.out / "enroll_eval.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for person in args.people.split(","):
-        results[person] = evaluate_person(person, media, args.out, base, args)
+        results[person] = evaluate_person(person, media, args.out, base, args, results.get(person, {}))
         atomic.write_text(results_path, json.dumps(results, indent=1))
     atomic.write_text(args.out / "enroll_eval.md", table(results))
     print(table(results))

@@ -24,6 +24,8 @@ from rtdub.render import hires
 from rtdub.render.pipeline import DubPipeline, PipelineConfig
 from rtdub.render.reference import BankSelector, Candidate, ReferenceConfig, ReferenceSelector, make_selector
 
+from .test_reference_units import face
+
 
 def _cand(k: int, gap: float) -> Candidate:
     return Candidate(-1.0 - k, gap, 0.0, np.full((4, 4, 3), k, np.uint8))
@@ -65,6 +67,25 @@ def test_small_changes_of_target_do_not_switch_the_reference() -> None:
     for i in range(1, 100):  # the target wanders around 0.2-0.3: nearer entry 1 by < margin
         sel.reference(i / 25, _units(0.2 + 0.1 * ((i // 7) % 2)))
     assert sel.current is start
+
+
+def test_bank_use_start_hands_over_to_the_causal_pick_after_min_age() -> None:
+    """bank_use "start": the bank serves the stream's first second (no stream frame is old
+    enough yet), then the causal pick among the stream's own frames."""
+    sel = BankSelector(BANK, ReferenceConfig(bank_use="start", min_age=1.0))
+    refs = []
+    for i in range(60):
+        t = i / 25
+        if sel.wants(t):
+            sel.observe(t, np.full((4, 4, 3), 200, np.uint8), face(0.05))
+        ref = sel.reference(t, _units(0.3))
+        assert ref is not None
+        refs.append(ref)
+    assert all(r in BANK for r in refs[:25])  # the first second: the bank, never the live frame
+    assert all(r not in BANK and r.time >= 0 and i / 25 - r.time >= 1.0 - 1e-9 for i, r in enumerate(refs) if i >= 25)
+    assert BankSelector(BANK).wants(0.0) is False  # "always" keeps no stream frame
+    with pytest.raises(ValueError, match="bank_use"):
+        ReferenceConfig(bank_use="sometimes")
 
 
 def test_make_selector_uses_the_bank_only_for_an_enrolled_bundle(tmp_path: Path) -> None:

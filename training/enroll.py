@@ -61,6 +61,7 @@ from rtdub.face.lipunits import LipBasis
 from rtdub.measure.evaluation import ClipData, reconstruct, track_frames
 from rtdub.model import ModelBundle, bundle_dir, load_bundle
 from rtdub.render.blend import face_mask
+from rtdub.render.reference import ReferenceConfig
 
 from . import gen_losses
 from .common import load_checkpoint, save_checkpoint
@@ -402,17 +403,22 @@ def tail_clip(pc: PersonClip, units: PersonUnits, basis: LipBasis, seconds: floa
 
 
 def score(
-    tails: Sequence[tuple[ClipData, bool]], bundle: ModelBundle, modes: Sequence[str], cfg: EnrollConfig
+    tails: Sequence[tuple[ClipData, bool]],
+    bundle: ModelBundle,
+    modes: Sequence[str],
+    cfg: EnrollConfig,
+    reference: ReferenceConfig | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``bundle`` on every tail in each mode (rtdub.measure.evaluation.reconstruct), the scores
-    averaged over the tails weighted by their scored frames; the "model" mode (audio-driven)
-    only on tails with audio (``tails``: (data, has audio))."""
+    """``bundle`` on every tail in each mode (rtdub.measure.evaluation.reconstruct; ``reference``:
+    the choice of identity reference, the pipeline's default when None), the scores averaged
+    over the tails weighted by their scored frames; the "model" mode (audio-driven) only on
+    tails with audio (``tails``: (data, has audio))."""
     backend = get_backend("onnx", bundle, BackendConfig(threads=cfg.threads))
     out: dict[str, dict[str, float]] = {}
     try:
         for mode in modes:
             rows = [
-                reconstruct(d, mode, bundle, backend, cfg.lookahead_ms).scores
+                reconstruct(d, mode, bundle, backend, cfg.lookahead_ms, reference=reference).scores
                 for d, has_audio in tails
                 if mode != "model" or has_audio
             ]

@@ -19,9 +19,9 @@ An enrolled bundle (``rtdub enroll``) carries a bank of the person's own referen
 mid-open with teeth, open), and :class:`BankSelector` replaces the causal pick: from the first
 frame on, it takes the bank entry whose mouth opening is closest to the target's, i.e. to a
 quantile (``open_quantile``) of the inner-lip gap of the units the drive asked for over the last
-``BANK_WINDOW`` seconds, re-picked every ``refresh`` seconds and switched only when the new
-entry is closer by ``BANK_SWITCH_MARGIN`` (z units), so that the reference does not flicker
-between frames. The stream's own frames are not kept. Colour is matched to the live frame at
+``bank_window`` seconds, re-picked every ``refresh`` seconds and switched only when the new
+entry is closer by ``bank_margin`` (z units), so that the reference does not flicker between
+frames. The stream's own frames are not kept. Colour is matched to the live frame at
 paste time, as for any reference (rtdub/render/compositor.py).
 """
 
@@ -41,6 +41,7 @@ from ..model import BankReference, ModelBundle
 
 NOSE_TIP = 1
 NOSE_TIP_X = 0.0064  # canonical x of the nose tip on a frontal face
+BANK_USES = ("always", "start")
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,16 @@ class ReferenceConfig:
     refresh: float = 2.0  # s between re-picks
     switch_margin: float = 0.01  # score a new pick must win by
     open_quantile: float = 0.5  # target opening: this quantile of the history's (0: most closed)
+    bank_window: float = 2.0  # s of target units an enrolled bundle's bank choice follows
+    bank_margin: float = 0.3  # z units of inner-lip gap a new bank entry must be closer by
+    # an enrolled bundle's bank: "always", or "start": until the stream has a frame min_age old
+    bank_use: str = "always"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.open_quantile <= 1.0:
             raise ValueError(f"open_quantile must be in [0, 1], got {self.open_quantile}")
+        if self.bank_use not in BANK_USES:
+            raise ValueError(f"bank_use must be one of {BANK_USES}, got {self.bank_use!r}")
 
 
 YAW_WEIGHT = 0.3  # cost of a turned head, per canonical unit of nose offset
@@ -136,10 +143,6 @@ class ReferenceSelector:
         return self._current
 
 
-BANK_WINDOW = 2.0  # s of target units whose opening the bank choice follows
-BANK_SWITCH_MARGIN = 0.3  # z units of inner-lip gap a new bank entry must be closer by
-
-
 def _read_rgb(path: Path, size: int | None) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None or img.ndim != 3 or img.shape[0] != img.shape[1]:
@@ -166,44 +169,53 @@ class BankSelector:
     (module docstring); the same interface as :class:`ReferenceSelector`. Candidates' ``gap``
     is the z-scored inner-lip gap, the last unit."""
 
-    def __init__(
-        self,
-        bank: Sequence[Candidate],
-        config: ReferenceConfig | None = None,
-        window: float = BANK_WINDOW,
-        margin: float = BANK_SWITCH_MARGIN,
-    ) -> None:
+    def __init__(self, bank: Sequence[Candidate], config: ReferenceConfig | None = None) -> None:
         if not bank:
             raise ValueError("an empty reference bank")
         self.config = config or ReferenceConfig()
         self.bank = tuple(bank)
-        self.window = window
-        self.margin = margin
         self._targets: deque[tuple[float, float]] = deque()
         self._current: Candidate | None = None
         self._picked_at = -np.inf
+        # bank_use "start": the causal pick takes over once the stream has an old enough frame
+        self._stream = ReferenceSelector(self.config) if self.config.bank_use == "start" else None
+        self._first_t: float | None = None
 
     def reset(self) -> None:
         self._targets.clear()
         self._current = None
         self._picked_at = -np.inf
+        self._first_t = None
+        if self._stream is not None:
+            self._stream.reset()
 
     @property
     def current(self) -> Candidate | None:
         return self._current
 
+    def _streaming(self, t: float) -> bool:
+        """Whether the causal pick serves the frame at ``t`` (bank_use "start", after min_age)."""
+        return self._stream is not None and self._first_t is not None and t - self._first_t >= self.config.min_age
+
     def wants(self, t: float) -> bool:
-        return False  # the stream's frames are never references
+        return self._stream is not None and self._stream.wants(t)  # "always": never a stream frame
 
     def observe(self, t: float, crop: np.ndarray, canonical: np.ndarray, hires: np.ndarray | None = None) -> None:
-        return None
+        if self._first_t is None:
+            self._first_t = t
+        if self._stream is not None:
+            self._stream.observe(t, crop, canonical, hires)
 
     def reference(self, t: float, units: np.ndarray | None = None) -> Candidate | None:
-        """The bank entry for the frame at ``t`` whose target units are ``units``."""
+        """The bank entry for the frame at ``t`` whose target units are ``units`` (with
+        bank_use "start", the causal pick once the stream has a frame min_age old)."""
+        if self._stream is not None and self._streaming(t):
+            self._current = self._stream.reference(t)
+            return self._current
         c = self.config
         if units is not None:
             self._targets.append((t, float(units[-1])))
-        while self._targets and t - self._targets[0][0] > self.window:
+        while self._targets and t - self._targets[0][0] > c.bank_window:
             self._targets.popleft()
         if self._current is not None and t - self._picked_at < c.refresh:
             return self._current
@@ -211,7 +223,7 @@ class BankSelector:
         target = float(np.quantile(gaps, c.open_quantile)) if gaps else 0.0
         best = min(self.bank, key=lambda k: k.score(target))
         cur = self._current
-        if cur is None or best.score(target) < cur.score(target) - self.margin:
+        if cur is None or best.score(target) < cur.score(target) - c.bank_margin:
             self._current = best
         self._picked_at = t
         return self._current
