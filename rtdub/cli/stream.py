@@ -30,14 +30,37 @@ def _add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ice-host", action="append", default=None, help="gather ICE host candidates on this address only")
 
 
-def parse_socket(spec: str) -> tuple[str, int] | str:
+def parse_socket(spec: str, flag: str = "--dub-socket") -> tuple[str, int] | str:
     """``HOST:PORT`` (loopback) for TCP, anything with a slash for a unix socket path."""
     if "/" in spec:
         return spec
     host, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit():
-        raise InputError("--dub-socket", "expected HOST:PORT or a unix socket path")
+        raise InputError(flag, "expected HOST:PORT or a unix socket path")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _events_socket(args: argparse.Namespace) -> tuple[str, int] | str | None:
+    """``--events-socket``: an address like ``--dub-socket``'s, on a loopback host."""
+    if not args.events_socket:
+        return None
+    address = parse_socket(args.events_socket, "--events-socket")
+    if isinstance(address, tuple):
+        import ipaddress
+
+        try:
+            loopback = ipaddress.ip_address(address[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InputError("--events-socket", f"{address[0]} is not a loopback address")
+    return address
+
+
+_EVENTS_HELP = (
+    "timed phoneme or viseme events of the dubbed audio as JSON lines on HOST:PORT or a path "
+    '(Polly, Azure or rtdub notation; {"reset": true} starts a new utterance)'
+)
 
 
 def _stream_config(args: argparse.Namespace) -> StreamConfig:
@@ -175,6 +198,7 @@ def cmd_join(args: argparse.Namespace) -> int:
 
     cfg = JoinConfig(
         dub_socket=parse_socket(args.dub_socket) if args.dub_socket else None,
+        events_socket=_events_socket(args),
         whep=args.whep,
         whip=args.whip,
         token=args.token,
@@ -192,6 +216,7 @@ def _add_join(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--whip", required=True, help="WHIP URL to publish the dubbed stream to")
     p.add_argument("--token", default=None, help="bearer token for both endpoints")
     p.add_argument("--dub-socket", default=None, help="dubbed audio as PCM s16le 16 kHz mono on HOST:PORT or a path")
+    p.add_argument("--events-socket", default=None, help=_EVENTS_HELP)
     _add_stream_options(p)
     p.set_defaults(func=cmd_join)
 
@@ -207,6 +232,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
         dub_input=args.dub_input,
         dub_file=args.dub_file,
         dub_socket=parse_socket(args.dub_socket) if args.dub_socket else None,
+        events_socket=_events_socket(args),
         audio_output=args.audio_output,
         fps=args.fps,
         width=args.width,
@@ -223,6 +249,7 @@ def _add_camera(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--dub-input", default=None, help="audio input device with the dubbed speech")
     p.add_argument("--dub-file", type=Path, default=None, help="dubbed speech from a file (demo)")
     p.add_argument("--dub-socket", default=None, help="dubbed audio as PCM s16le 16 kHz mono on HOST:PORT or a path")
+    p.add_argument("--events-socket", default=None, help=_EVENTS_HELP)
     p.add_argument("--audio-output", default=None, help="audio output device for the dubbed speech")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--width", type=int, default=640)

@@ -21,6 +21,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -78,6 +79,13 @@ class Loudness:
 
     def at(self, times: np.ndarray) -> np.ndarray:
         return np.clip(self._rms(np.asarray(times, np.float64) - self.start) - self.ref, LOUDNESS_FLOOR_DB, 0.0)
+
+
+class LoudnessAt(Protocol):
+    """What the drive reads the level from: :class:`Loudness` over a whole track, or a stream's
+    (rtdub.stream.liveloudness.LiveLoudness)."""
+
+    def at(self, times: np.ndarray) -> np.ndarray: ...
 
 
 def loudness_db(samples: np.ndarray, sample_rate: int, times: np.ndarray) -> np.ndarray:
@@ -220,17 +228,20 @@ class PhoneticDrive:
     events do not reach: a frame whose window ``[t - past, t + future]`` lies beyond
     ``covered_until`` (a file's last event; a stream's newest event) takes the audio drive's
     units. The change between the two is faded over ``fade_frames`` frames, so a late or missing
-    event makes no visible jump. ``fallback_frames`` counts the frames that used the audio."""
+    event makes no visible jump. ``fallback_frames`` counts the frames that used the audio.
+    ``start_on_audio``: begin (and restart, on reset) on the audio drive, fading in once events
+    cover a frame (a stream whose events have not come yet)."""
 
     def __init__(
         self,
         model: PhoneticModel,
         timeline: PhoneTimeline,
         fallback: Drive,
-        loudness: Loudness | None = None,
+        loudness: LoudnessAt | None = None,
         covered_until: float | None = None,
         fade_frames: int = 3,
         gaps_fall_back: bool = False,
+        start_on_audio: bool = False,
     ) -> None:
         self.model = model
         self.timeline = timeline
@@ -241,12 +252,13 @@ class PhoneticDrive:
         # a gap between events: a pause (a phoneme file's silence) or, with this, no evidence
         # (an aligned text's spans that could not be trusted): the audio drive there
         self.gaps_fall_back = gaps_fall_back
-        self._weight = 1.0  # of the events, against the audio drive
+        self.start_on_audio = start_on_audio
+        self._weight = 0.0 if start_on_audio else 1.0  # of the events, against the audio drive
         self.frames = 0
         self.fallback_frames = 0
 
     def reset(self) -> None:
-        self._weight = 1.0
+        self._weight = 0.0 if self.start_on_audio else 1.0
         self.fallback.reset()
 
     def units_at(
@@ -294,18 +306,26 @@ def bundle_drive(
     """The bundle's phonetic drive over ``timeline``, with the loudness of the dubbed audio
     (``samples`` at ``sample_rate``, its first sample at clock time ``start``); ModelError when
     the bundle has no phonetic model."""
+    model = bundle_model(bundle)
+    loud = Loudness(samples, sample_rate, start)
+    return PhoneticDrive(model, timeline, fallback, loud, gaps_fall_back=gaps_fall_back)
+
+
+def bundle_model(bundle: ModelBundle) -> PhoneticModel:
+    """The bundle's phonetic model; ModelError when it has none or it does not fit."""
     if bundle.phonetic_path is None:
         raise ModelError(f"{bundle.root}: this model bundle has no phonetic drive (manifest entry 'phonetic')")
     model = PhoneticModel.load(bundle.phonetic_path)
     if model.n_units != bundle.n_units:
         raise ModelError(f"{bundle.phonetic_path}: {model.n_units} units, the bundle has {bundle.n_units}")
-    loud = Loudness(samples, sample_rate, start)
-    return PhoneticDrive(model, timeline, fallback, loud, gaps_fall_back=gaps_fall_back)
+    return model
 
 
 __all__ = [
     "bundle_drive",
+    "bundle_model",
     "Loudness",
+    "LoudnessAt",
     "PhoneticConfig",
     "PhoneticDrive",
     "PhoneticModel",

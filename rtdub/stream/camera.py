@@ -29,6 +29,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..audio import SAMPLE_RATE
 from ..exceptions import RtdubError
 from .dubsources import DubAudioSource, PcmSocketSource, Sink, TrackSource, file_source
+from .eventsocket import EventSocket
 from .peer import drain
 from .session import DubSession, PipelineFactory, StreamConfig
 
@@ -169,6 +170,7 @@ class CameraConfig:
     dub_input: str | None = None
     dub_file: Path | None = None
     dub_socket: tuple[str, int] | str | None = None
+    events_socket: tuple[str, int] | str | None = None  # phoneme or viseme events (eventsocket)
     audio_output: str | None = None
     fps: float = 25.0
     width: int = 640
@@ -187,11 +189,13 @@ class CameraRunner:
         speaker: AudioOutput | None,
         config: StreamConfig | None = None,
         factory: PipelineFactory | None = None,
+        events_socket: tuple[str, int] | str | None = None,
     ) -> None:
         self.session = DubSession(config or StreamConfig(), factory, name="camera")
         self.session.set_video(video)
         if dub is not None:
             self.session.set_dub(dub)
+        self.events = None if events_socket is None else EventSocket(events_socket, self.session.attach_events())
         self.camera = camera
         self.speaker = speaker
         self.frames = 0
@@ -199,6 +203,8 @@ class CameraRunner:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if self.events is not None:
+            await self.events.start()
         await self.session.start()
         self._tasks.append(asyncio.create_task(self._video(), name="rtdub-camera-video"))
         if self.speaker is not None:
@@ -237,6 +243,8 @@ class CameraRunner:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+        if self.events is not None:
+            await self.events.aclose()
         await self.session.aclose()
         self.camera.close()
         if self.speaker is not None:
@@ -281,7 +289,7 @@ async def run_camera(config: CameraConfig) -> None:
         if speaker is not None:
             speaker.close()
         raise
-    runner = CameraRunner(player.video, dub, camera, speaker, config.stream)
+    runner = CameraRunner(player.video, dub, camera, speaker, config.stream, events_socket=config.events_socket)
     unread = None  # the input's own audio, when something else is the dubbed audio, is drained
     if player.audio is not None and not isinstance(dub, TrackSource):
         unread = asyncio.create_task(drain(player.audio), name="rtdub-camera-drain")

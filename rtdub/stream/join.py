@@ -17,6 +17,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..exceptions import RtdubError
 from .dubsources import PcmSocketSource, TrackSource
+from .eventsocket import EventSocket
 from .peer import drain
 from .session import DubSession, PipelineFactory, StreamConfig
 from .webrtc import delete_resource, ice_configuration, offer_to
@@ -33,6 +34,7 @@ class JoinConfig:
     ice_servers: tuple[str, ...] = ()
     track_timeout: float = 10.0
     dub_socket: tuple[str, int] | str | None = None  # dubbed audio over a local socket instead
+    events_socket: tuple[str, int] | str | None = None  # its phoneme or viseme events (eventsocket)
 
 
 class Joiner:
@@ -49,6 +51,7 @@ class Joiner:
         self._tracks: dict[str, MediaStreamTrack] = {}
         self._got_video = asyncio.Event()
         self._drain: asyncio.Task[None] | None = None
+        self.events: EventSocket | None = None
 
         @self.pull.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -83,6 +86,9 @@ class Joiner:
                 self._drain = asyncio.create_task(drain(self._tracks["audio"]), name="rtdub-join-drain")
         elif "audio" in self._tracks:
             self.session.set_dub(TrackSource(self._tracks["audio"], synchronous=True, name="self"))
+        if c.events_socket is not None:
+            self.events = EventSocket(c.events_socket, self.session.attach_events())
+            await self.events.start()
         await self.session.start()
         self.push.addTransceiver(self.session.video, direction="sendonly")
         self.push.addTransceiver(self.session.audio, direction="sendonly")
@@ -97,6 +103,8 @@ class Joiner:
         self._push_resource = self._pull_resource = None
         if self._drain is not None:
             self._drain.cancel()
+        if self.events is not None:
+            await self.events.aclose()
         await self.push.close()
         await self.pull.close()
         await self.session.aclose()

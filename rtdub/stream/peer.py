@@ -4,6 +4,10 @@
 The dubbed-audio source is picked by a :class:`DubSpec` (the ``dub`` object of ``POST /offer``):
 ``self`` (the client's own audio, the default), ``track`` (a second audio track the client
 sends), ``tts`` (text and voice), ``upload`` (an id from ``POST /uploads``), or ``silence``.
+
+A client may also open a data channel labelled ``rtdub-events`` (``/offer`` and WHIP alike) and
+send timed phoneme or viseme events on it (rtdub/stream/eventfeed.py): the lips then follow
+them where they reach. Channels with another label are closed and counted.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..exceptions import InputError
 from .dubsources import ClipSource, DubAudioSource, TrackSource, tts_source
+from .eventfeed import EVENTS_LABEL
 from .session import DubSession, PipelineFactory, StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -92,6 +97,7 @@ class EnginePeer:
         self._drains: set[asyncio.Task[None]] = set()  # drained tracks and viewer deadlines
         self._closing = False
         self.viewer_connect_timeouts = 0
+        self.other_channels = 0  # data channels not labelled EVENTS_LABEL (closed)
 
         @self.pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
@@ -99,6 +105,17 @@ class EnginePeer:
                 self.session.set_video(track)
             elif track.kind == "audio":
                 self._audio_tracks.append(track)
+
+        @self.pc.on("datachannel")
+        def _on_channel(channel: Any) -> None:
+            if channel.label != EVENTS_LABEL:
+                self.other_channels += 1
+                logger.info("peer %s: data channel %r closed (%d so far): only %r is read",
+                            self.id, channel.label, self.other_channels, EVENTS_LABEL)  # fmt: skip
+                channel.close()
+                return
+            feed = self.session.attach_events()
+            channel.on("message", feed.feed)
 
         @self.pc.on("connectionstatechange")
         async def _on_state() -> None:
@@ -138,6 +155,8 @@ class EnginePeer:
             source = await self._dub_source()
             if source is not None:
                 self.session.set_dub(source)
+            if "m=application" in offer.sdp:  # a data channel may bring events: count the
+                self.session.attach_events()  # dubbed audio on their clock from its first sample
             for audio in self._audio_tracks:  # tracks not used as dub audio are drained
                 if source is None or getattr(source, "track", None) is not audio:
                     task = asyncio.create_task(drain(audio), name=f"rtdub-drain-{self.id}")

@@ -35,7 +35,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import SAMPLE_RATE
-from ..drive.phonetic import PhoneticDrive, bundle_drive
+from ..drive.phonetic import LOUDNESS_WINDOW_S, PhoneticDrive, bundle_drive, bundle_model
 from ..engine import EngineConfig, build_pipeline
 from ..exceptions import InputError, ModelError
 from ..face.trackahead import AheadTracker
@@ -43,7 +43,9 @@ from ..face.tracker import Tracker
 from ..render.pipeline import DubPipeline
 from .dubaudio import DubAudioTimeline
 from .dubsources import ClipSource, DubAudioSource, TtsSource
+from .eventfeed import EventFeed, EventFeedConfig
 from .frames import to_rgb
+from .liveloudness import LiveLoudness
 from .rings import PtsClock, VideoRing, pts_seconds
 from .scheduler import FrameScheduler, Rendered, SchedulerConfig
 
@@ -197,6 +199,11 @@ class DubSession:
         self.upstream: MediaStreamTrack | None = None
         self.dub: DubAudioSource | None = None
         self.events_drive: PhoneticDrive | None = None  # lips from phoneme events (a TTS source)
+        # events an external TTS sends beside the dubbed audio (attach_events), and the
+        # loudness of the dubbed audio their drive reads
+        self.events: EventFeed | None = None
+        self._loudness: LiveLoudness | None = None
+        self._feed_drive: PhoneticDrive | None = None  # the drive the events input moves
         self.input_frames = 0
         self.output_frames = 0
         self.stale = 0
@@ -241,6 +248,22 @@ class DubSession:
         if self.dub is not None and self.dub.synchronous:
             t += self.config.delay
         self.timeline.write(t, samples)
+        if self.events is not None:
+            self.events.note_audio(t, int(np.size(samples)))
+            if self._loudness is not None:
+                self._loudness.note(samples)
+
+    def attach_events(self, config: EventFeedConfig | None = None) -> EventFeed:
+        """The session's input of timed phoneme or viseme events from an external TTS
+        (rtdub/stream/eventfeed.py), created on the first call; once the pipeline is built the
+        lips follow them where they reach, and the audio drive elsewhere. Call it before the
+        dubbed audio starts, so every sample is counted on the events' clock."""
+        if self.events is None:
+            self.events = EventFeed(config, self.clock, name=self.name)
+            self._loudness = LiveLoudness(self.config.audio_buffer_s)
+            if self.pipeline is not None:
+                self._drive_from_feed(self.pipeline)
+        return self.events
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -256,6 +279,8 @@ class DubSession:
             speculate=self.config.speculate,
         )
         self.scheduler = FrameScheduler(self.pipeline, self.timeline, sc, self.clock)
+        if self.events is not None:
+            self._drive_from_feed(self.pipeline)
         if self.dub is not None and not (isinstance(self.dub, ClipSource) and self.dub.start_time is None):
             await self._start_dub()
         if self.upstream is not None:
@@ -289,6 +314,38 @@ class DubSession:
             drive.timeline.span[1] - drive.timeline.span[0],
             extra={"session": self.name, "events": len(drive.timeline.starts)},
         )
+
+    def _drive_from_feed(self, pipe: DubPipeline) -> None:
+        """Move the lips from the events input, starting on the audio drive until events come
+        (a TTS source's own events take precedence: the input then only counts)."""
+        if self.events_drive is not None or self.events is None:
+            return
+        try:
+            model = bundle_model(pipe.bundle)
+        except ModelError as exc:
+            logger.info("lips from the audio, events only counted: %s", exc, extra={"session": self.name})
+            return
+        drive = PhoneticDrive(
+            model, self.events.timeline.snapshot(), pipe.audio, self._loudness, covered_until=-np.inf,
+            gaps_fall_back=True, start_on_audio=True,
+        )  # fmt: skip
+        pipe.set_drive(drive)
+        self.events_drive = self._feed_drive = drive
+        logger.info("lips from the events input where it reaches", extra={"session": self.name})
+
+    def _events_at(self, t: float) -> None:
+        """Before the frame at ``t`` renders (on the loop, so the worker never sees a change
+        mid-frame): the events input's timeline and loudness for it."""
+        drive, feed = self._feed_drive, self.events
+        if drive is None or feed is None:
+            return
+        tl = feed.at(t)
+        if tl is not None:
+            drive.timeline = tl
+            drive.covered_until = tl.span[1] if len(tl.starts) else -np.inf
+        if self._loudness is not None:
+            w = LOUDNESS_WINDOW_S
+            self._loudness.measure(self.timeline.read(t - w / 2, int(w * SAMPLE_RATE)))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -377,6 +434,7 @@ class DubSession:
             self.stale += stale
             break
         assert self.scheduler is not None
+        self._events_at(taken.t + d)
         release = max(taken.t + d, taken.arrival)
         deadline = release + self.config.budget_ms / 1000
         r = await self.scheduler.render(taken.item, taken.t + d, deadline)
@@ -462,9 +520,15 @@ class DubSession:
         """Which drive moves the lips; with phoneme events, the frames that used the audio
         drive instead (events late, missing or over) and the fade between them."""
         d = self.events_drive
+        feed = {"input": self.events.stats()} if self.events is not None else {}
         if d is None:
-            return {"name": "audio"}
-        return {"name": "events", "frames": d.frames, "audio_fallback_frames": d.fallback_frames}
+            return {"name": "audio"} | feed
+        return {
+            "name": "events",
+            "frames": d.frames,
+            "event_frames": d.frames - d.fallback_frames,
+            "audio_fallback_frames": d.fallback_frames,
+        } | feed
 
     def stats(self) -> dict[str, Any]:
         sched = self.scheduler.stats.as_dict() if self.scheduler is not None else {}
