@@ -187,7 +187,9 @@ class _ConstantDrive:
     def __init__(self, units: np.ndarray) -> None:
         self.units = units
 
-    def units_at(self, mel: object, t: float, times: object = None, lookahead: object = None) -> tuple[np.ndarray, bool]:
+    def units_at(
+        self, mel: object, t: float, times: object = None, lookahead: object = None
+    ) -> tuple[np.ndarray, bool]:
         return self.units.copy(), False
 
     def reset(self) -> None:

@@ -260,6 +260,7 @@ class EventFeed:
     def stats(self) -> dict[str, Any]:
         tl = self.timeline
         return asdict(self.counts) | {
+            "refused": self.counts.refused,
             "held": len(tl),
             "dropped_old": tl.dropped_old,
             "dropped_overflow": tl.dropped_overflow,
