@@ -129,6 +129,11 @@ def add_eval_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--reference", type=Path, default=None, help="ground-truth video (frames paired by timestamp)")
     p.add_argument("--expert", type=Path, default=None, help="lip-sync expert bundle (default engines/syncnet)")
     p.add_argument("--threads", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument(
+        "--no-evidence",
+        action="store_true",
+        help="AV offset from the lip-sync expert alone, without the mouth-opening evidence of the audio",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -143,7 +148,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError("--threads", f"must be a whole number >= 1, got {args.threads}")
     expert = SyncNetExpert(args.expert, threads=args.threads)
-    rep = evaluate_files(args.video, args.audio, args.reference, expert)
+    evidence = None
+    if not args.no_evidence:
+        import logging
+
+        from ..exceptions import ModelError
+        from ..measure.phonesync import GapPredictor
+
+        try:
+            evidence = GapPredictor(threads=args.threads)
+        except (ModelError, OSError) as exc:
+            logging.getLogger(__name__).warning("AV offset from the expert alone (no audio-to-lip model: %s)", exc)
+    rep = evaluate_files(args.video, args.audio, args.reference, expert, evidence, use_evidence=evidence is not None)
     if args.json:
         print(json.dumps(rep.to_json()))
     else:

@@ -16,6 +16,13 @@ expert window takes its audio at its own frame's timestamp. The two videos are d
 side by side; only the 96 px crops (and the few reference frames that an output frame may
 still pair with) are kept in memory.
 
+The AV offset (``av_offset``) combines the expert's distances over the ±15 offsets with a
+second, pixel-free opinion (rtdub/measure/phonesync.py): the inner-lip gap the default
+bundle's audio-to-lip model hears in the audio, correlated with the tracked gap at each
+offset. The expert's own offset (``av_offset_expert``, syncnet_python's), the evidence's
+(``av_offset_evidence``) and which one ``av_offset`` is (``av_offset_from``) are reported
+beside it; ``--no-evidence`` keeps the expert's alone.
+
 The audio and the video should last as long as each other (``rtdub dub`` writes them so):
 when they differ by more than :data:`LENGTH_TOLERANCE_S` a warning says so, since the scores
 then cover only where both exist (the expert hears silence past the audio's end).
@@ -40,6 +47,7 @@ from ..face.lipunits import inner_gap, lip_points, to_canonical
 from ..render.blend import face_mask
 from . import metrics
 from .avsync import AVExpert, SyncNetExpert, avs_m, avs_u, avs_v, lse
+from .phonesync import DEFAULT_RULE, CombineRule, GapPredictor, combine, evidence_curve
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +64,14 @@ class EvalReport:
     fps: float
     lse_d: float
     lse_c: float
-    av_offset: int
+    av_offset: int  # the offset used: the combined one, or the expert's without evidence
     avs_u: float
+    # the lip-sync expert alone (syncnet_python's argmin), the mouth-opening evidence alone
+    # (rtdub/measure/phonesync.py), and which of the combined and the expert's av_offset is
+    av_offset_expert: int | None = None
+    av_offset_evidence: int | None = None
+    av_offset_from: str | None = None  # "combined" or "expert"
+    evidence_confidence: float | None = None  # peak − median of the evidence's correlation curve
     psnr: float | None = None
     ssim: float | None = None
     lmd: float | None = None
@@ -123,6 +137,7 @@ class SyncResult:
     avs_u: float
     frames: int
     faces: int
+    distances: np.ndarray | None = None  # mean distance per offset k = −15…+15
 
 
 def sync_scores(expert: AVExpert, crops: Sequence[np.ndarray | None], mel: np.ndarray, times: np.ndarray) -> SyncResult:
@@ -136,7 +151,38 @@ def sync_scores(expert: AVExpert, crops: Sequence[np.ndarray | None], mel: np.nd
         raise ValueError(f"too short: the expert needs at least {expert.window.frames} frames")
     emb = expert.embed_clip(_fill(crops, expert.window.crop_size), mel, np.asarray(times, np.float64))
     s = lse(emb.video, emb.audio)
-    return SyncResult(s.lse_d, s.lse_c, s.offset, avs_u(emb), len(crops), faces)
+    return SyncResult(s.lse_d, s.lse_c, s.offset, avs_u(emb), len(crops), faces, s.distances)
+
+
+@dataclass(frozen=True)
+class EvidenceOffset:
+    """The AV offset with the mouth-opening evidence (rtdub/measure/phonesync.py)."""
+
+    offset: int  # the one used
+    expert: int
+    evidence: int | None
+    used: str  # "combined" or "expert"
+    confidence: float
+
+
+def evidence_offset(
+    sync: SyncResult,
+    gap: Sequence[float],
+    mel: np.ndarray,
+    times: np.ndarray,
+    predictor: GapPredictor,
+    rule: CombineRule = DEFAULT_RULE,
+) -> EvidenceOffset:
+    """Combine the expert's distance curve with the correlation between the tracked inner-lip
+    ``gap`` per frame (nan: no face) and the gap the audio-to-lip model hears at ``times``."""
+    assert sync.distances is not None
+    pred = predictor.predict(mel, np.asarray(times, np.float64))
+    c = combine(sync.distances, evidence_curve(np.asarray(gap, np.float64), pred), rule)
+    logger.info(
+        "AV offset: expert %+d, evidence %s, combined %+d (%s; evidence confidence %.3f)",
+        c.expert, "none" if c.evidence is None else f"{c.evidence:+d}", c.combined, c.used, c.evidence_confidence,
+    )  # fmt: skip
+    return EvidenceOffset(c.combined, c.expert, c.evidence, c.used, c.evidence_confidence)
 
 
 def _fill(crops: Sequence[np.ndarray | None], size: int) -> np.ndarray:
@@ -219,9 +265,16 @@ class _Reference:
 
 
 def evaluate_files(
-    video: Path, audio_path: Path, reference: Path | None = None, expert: AVExpert | None = None
+    video: Path,
+    audio_path: Path,
+    reference: Path | None = None,
+    expert: AVExpert | None = None,
+    evidence: GapPredictor | None = None,
+    use_evidence: bool = True,
 ) -> EvalReport:
-    """Score ``video`` against ``audio_path`` (and ``reference``); InputError on bad input."""
+    """Score ``video`` against ``audio_path`` (and ``reference``); InputError on bad input.
+    The AV offset combines the expert with the mouth-opening evidence of ``evidence`` (the
+    default bundle's audio-to-lip model when None) unless ``use_evidence`` is False."""
     wav = media.load_audio(audio_path)
     info = media.probe_video(video)
     if reference is not None:
@@ -283,6 +336,11 @@ def evaluate_files(
         s = sync_scores(ex, out_tr.crops, mel, t)
     except ValueError as exc:
         raise InputError(str(video), str(exc)) from None
+    ev: EvidenceOffset | None = None
+    if use_evidence:
+        predictor = evidence if evidence is not None else _default_predictor()
+        if predictor is not None:
+            ev = evidence_offset(s, out_tr.gap, mel, t, predictor)
     report: dict[str, object] = {
         "video": str(video),
         "audio": str(audio_path),
@@ -294,7 +352,11 @@ def evaluate_files(
         "video_seconds": round(video_s, 3),
         "lse_d": s.lse_d,
         "lse_c": s.lse_c,
-        "av_offset": s.av_offset,
+        "av_offset": ev.offset if ev is not None else s.av_offset,
+        "av_offset_expert": s.av_offset,
+        "av_offset_evidence": ev.evidence if ev is not None else None,
+        "av_offset_from": ev.used if ev is not None else "expert",
+        "evidence_confidence": ev.confidence if ev is not None else None,
         "avs_u": s.avs_u,
     }
     if ref is not None and ref_tr is not None and ref_tr.faces > 0:
@@ -337,15 +399,36 @@ def evaluate_files(
     return EvalReport(**report)  # type: ignore[arg-type]
 
 
+def _default_predictor() -> GapPredictor | None:
+    """The default bundle's audio-to-lip model, or None (with a warning) when it cannot load."""
+    from ..exceptions import ModelError
+
+    try:
+        return GapPredictor()
+    except (ModelError, OSError) as exc:
+        logger.warning("no mouth-opening evidence for the AV offset (expert only): %s", exc)
+        return None
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _offset_source(r: EvalReport) -> str:
+    exp = "n/a" if r.av_offset_expert is None else f"{r.av_offset_expert:+d}"
+    if r.av_offset_from != "combined":
+        return f"the lip-sync expert alone: {exp}"
+    evd = "n/a" if r.av_offset_evidence is None else f"{r.av_offset_evidence:+d}"
+    conf = _fmt(r.evidence_confidence, ".2f")
+    return f"combined: lip-sync expert {exp}, mouth-opening evidence {evd}, confidence {conf}"
 
 
 def format_report(r: EvalReport) -> list[str]:
     lines = [
         f"{r.video}: {r.frames} frames at {r.fps:.2f} fps, face in {r.faces}",
-        f"LSE-C {_fmt(r.lse_c, '.3f')}  LSE-D {_fmt(r.lse_d, '.3f')}  AV offset {r.av_offset:+d} frames"
+        f"LSE-C {_fmt(r.lse_c, '.3f')}  LSE-D {_fmt(r.lse_d, '.3f')}"
         "  (expert embeddings are unit vectors: not on the published LSE scale)",
+        f"AV offset {r.av_offset:+d} frames ({_offset_source(r)}; positive: the audio leads)",
         f"AVSu {_fmt(r.avs_u, '.3f')}",
     ]
     if r.reference is not None:

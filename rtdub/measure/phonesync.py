@@ -1,0 +1,203 @@
+"""A second opinion on the AV offset: the mouth opening heard in the audio against the one
+seen on the face, combined with the lip-sync expert's distances (issue 18, item 4).
+
+The lip-sync expert (rtdub/measure/avsync.py) compares pixels with mel windows; on a face it
+never saw it can lean a few frames either way. This evidence compares one number per frame
+instead, so no identity's pixels are involved:
+
+    audio ─► log-mel ─► the bundle's audio-to-lip model ─► predicted inner-lip gap per frame ─┐
+    video ─► tracker ─► inner-lip gap per frame (the gap unit, up to scale) ──────────────────┴─► Pearson
+                                                                                  per shift k
+
+For each shift k in −15…+15 frames the tracked gap of video frame i is paired with the
+predicted gap of audio frame i + k (only frames where both exist), as the expert's
+:func:`~rtdub.measure.avsync.offset_distances` pairs them; the offset is −argmax k, on
+syncnet_python's sign (positive: the audio leads). The audio-to-lip model is speaker-
+normalised (z-scored units); a correlation ignores scale and level, so neither the voice's
+loudness nor the face's size matter.
+
+:func:`combine` standardises each curve over the shifts (mean 0, deviation 1; the expert's
+distances negated so that higher is better) and adds them, the evidence with
+:attr:`CombineRule.weight`. The weight was chosen on the expert's and the audio-to-lip
+model's own training identities, one identity left out at a time
+(benchmarks/av_offset.py, benchmarks/results/av_offset.md); nothing here saw the identities
+it is scored on. onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import audio
+from ..exceptions import ModelError
+from .avsync import VSHIFT
+
+logger = logging.getLogger(__name__)
+
+MIN_OVERLAP = 12  # frames both tracks must share at a shift for its correlation to count
+SILENCE_LEVEL = -3.0  # mean log-mel (scale [-4, 4]) of the 50 ms around a frame below this: silent
+
+
+@dataclass(frozen=True)
+class CombineRule:
+    """How the expert's distances and the evidence's correlations are combined."""
+
+    weight: float = 1.0  # the evidence's standardised curve, against the expert's (weight 1)
+    # evidence curves flatter than this (peak minus median correlation) are left out
+    min_confidence: float = 0.0
+    # frames the audio-to-lip model's opening reads late: it learned the lag of its training
+    # clips, so on an in-sync clip its curve peaks at offset +bias; the evidence is read bias
+    # frames earlier
+    bias: int = 0
+
+
+# chosen on the training identities of the default bundle's audio-to-lip model and the expert
+# (benchmarks/results/av_offset.md): its opening reads 3 frames late on them
+DEFAULT_RULE = CombineRule(weight=0.75, min_confidence=0.0, bias=3)
+
+
+@dataclass(frozen=True)
+class OffsetChoice:
+    """The expert's offset, the evidence's and the combined one (syncnet_python's sign)."""
+
+    expert: int
+    evidence: int | None  # None: no usable evidence (no face gap, too few frames)
+    combined: int
+    used: str  # "combined" or "expert" (the evidence was missing or too flat)
+    evidence_confidence: float  # peak − median of the correlation curve (nan: none)
+    evidence_curve: np.ndarray  # (2·vshift+1,) correlation per shift k = −vshift…+vshift, bias removed
+
+
+class GapPredictor:
+    """The inner-lip gap that a bundle's audio-to-lip model hears at given times."""
+
+    def __init__(self, model: str | Path | None = None, threads: int = 2, lookahead: float | None = None) -> None:
+        from ..backends.onnx import make_session
+        from ..model import load_bundle
+
+        bundle = load_bundle(model)
+        path = bundle.a2l_path
+        if not path.is_file():
+            raise ModelError(f"{bundle.root}: no audio-to-lip model ({path.name})")
+        self.window = bundle.mel_window
+        # the most future audio the model was trained with: the prediction closest to centred
+        self.lookahead = bundle.max_lookahead if lookahead is None else float(lookahead)
+        self._session = make_session(str(path), threads)
+
+    def predict(self, mel: np.ndarray, times: np.ndarray, batch: int = 256) -> np.ndarray:
+        """(N,) predicted gap unit (z-score) at ``times`` (s) of ``mel`` (rtdub.audio scale);
+        silent frames read as nan (no evidence either way)."""
+        times = np.asarray(times, np.float64)
+        if len(times) == 0:
+            return np.zeros(0, np.float32)
+        wins = np.stack([audio.mel_window(mel, float(t), self.lookahead, self.window) for t in times])
+        wins = wins.astype(np.float32)
+        out = []
+        for s in range(0, len(wins), batch):
+            b = wins[s : s + batch]
+            la = np.full((len(b), 1), self.lookahead, np.float32)
+            res = self._session.run(["units"], {"mel": b, "lookahead": la})  # type: ignore[attr-defined]
+            out.append(np.asarray(res[0], np.float32)[:, -1])
+        gap = np.concatenate(out)
+        gap[silent_frames(mel, times)] = np.nan
+        return gap
+
+
+def silent_frames(mel: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Frames whose 50 ms of audio around them are silent (as the audio drive decides)."""
+    m = np.round(np.asarray(times, np.float64) * audio.MEL_FPS).astype(np.int64)
+    out = np.ones(len(m), bool)
+    for i, c in enumerate(m):
+        a, b = max(0, c - 2), min(len(mel), c + 2)
+        if b > a:
+            out[i] = float(np.mean(mel[a:b])) < SILENCE_LEVEL
+    return out
+
+
+def evidence_curve(video_gap: np.ndarray, audio_gap: np.ndarray, vshift: int = VSHIFT) -> np.ndarray:
+    """(2·vshift+1,) Pearson correlation between the tracked gap of video frame i and the
+    predicted gap of audio frame i + k, for k = −vshift…+vshift (entry k + vshift), over the
+    frames where both are finite; nan where fewer than :data:`MIN_OVERLAP` frames overlap."""
+    v = np.asarray(video_gap, np.float64)
+    a = np.asarray(audio_gap, np.float64)
+    n = len(v)
+    out = np.full(2 * vshift + 1, np.nan)
+    for j, k in enumerate(range(-vshift, vshift + 1)):
+        i0, i1 = max(0, -k), min(n, len(a) - k)
+        if i1 - i0 < MIN_OVERLAP:
+            continue
+        x, y = v[i0:i1], a[i0 + k : i1 + k]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() < MIN_OVERLAP:
+            continue
+        x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+        d = float(np.sqrt((x * x).sum() * (y * y).sum()))
+        out[j] = float((x * y).sum() / d) if d > 1e-12 else np.nan
+    return out
+
+
+def curve_offset(scores: np.ndarray) -> int:
+    """The offset (syncnet_python's sign) at the highest score: −k of its shift."""
+    vshift = (len(scores) - 1) // 2
+    return vshift - int(np.nanargmax(scores))
+
+
+def confidence(curve: np.ndarray) -> float:
+    """Peak minus median of a correlation curve (nan when it has no finite entry)."""
+    c = np.asarray(curve, np.float64)
+    if not np.isfinite(c).any():
+        return float("nan")
+    return float(np.nanmax(c) - np.nanmedian(c))
+
+
+def standardise(curve: np.ndarray) -> np.ndarray:
+    """Over the shifts: mean 0, deviation 1 (nan entries become 0, the mean)."""
+    c = np.asarray(curve, np.float64)
+    ok = np.isfinite(c)
+    out = np.zeros_like(c)
+    if ok.sum() < 2:
+        return out
+    sd = float(c[ok].std())
+    out[ok] = (c[ok] - c[ok].mean()) / sd if sd > 1e-12 else 0.0
+    return out
+
+
+def unbiased(curve: np.ndarray, bias: int) -> np.ndarray:
+    """The curve with its offsets moved by −bias (nan where nothing moves in)."""
+    c = np.asarray(curve, np.float64)
+    out = np.full_like(c, np.nan)
+    if bias == 0:
+        return c.copy()
+    if abs(bias) >= len(c):
+        return out
+    if bias > 0:  # offset = vshift - j: a smaller offset is a larger index
+        out[bias:] = c[:-bias]
+    else:
+        out[:bias] = c[-bias:]
+    return out
+
+
+def combined_scores(distances: np.ndarray, curve: np.ndarray, weight: float) -> np.ndarray:
+    """−standardised expert distances + weight · standardised evidence correlations."""
+    return -standardise(distances) + weight * standardise(curve)
+
+
+def combine(distances: np.ndarray, curve: np.ndarray, rule: CombineRule = DEFAULT_RULE) -> OffsetChoice:
+    """The offsets of the expert's distance curve, of the evidence's correlation curve, and of
+    their combination under ``rule`` (the expert alone when the evidence is unusable)."""
+    d = np.asarray(distances, np.float64)
+    c = np.asarray(curve, np.float64)
+    if d.shape != c.shape:
+        raise ValueError(f"curves over different shifts: {d.shape} and {c.shape}")
+    expert = curve_offset(-d)
+    c = unbiased(c, rule.bias)
+    conf = confidence(c)
+    usable = bool(np.isfinite(c).sum() >= 3) and conf >= rule.min_confidence
+    evidence = curve_offset(c) if np.isfinite(c).any() else None
+    if not usable or rule.weight <= 0:
+        return OffsetChoice(expert, evidence, expert, "expert", conf, c)
+    return OffsetChoice(expert, evidence, curve_offset(combined_scores(d, c, rule.weight)), "combined", conf, c)
