@@ -235,3 +235,17 @@ def test_units_fade_to_the_audio_when_events_stop_and_back_when_they_come() -> N
     fell_back = drive.fallback_frames
     assert 25 <= fell_back <= 40 and drive.frames == 100
     assert feed.counts.late == 0 and N_CLASSES > OPEN
+
+
+def test_events_socket_flag_takes_loopback_or_a_path() -> None:
+    import argparse
+
+    from rtdub.cli.stream import _events_socket
+    from rtdub.exceptions import InputError
+
+    assert _events_socket(argparse.Namespace(events_socket="127.0.0.1:7001")) == ("127.0.0.1", 7001)
+    assert _events_socket(argparse.Namespace(events_socket="/tmp/ev.sock")) == "/tmp/ev.sock"
+    assert _events_socket(argparse.Namespace(events_socket=None)) is None
+    for bad in ("10.0.0.1:7001", "example.com:7001", "7001"):
+        with pytest.raises(InputError, match="--events-socket"):
+            _events_socket(argparse.Namespace(events_socket=bad))

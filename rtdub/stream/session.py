@@ -308,6 +308,7 @@ class DubSession:
             return
         pipe.set_drive(drive)
         self.events_drive = drive
+        self._feed_drive = None  # the TTS's own events win over an events input (which only counts)
         logger.info(
             "lips from the TTS events: %d events over %.2f s",
             len(drive.timeline.starts),
