@@ -29,7 +29,8 @@ import os
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +83,9 @@ class DubReport:
     duration: float = 0.0
     wall: float = 0.0
     fps: float = 0.0
-    stage_ms: dict[str, list[float]] = field(default_factory=dict)
+    # ms per frame and stage, as 4-byte floats (a Python list took 32 bytes a value: 6 MB for
+    # 10 minutes at 30 fps, growing with the input)
+    stage_ms: dict[str, array[float]] = field(default_factory=dict)
     pixels_changed_outside_mask: int | None = None
 
     @property
@@ -451,6 +454,42 @@ class LoopedFrames:
             self._keys.remove(entry)
 
 
+# --- the dubbed audio's mel -----------------------------------------------------------------
+
+
+class FileMel:
+    """The log-mel of the audio file's 16 kHz mono track (:func:`rtdub.media.audio_chunks`),
+    loudness-normalised, computed as the frames ask for it: the same values as
+    ``StaticMel(melspectrogram(normalize_loudness(load_audio(path))))`` (up to float rounding;
+    both stages are causal, and :meth:`rtdub.audio.StreamingMel.finish` pads the end alike)
+    while neither the samples nor the mel of a long track are held whole. Asks go forward:
+    frames more than ``keep_frames`` before the newest are dropped (oldest first)."""
+
+    def __init__(self, path: Path, keep_frames: int = 20 * int(audio.MEL_FPS)) -> None:
+        self._pieces: Iterator[np.ndarray] | None = media.audio_chunks(path)
+        self._gain = audio.LoudnessNormalizer()
+        self._mel = audio.StreamingMel(keep_frames)
+
+    @property
+    def n_frames(self) -> int:
+        return self._mel.n_frames
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        while self._pieces is not None and self._mel.n_frames < stop:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self._pieces = None
+                self._mel.finish()
+            else:
+                self._mel.push(self._gain.process(piece[0]))
+        return self._mel.frames(start, stop)
+
+    def close(self) -> None:
+        pieces, self._pieces = self._pieces, None
+        if isinstance(pieces, Generator):
+            pieces.close()
+
+
 # --- dubbing --------------------------------------------------------------------------------
 
 
@@ -459,18 +498,22 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
     check_paths(opts)
     opts.drive.check()
     info = media.probe_video(opts.video)
-    wav16 = media.load_audio(opts.audio)
+    # the audio is read a piece at a time as the frames reach it (the mel, the muxed track):
+    # held whole, 10 minutes took 40 MB a copy at 16 kHz mono, 230 MB at 48 kHz stereo
+    duration = media.audio_length(opts.audio) / audio.SAMPLE_RATE
     rate = media.audio_sample_rate(opts.audio)
-    mux_audio = media.load_audio(opts.audio, sample_rate=rate, mono=False)
     bundle = opts.engine.load_bundle()
-    mel = audio.StaticMel(audio.melspectrogram(audio.normalize_loudness(wav16)))
-    duration = wav16.size / audio.SAMPLE_RATE
     fps = float(info.fps) if info.fps else 25.0
     n_out = max(1, math.ceil(duration * fps - 1e-9))
     report = DubReport(opts.output, duration=duration, fps=fps)
-    report.stage_ms = {k: [] for k in ("decode", *STAGES, "encode")}
+    report.stage_ms = {k: array("f") for k in ("decode", *STAGES, "encode")}
     spool = duration > info.duration - 0.5 or info.duration <= 0
     frames = LoopedFrames(opts.video, spool, opts.spool_bytes, info)
+    mel = FileMel(opts.audio)
+
+    def track() -> Iterator[np.ndarray]:  # the audio to mux, at its own rate and channels
+        return media.audio_chunks(opts.audio, rate, mono=False)
+
     h, w = frames.shape[:2]
     outside = 0
     t_start = time.perf_counter()
@@ -479,20 +522,20 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
         with (
             contextlib.ExitStack() as closing,
             FaceTracker(tracking) as tracker,
-            media.VideoWriter(
-                opts.output, info.fps, w, h, mux_audio, rate, lookahead=encoder_lookahead(w, h)
-            ) as writer,
+            media.VideoWriter(opts.output, info.fps, w, h, track(), rate, lookahead=encoder_lookahead(w, h)) as writer,
         ):
             cmp_writer = None
             if opts.compare is not None:  # aborted by the stack on any error, closed below
                 cmp_writer = closing.enter_context(
                     media.VideoWriter(
-                        opts.compare, info.fps, 2 * w, h, mux_audio, rate, lookahead=encoder_lookahead(2 * w, h)
+                        opts.compare, info.fps, 2 * w, h, track(), rate, lookahead=encoder_lookahead(2 * w, h)
                     )
                 )
             pipe = build_pipeline(opts.engine, tracker, bundle)
             closing.callback(pipe.close)
-            phonetic = make_drive(opts.drive, bundle, pipe.audio, wav16, audio.SAMPLE_RATE)
+            phonetic = None
+            if opts.drive.name != "audio":  # phonemes or a text: over the whole 16 kHz track
+                phonetic = make_drive(opts.drive, bundle, pipe.audio, media.load_audio(opts.audio), audio.SAMPLE_RATE)
             pipe.set_drive(phonetic)
             report.drive = opts.drive.name if phonetic is not None else "audio"
             for i in range(n_out):
@@ -531,6 +574,7 @@ def dub_file(opts: DubOptions, progress: Callable[[int, int], None] | None = Non
                 report.drive_fallback = phonetic.fallback_frames
     finally:
         frames.close()
+        mel.close()
     report.wall = time.perf_counter() - t_start
     if opts.check_locality:
         report.pixels_changed_outside_mask = outside

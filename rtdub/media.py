@@ -7,7 +7,7 @@ import contextlib
 import errno
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -79,41 +79,80 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mon
     late stream) is preceded by silence, audio that starts earlier loses its lead, so sample
     ``k`` plays with the frame at ``k / sample_rate`` s as the file intends.
 
-    Returns float32 of shape (n,) when ``mono`` else (channels, n) with 1 or 2 channels."""
+    Returns float32 of shape (n,) when ``mono`` else (channels, n) with 1 or 2 channels.
+    :func:`audio_chunks` gives the same samples a piece at a time."""
+    chunks = list(audio_chunks(path, sample_rate, mono))
+    data = np.concatenate(chunks, axis=1)
+    return data[0] if mono else data
+
+
+def audio_chunks(
+    path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, mono: bool = True
+) -> Iterator[np.ndarray]:
+    """:func:`load_audio`'s samples as float32 pieces of shape (channels, n), in order, n > 0:
+    what a long audio track is read with, so that it is never held whole. The same errors
+    (an :class:`InputError`) come when the first piece is asked for, or later for a stream
+    that breaks on the way."""
     with _open(path) as c:
         if not c.streams.audio:
             raise InputError(str(path), "no audio stream")
         stream = c.streams.audio[0]
         layout = "mono" if mono or stream.codec_context.channels < 2 else "stereo"
+        n_ch = 1 if layout == "mono" else 2
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        first: float | None = None
+        has_video = bool(c.streams.video)
+        lead: int | None = None if has_video else 0  # silence to add (> 0) or samples to drop (< 0)
+        held: list[np.ndarray] = []  # the pieces before the lead is known
+        seen = given = 0  # samples decoded, samples given
+
+        def place(piece: np.ndarray) -> Iterator[np.ndarray]:
+            nonlocal lead, given
+            if lead is None:
+                held.append(piece)
+                return
+            if lead > 0:
+                yield np.zeros((n_ch, lead), np.float32)
+                given += lead
+                lead = 0
+            if lead < 0:
+                cut = min(-lead, piece.shape[1])
+                piece = piece[:, cut:]
+                lead += cut
+            if piece.shape[1]:
+                given += piece.shape[1]
+                yield piece
+
+        def resampled(frame: av.AudioFrame | None) -> Iterator[np.ndarray]:
+            nonlocal seen
+            for out in resampler.resample(frame):
+                piece = out.to_ndarray().astype(np.float32, copy=False)
+                seen += piece.shape[1]
+                yield from place(piece)
+
         try:
             for frame in c.decode(stream):
-                if first is None and frame.time is not None:
-                    first = float(frame.time)
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
+                if lead is None and frame.time is not None:
+                    lead = int(round((float(frame.time) - _first_frame_time(path)) * sample_rate))
+                    for piece in held:
+                        yield from place(piece)
+                    held.clear()
+                yield from resampled(frame)
+            yield from resampled(None)
         except av.error.FFmpegError as exc:
             raise InputError(str(path), f"audio stream cannot be decoded ({exc})") from exc
-        has_video = bool(c.streams.video)
-    lead = 0
-    if has_video and first is not None:
-        lead = int(round((first - _first_frame_time(path)) * sample_rate))
-    n_ch = 1 if layout == "mono" else 2
-    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((n_ch, 0), np.float32)
-    data = data.astype(np.float32, copy=False)
-    if data.shape[1] == 0:
-        raise InputError(str(path), "audio stream holds no samples")
-    if lead > 0:
-        data = np.concatenate([np.zeros((n_ch, lead), np.float32), data], axis=1)
-    elif lead < 0:
-        data = data[:, -lead:]
-        if data.shape[1] == 0:
-            raise InputError(str(path), "audio stream ends before the video starts")
-    return data[0] if mono else data
+        if lead is None:  # no timestamps: the audio from its own start
+            lead = 0
+            for piece in held:
+                yield from place(piece)
+        if given == 0:
+            if seen:
+                raise InputError(str(path), "audio stream ends before the video starts")
+            raise InputError(str(path), "audio stream holds no samples")
+
+
+def audio_length(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> int:
+    """How many samples :func:`load_audio` gives at ``sample_rate``, without holding them."""
+    return sum(piece.shape[1] for piece in audio_chunks(path, sample_rate))
 
 
 def _first_frame_time(path: str | os.PathLike[str]) -> float:
@@ -221,6 +260,9 @@ class VideoWriter:
     Everything goes to a hidden temporary file beside ``path``; :meth:`close` renames it into
     place. An exception inside the ``with`` block (Ctrl-C included) deletes the temporary file,
     so a partial output never appears under ``path``.
+
+    ``audio`` is an array, (n,) or (channels, n), or pieces of one, e.g. :func:`audio_chunks`:
+    pieces are taken only as the video reaches them, so a long track is never held whole.
     """
 
     def __init__(
@@ -229,7 +271,7 @@ class VideoWriter:
         fps: Fraction | float,
         width: int,
         height: int,
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | Iterable[np.ndarray] | None = None,
         audio_rate: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "veryfast",
@@ -263,7 +305,7 @@ class VideoWriter:
         fps: Fraction | float,
         width: int,
         height: int,
-        audio: np.ndarray | None,
+        audio: np.ndarray | Iterable[np.ndarray] | None,
         audio_rate: int,
         crf: int,
         preset: str,
@@ -286,14 +328,18 @@ class VideoWriter:
                 options["rc-lookahead"] = str(lookahead)  # frames x264 holds to plan its rate
             self._v.options = options
         self._n = 0
-        self._audio: np.ndarray | None = None
+        self._pieces: Iterator[np.ndarray] | None = None  # the audio not yet taken
+        self._abuf = np.zeros((1, 0), np.float32)  # taken, not yet encoded
         if audio is not None:
-            a = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-            self._audio = np.clip(a, -1, 1)
+            self._pieces = iter([audio]) if isinstance(audio, np.ndarray) else iter(audio)
+            first = self._next_piece()
+            channels = 1 if first is None else first.shape[0]
+            self._abuf = first if first is not None else np.zeros((channels, 0), np.float32)
             self._a: av.AudioStream = self._c.add_stream("aac", rate=audio_rate)
-            self._a.layout = "mono" if a.shape[0] == 1 else "stereo"
+            self._a.layout = "mono" if channels == 1 else "stereo"
             self._arate = audio_rate
             self._apos = 0
+        self._has_audio = audio is not None
         self._closed = False
 
     def __enter__(self) -> VideoWriter:
@@ -328,13 +374,44 @@ class VideoWriter:
         logger.debug("writing %s failed after %d frames: %s", self.path, self._n, exc)
         return OutputError(str(self.path), f"cannot write ({oserror_text(exc)}) after {self._n} frames")
 
+    def _next_piece(self) -> np.ndarray | None:
+        """The next piece of the audio as float32 (channels, n), or None at its end."""
+        while self._pieces is not None:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self._pieces = None
+                break
+            a = np.atleast_2d(np.asarray(piece, dtype=np.float32))
+            if a.shape[1]:
+                return a
+        return None
+
+    def _drop_pieces(self) -> None:
+        """Stop taking audio: a generator (an open file) is closed now, not when collected."""
+        pieces, self._pieces = self._pieces, None
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+
+    def _take(self, n: int) -> np.ndarray:
+        """Up to ``n`` samples of the audio (fewer only at its end), taking pieces as needed."""
+        while self._abuf.shape[1] < n and (piece := self._next_piece()) is not None:
+            self._abuf = piece if self._abuf.shape[1] == 0 else np.concatenate([self._abuf, piece], axis=1)
+        part, self._abuf = self._abuf[:, :n], self._abuf[:, n:]
+        return part
+
     def _write_audio_until(self, t: float | Fraction | None) -> None:
-        if self._audio is None:
+        """Encode the audio up to time ``t`` in whole 1024-sample frames (all of it, the last
+        frame padded with silence, when ``t`` is None)."""
+        if not self._has_audio:
             return
-        end = self._audio.shape[1] if t is None else min(self._audio.shape[1], int(t * self._arate))
         chunk = 1024
-        while self._apos < end and (t is None or self._apos + chunk <= end):
-            part = self._audio[:, self._apos : self._apos + chunk]
+        while t is None or self._apos + chunk <= int(t * self._arate):
+            part = self._take(chunk)
+            if part.shape[1] == 0 or (t is not None and part.shape[1] < chunk):
+                self._abuf = part if self._abuf.shape[1] == 0 else np.concatenate([part, self._abuf], axis=1)
+                return  # the end of the audio: its last samples wait for close
+            part = np.clip(part, -1, 1)
             if part.shape[1] < chunk:
                 part = np.pad(part, ((0, 0), (0, chunk - part.shape[1])))
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=self._a.layout.name)
@@ -352,7 +429,7 @@ class VideoWriter:
         try:
             for pkt in self._v.encode(None):
                 self._c.mux(pkt)
-            if self._audio is not None:
+            if self._has_audio:
                 self._write_audio_until(None)
                 for pkt in self._a.encode(None):
                     self._c.mux(pkt)
@@ -377,6 +454,8 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(Exception):
+            self._drop_pieces()
         try:
             self._c.close()
         except Exception:  # noqa: BLE001 - best effort on the error path

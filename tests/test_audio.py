@@ -112,3 +112,27 @@ def test_loudness_normaliser_is_causal_and_chunkable() -> None:
     alt = wav.copy()
     alt[32000:] *= 5
     np.testing.assert_array_equal(audio.normalize_loudness(alt)[:32000], whole[:32000])
+
+
+@pytest.mark.parametrize("n", [1, 399, 401, 799, 801, 16000, 16123])
+@pytest.mark.parametrize("chunk", [37, 1024])
+def test_finished_streaming_mel_equals_whole_signal_to_the_end(n: int, chunk: int) -> None:
+    """finish() adds the frames over the reflected end: every frame of the whole signal, so a
+    file's mel can be computed a piece at a time (rtdub.dub.FileMel)."""
+    wav = (np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32)
+    whole = audio.melspectrogram(wav)
+    sm = audio.StreamingMel()
+    for s in range(0, n, chunk):
+        sm.push(wav[s : s + chunk])
+    sm.finish()
+    assert sm.n_frames == len(whole)
+    np.testing.assert_allclose(sm.frames(0, sm.n_frames), whole, atol=1e-4)
+
+
+def test_mel_by_blocks_is_the_whole_signals() -> None:
+    """melspectrogram works a block of frames at a time (its memory stays bounded): the block
+    does not change the values."""
+    wav = speechlike(2.1, seed=3)
+    whole = audio.melspectrogram(wav, block=10**9)
+    np.testing.assert_array_equal(audio.melspectrogram(wav), whole)
+    np.testing.assert_allclose(audio.melspectrogram(wav, block=7), whole, atol=1e-5)

@@ -143,3 +143,42 @@ def test_audio_that_ends_before_the_video_starts_is_an_input_error(tmp_path: Pat
     path = _offset_clip(tmp_path / "c.mp4", video_start=3.0, audio_start=0.0, burst_at=0.6)
     with pytest.raises(InputError, match="ends before the video starts"):
         media.load_audio(path)
+
+
+@pytest.mark.parametrize(("video_start", "audio_start"), [(0.0, 0.4), (0.4, 0.0)])
+def test_audio_chunks_are_load_audios_samples(tmp_path: Path, video_start: float, audio_start: float) -> None:
+    """audio_chunks gives load_audio's samples a piece at a time (the lead placed alike), and
+    audio_length counts them without holding them."""
+    path = _offset_clip(tmp_path / "c.mp4", video_start, audio_start, burst_at=0.6)
+    for mono in (True, False):
+        pieces = list(media.audio_chunks(path, mono=mono))
+        assert len(pieces) > 1 and all(p.ndim == 2 and p.shape[1] > 0 for p in pieces)
+        whole = media.load_audio(path, mono=mono)
+        np.testing.assert_array_equal(np.concatenate(pieces, axis=1), np.atleast_2d(whole))
+    assert media.audio_length(path) == media.load_audio(path).size
+    late = _offset_clip(tmp_path / "late.mp4", video_start=3.0, audio_start=0.0, burst_at=0.6)
+    with pytest.raises(InputError, match="ends before the video starts"):
+        media.audio_length(late)
+
+
+def test_writer_takes_the_audio_in_pieces(tmp_path: Path) -> None:
+    """Audio given as pieces (a long track read as the video reaches it) is muxed as the
+    same audio given whole: the same packets."""
+    import av
+
+    src = np.stack([speechlike(1.3), speechlike(1.3, seed=2)]) * 1.5  # some samples clip
+    sizes = np.cumsum([700, 1024, 3, 5000, 1])
+
+    def write(out: Path, audio: object) -> list[bytes]:
+        with media.VideoWriter(out, 25, 64, 64, audio, 16000) as w:  # type: ignore[arg-type]
+            for _ in range(30):  # the audio outlasts the video: the rest is written at close
+                w.write(np.zeros((64, 64, 3), np.uint8))
+        with av.open(str(out)) as c:
+            return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+    whole = write(tmp_path / "whole.mp4", src)
+    pieces = write(tmp_path / "pieces.mp4", iter(np.split(src, sizes, axis=1)))
+    assert len(whole) > 10 and pieces == whole
+    mono = write(tmp_path / "mono.mp4", iter([src[0, :500], src[0, 500:]]))
+    with av.open(str(tmp_path / "mono.mp4")) as c:
+        assert c.streams.audio[0].codec_context.channels == 1 and mono
