@@ -21,7 +21,7 @@ from .backends import BACKEND_NAMES, BACKENDS, Backend, BackendConfig, get_backe
 from .defaults import DEFAULT_DETAIL, DEFAULT_LOOKAHEAD_MS, STREAM_DETAIL
 from .exceptions import InputError
 from .face.tracker import Tracker
-from .model import ModelBundle, load_bundle
+from .model import AUDIO_MODELS, ModelBundle, load_bundle
 from .render.hires import KERNELS, RenderSizeConfig, detail_problem, render_size_problem
 from .render.pipeline import DubPipeline, PipelineConfig
 
@@ -32,6 +32,7 @@ class EngineConfig:
     backend: str = "onnx"  # one of rtdub.backends.BACKENDS
     threads: int = 2  # inference threads (per stream when streaming)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    audio_model: str = "fused"  # rtdub.model.AUDIO_MODELS: the bundle's fused audio drive, or "base"
 
     @classmethod
     def offline(cls) -> EngineConfig:
@@ -99,15 +100,17 @@ class EngineConfig:
             raise InputError("--backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise InputError("--threads", f"must be a whole number >= 1, got {self.threads!r}")
+        if self.audio_model not in AUDIO_MODELS:
+            raise InputError("--audio-model", f"must be one of {', '.join(AUDIO_MODELS)}, got {self.audio_model!r}")
         check_pipeline_settings(
             self.lookahead_ms, self.render_size, self.kernel, self.detail, self.reference_opening, crop_size
         )
 
     def load_bundle(self) -> ModelBundle:
-        """The model bundle, with the settings checked against it."""
+        """The model bundle (with the chosen audio drive), the settings checked against it."""
         bundle = load_bundle(self.model)
         self.check(bundle.crop_size)
-        return bundle
+        return bundle.audio_model(self.audio_model)
 
 
 def check_pipeline_settings(
@@ -147,6 +150,7 @@ def build_pipeline(
         bundle = config.load_bundle()
     else:
         config.check(bundle.crop_size)
+        bundle = bundle.audio_model(config.audio_model)
     if backend is None:
         backend = get_backend(config.backend, bundle, BackendConfig(threads=config.threads))
     return DubPipeline(bundle, backend, tracker, config.pipeline)

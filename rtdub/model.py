@@ -19,7 +19,7 @@ Images are RGB floats in [0, 1]. Only ONNX, JSON and PNG are read: nothing is un
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ ENGINES_DIR = PACKAGED_ENGINES_DIR if PACKAGED_ENGINES_DIR.is_dir() else SOURCE_
 DEFAULT_MODEL_DIR = ENGINES_DIR / "default"
 # the model bundles that ship with rtdub, which ``--model`` also takes by name
 SHIPPED_BUNDLES = ("default", "fast", "hq")
+# the audio drives a bundle may hold: "fused" (the audio-to-lip model mixed with the viseme
+# recogniser, where the bundle has it) and "base" (the audio-to-lip model alone)
+AUDIO_MODELS = ("fused", "base")
 
 
 # the channels of the generator's fields output, in order: what every bundle exported since
@@ -140,10 +143,28 @@ class ModelBundle:
     fields: FieldLayout = FieldLayout()  # the generator's fields output, when it has one
     phonetic_path: Path | None = None  # the phonetic drive's model (rtdub/drive/phonetic.py), if any
     references: tuple[BankReference, ...] = ()  # an enrolled person's references (rtdub/render/reference.py)
+    # the audio-to-lip model alone, where ``a2l_path`` is the fused audio drive (the same model
+    # mixed with the viseme recogniser: training/train_visemes.py); manifest ``a2l.baseline``
+    a2l_baseline_path: Path | None = None
 
     @property
     def n_units(self) -> int:
         return self.basis.n_units
+
+    def audio_model(self, name: str) -> ModelBundle:
+        """The bundle with the audio drive ``name`` (:data:`AUDIO_MODELS`): "fused" is the
+        bundle's own a2l file; "base" is its audio-to-lip model alone (the same file for a
+        bundle that has no fused drive)."""
+        if name not in AUDIO_MODELS:
+            raise ValueError(f"audio model must be one of {AUDIO_MODELS}, got {name!r}")
+        if name == "base" and self.a2l_baseline_path is not None:
+            return replace(self, a2l_path=self.a2l_baseline_path, a2l_baseline_path=None)
+        return self
+
+    @property
+    def fused(self) -> bool:
+        """Whether the audio drive mixes in the viseme recogniser."""
+        return self.a2l_baseline_path is not None
 
 
 def geometry() -> dict[str, object]:
@@ -202,6 +223,7 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
             fields=FieldLayout.from_manifest(m["generator"]),
             phonetic_path=root / m["phonetic"]["file"] if isinstance(m.get("phonetic"), dict) else None,
             references=tuple(BankReference.from_manifest(root, r) for r in m.get("references", [])),
+            a2l_baseline_path=root / m["a2l"]["baseline"] if m["a2l"].get("baseline") else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{mf}: malformed manifest ({exc!r})") from exc
@@ -209,7 +231,8 @@ def load_bundle(path: str | Path | None = None) -> ModelBundle:
     if geo != geometry():
         raise ModelError(f"{mf}: crop geometry {geo} differs from this runtime's {geometry()}")
     bank = [p for r in bundle.references for p in (r.crop_path, r.hires_path) if p is not None]
-    for p in (bundle.a2l_path, bundle.generator_path, *([bundle.phonetic_path] if bundle.phonetic_path else []), *bank):
+    optional = [p for p in (bundle.phonetic_path, bundle.a2l_baseline_path) if p is not None]
+    for p in (bundle.a2l_path, bundle.generator_path, *optional, *bank):
         if not p.is_file():
             raise ModelError(f"{p}: missing model file")
     if bundle.closed_units.shape != (basis.n_units,):

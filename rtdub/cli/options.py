@@ -10,11 +10,12 @@ from pathlib import Path
 
 from ..backends import BACKENDS
 from ..engine import EngineConfig
+from ..model import AUDIO_MODELS
 from ..render.hires import KERNELS
 
 
 def add_engine_options(p: argparse.ArgumentParser, preset: EngineConfig) -> None:
-    """--model, --backend, --threads, --lookahead-ms, --render-size, --kernel, --detail and
+    """--model, --backend, --threads, --audio-model, --lookahead-ms, --render-size, --kernel, --detail and
     --reference-opening, with ``preset``'s values as defaults."""
     g = p.add_argument_group("engine")
     g.add_argument(
@@ -31,6 +32,14 @@ def add_engine_options(p: argparse.ArgumentParser, preset: EngineConfig) -> None
         help=f"inference backend: onnx (CPU) or tensorrt (GPU) (default {preset.backend})",
     )
     g.add_argument("--threads", type=int, default=preset.threads, help=f"inference threads (default {preset.threads})")
+    g.add_argument(
+        "--audio-model",
+        choices=AUDIO_MODELS,
+        default=preset.audio_model,
+        help="lips from the dubbed audio alone: fused (the audio-to-lip model mixed with the bundle's "
+        "speaker-independent viseme recogniser, where it has one) or base (the audio-to-lip model alone) "
+        f"(default {preset.audio_model})",
+    )
     g.add_argument(
         "--lookahead-ms",
         type=float,
@@ -71,7 +80,11 @@ def add_engine_options(p: argparse.ArgumentParser, preset: EngineConfig) -> None
 def engine_config(args: argparse.Namespace, preset: EngineConfig) -> EngineConfig:
     """The engine flags of ``args`` over ``preset``, validated (InputError naming the flag)."""
     config = EngineConfig(
-        model=args.model, backend=args.backend, threads=args.threads, pipeline=preset.pipeline
+        model=args.model,
+        backend=args.backend,
+        threads=args.threads,
+        pipeline=preset.pipeline,
+        audio_model=args.audio_model,
     ).with_options(
         lookahead_ms=args.lookahead_ms,
         render_size=args.render_size,
