@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-gain", type=float, default=3.0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--loo-bundles", type=Path, default=None, help="also write one bundle per left-out identity")
+    p.add_argument("--bundle", type=Path, default=None, help="also write the fused bundle (a copy of --basis)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not 0.0 <= args.weight <= 1.0:
@@ -332,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "fused.json").write_text(json.dumps(info, indent=1) + "\n")
+    if args.bundle is not None:
+        write_bundle(args.basis, args.out / "a2l_fused.onnx", args.bundle, info)
     print(f"alpha {alpha:g}, weight {args.weight:g}, parity {err:.2e}")
     for ident, row in per.items():
         print(
