@@ -33,21 +33,26 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rtdub import audio, media
+from rtdub.drive.phones import N_CLASSES
 from rtdub.face.lipunits import inner_gap_batch
 from rtdub.measure.avsync import VSHIFT, SyncNetExpert, offset_distances
 from rtdub.measure.phonesync import (
-    DEFAULT_RULE,
     CombineRule,
     GapPredictor,
+    PhoneRecogniser,
+    PhoneSpan,
+    centre,
     combine,
     confidence,
     evidence_curve,
+    span_classes,
     standardise,
     unbiased,
 )
@@ -73,8 +78,11 @@ LEFT_OUT = {
     "social_d20": "real_social_d20",
 }
 UNRELIABLE = {"social_d6": "real_social_d6", "social_d12": "real_social_d12", "social_d14": "real_social_d14"}
-WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0)
-MIN_CONFIDENCE = (0.0, 0.05, 0.1, 0.15)
+REAL_TRAINING = ("KristiNoem", "Obama", "andrew")  # the class table is fitted on these (real lips)
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+ABS_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)  # distance per unit of correlation
+MIN_CONFIDENCE = (0.0, 0.05, 0.1)
+SOURCES = {"a2l": ("a2l",), "phones": ("phones",), "both": ("a2l", "phones")}
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,20 @@ class Tracks:
     video: np.ndarray  # (N - F + 1, E) expert video embeddings
     gap: np.ndarray  # (N,) tracked inner-lip gap (nan: no face)
     mel: np.ndarray  # whole-signal log-mel
+    wav: np.ndarray  # 16 kHz float
     lag: int  # frames the clip's own audio lags its picture
+
+
+@dataclass(frozen=True)
+class ClipPhones:
+    """A clip's recognised classes on the audio frame grid (index g: audio frame g - pad)."""
+
+    name: str
+    identity: str
+    gap: np.ndarray  # (N,)
+    classes: np.ndarray  # (N + 2·pad,)
+    pad: int
+    lag: int
 
 
 @dataclass(frozen=True)
@@ -95,10 +116,11 @@ class Trial:
     identity: str
     clip: str
     start: int
+    stop: int
     delay: int
     truth: int
     distances: np.ndarray  # (31,)
-    curve: np.ndarray  # (31,)
+    curve: np.ndarray  # (31,) the audio-to-lip evidence
 
 
 def clip_trials(
@@ -108,19 +130,70 @@ def clip_trials(
     that reaches max_delay frames beyond both ends."""
     n = len(t.video)
     pad = max_delay
-    grid = (np.arange(-pad, n + pad + len(t.gap) - n) / t.fps).astype(np.float64)
+    grid = grid_times(len(t.gap), t.fps, pad)
     aw = expert.audio_windows(t.mel, grid[: n + 2 * pad])
     a = np.concatenate([expert.embed_audio(aw[s : s + 128]) for s in range(0, len(aw), 128)])
     pred = gp.predict(t.mel, grid)
-    seg = max(VSHIFT + 1, int(round(segment_s * t.fps)))
     out = []
-    for s0 in range(0, max(1, n - seg + 1), seg):
-        s1 = min(n, s0 + seg)
+    for s0, s1 in segments(n, t.fps, segment_s):
         for d in range(-max_delay, max_delay + 1):
             # audio read d frames late: frame i hears grid frame i - d (grid index i - d + pad)
             dist = offset_distances(t.video[s0:s1], a[s0 - d + pad : s1 - d + pad])
             cur = evidence_curve(t.gap[s0:s1], pred[s0 - d + pad : s1 - d + pad])
-            out.append(Trial(group, identity, t.name, s0, d, -(t.lag + d), dist, cur))
+            out.append(Trial(group, identity, t.name, s0, s1, d, -(t.lag + d), dist, cur))
+    return out
+
+
+def grid_times(n: int, fps: float, pad: int) -> np.ndarray:
+    return (np.arange(-pad, n + pad) / fps).astype(np.float64)
+
+
+def segments(n: int, fps: float, segment_s: float) -> list[tuple[int, int]]:
+    seg = max(VSHIFT + 1, int(round(segment_s * fps)))
+    return [(s0, min(n, s0 + seg)) for s0 in range(0, max(1, n - seg + 1), seg)]
+
+
+def clip_phones(t: Tracks, identity: str, pad: int, cache: Path | None, rec: PhoneRecogniser | None) -> ClipPhones:
+    """The clip's recognised classes (pocketsphinx), cached as JSON spans in ``cache``."""
+    f = cache / f"{t.name}.json" if cache is not None else None
+    if f is not None and f.is_file():
+        spans = [PhoneSpan(int(c), float(a), float(b)) for c, a, b in json.loads(f.read_text())]
+    else:
+        assert rec is not None
+        spans = rec.spans(t.wav)
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps([[p.cls, p.start, p.end] for p in spans]))
+    classes = span_classes(spans, grid_times(len(t.gap), t.fps, pad))
+    return ClipPhones(t.name, identity, t.gap, classes, pad, t.lag)
+
+
+def fit_class_gap(clips: list[ClipPhones]) -> tuple[float, ...]:
+    """Mean z-scored gap per visual class: the class sounding at audio frame i + lag against
+    the gap of video frame i (the clip's own lag removed)."""
+    total, count = np.zeros(N_CLASSES), np.zeros(N_CLASSES)
+    for c in clips:
+        n = len(c.gap)
+        idx = np.clip(np.arange(n) + c.lag + c.pad, 0, len(c.classes) - 1)
+        ok = np.isfinite(c.gap)
+        if ok.sum() < 2:
+            continue
+        z = (c.gap[ok] - c.gap[ok].mean()) / max(float(c.gap[ok].std()), 1e-9)
+        np.add.at(total, c.classes[idx][ok], z)
+        np.add.at(count, c.classes[idx][ok], 1)
+    return tuple(float(x) for x in np.where(count > 0, total / np.maximum(count, 1), 0.0))
+
+
+def phone_curves(trials: list[Trial], phones: dict[str, ClipPhones], table: tuple[float, ...]) -> np.ndarray:
+    """(T, 31) the recognised phones' correlation curve of every trial (nan rows: no phones)."""
+    tab = np.asarray(table, np.float64)
+    out = np.full((len(trials), 2 * VSHIFT + 1), np.nan)
+    for k, t in enumerate(trials):
+        c = phones.get(t.clip)
+        if c is None:
+            continue
+        pred = tab[c.classes]
+        out[k] = evidence_curve(c.gap[t.start : t.stop], pred[t.start - t.delay + c.pad : t.stop - t.delay + c.pad])
     return out
 
 
@@ -135,12 +208,13 @@ def shard_tracks(path: Path, expert: SyncNetExpert, lag: int) -> Tracks:
     crops = z["crops"]
     vw = expert.video_windows(crops)
     v = np.concatenate([expert.embed_video(vw[s : s + 64]) for s in range(0, len(vw), 64)])
-    mel = audio.melspectrogram(audio.normalize_loudness(z["wav"]))
-    return Tracks(path.stem, float(z["fps"]), v, gap, mel, lag)
+    wav = np.asarray(z["wav"], np.float32)
+    mel = audio.melspectrogram(audio.normalize_loudness(wav))
+    return Tracks(path.stem, float(z["fps"]), v, gap, mel, wav, lag)
 
 
-def video_tracks(path: Path, expert: SyncNetExpert) -> Tracks:
-    """A dev clip, tracked here as ``rtdub eval`` tracks it."""
+def video_tracks(path: Path, expert: SyncNetExpert, lag: int) -> Tracks:
+    """A video with its own audio, tracked here as ``rtdub eval`` tracks it."""
     from rtdub.measure.scoring import _fill, _Track
 
     tr = _Track(expert.window.crop_size)
@@ -155,7 +229,7 @@ def video_tracks(path: Path, expert: SyncNetExpert) -> Tracks:
     v = np.concatenate([expert.embed_video(vw[s : s + 64]) for s in range(0, len(vw), 64)])
     wav = media.load_audio(path)
     mel = audio.melspectrogram(audio.normalize_loudness(wav))
-    return Tracks(path.stem, fps, v, np.asarray(tr.gap, np.float64), mel, 0)
+    return Tracks(path.stem, fps, v, np.asarray(tr.gap, np.float64), mel, wav, lag)
 
 
 def read_lags(path: Path | None, min_shift: int = 2) -> dict[str, int]:
@@ -168,6 +242,18 @@ def read_lags(path: Path | None, min_shift: int = 2) -> dict[str, int]:
     return out
 
 
+def _zrows(x: np.ndarray) -> np.ndarray:
+    return np.stack([standardise(r) for r in x]) if len(x) else x
+
+
+def _crows(x: np.ndarray) -> np.ndarray:
+    return np.stack([centre(r) for r in x]) if len(x) else x
+
+
+def _shift_rows(x: np.ndarray, bias: int) -> np.ndarray:
+    return np.stack([unbiased(r, bias) for r in x]) if len(x) else x
+
+
 @dataclass(frozen=True)
 class Table:
     """Trials as arrays, for sweeping rules quickly (:func:`check` proves it agrees with
@@ -176,123 +262,141 @@ class Table:
     identity: np.ndarray  # (T,) str
     truth: np.ndarray  # (T,) int
     expert: np.ndarray  # (T,) int
-    distances: np.ndarray  # (T, 31)
-    curves: np.ndarray  # (T, 31)
+    neg_zd: np.ndarray  # (T, 31) −standardised expert distances
+    neg_cd: np.ndarray  # (T, 31) −centred expert distances
+    curves: np.ndarray  # (T, 31) audio-to-lip evidence
+    phones: np.ndarray  # (T, 31) recognised phones' evidence (nan rows: none)
 
     @staticmethod
-    def of(trials: list[Trial]) -> Table:
-        d = np.stack([t.distances for t in trials]) if trials else np.zeros((0, 2 * VSHIFT + 1))
+    def of(trials: list[Trial], phones: np.ndarray) -> Table:
+        d = np.stack([t.distances for t in trials])
         return Table(
             np.asarray([t.identity for t in trials]),
             np.asarray([t.truth for t in trials], np.int64),
-            VSHIFT - np.argmin(d, axis=1) if trials else np.zeros(0, np.int64),
-            d,
-            np.stack([t.curve for t in trials]) if trials else np.zeros((0, 2 * VSHIFT + 1)),
+            VSHIFT - np.argmin(d, axis=1),
+            -_zrows(d),
+            -_crows(d),
+            np.stack([t.curve for t in trials]),
+            phones,
         )
 
     def rows(self, mask: np.ndarray) -> Table:
-        return Table(self.identity[mask], self.truth[mask], self.expert[mask], self.distances[mask], self.curves[mask])
+        return Table(
+            self.identity[mask], self.truth[mask], self.expert[mask], self.neg_zd[mask], self.neg_cd[mask],
+            self.curves[mask], self.phones[mask],
+        )  # fmt: skip
 
-    def offsets(self, rule: CombineRule) -> tuple[np.ndarray, np.ndarray]:
-        """(evidence, combined) offsets per trial; evidence = 999 where it has none."""
-        c = np.stack([unbiased(r, rule.bias) for r in self.curves]) if len(self.curves) else self.curves
-        finite = np.isfinite(c)
-        has = finite.any(axis=1)
-        cz = np.where(finite, c, -np.inf)
-        evidence = np.where(has, VSHIFT - np.argmax(cz, axis=1), 999)
-        conf = np.array([confidence(r) for r in c]) if len(c) else np.zeros(0)
-        usable = (finite.sum(axis=1) >= 3) & (conf >= rule.min_confidence)
-        zd = np.stack([standardise(r) for r in self.distances]) if len(c) else c
-        zc = np.stack([standardise(r) for r in c]) if len(c) else c
-        comb = VSHIFT - np.argmax(-zd + rule.weight * zc, axis=1) if len(c) else np.zeros(0, np.int64)
-        if rule.weight <= 0:
-            usable[:] = False
-        return evidence, np.where(usable, comb, self.expert)
+    def source(self, which: str, bias: int) -> Source:
+        return Source.of(_shift_rows(self.curves if which == "a2l" else self.phones, bias))
 
-    def evidence_error(self) -> np.ndarray:
-        ev, _ = self.offsets(CombineRule(0.0))
-        return np.where(ev == 999, np.nan, ev - self.truth).astype(np.float64)
-
-    def within(self, rule: CombineRule | None, which: str = "combined") -> float:
-        """Fraction of trials within ±1 frame: ``which`` is expert, evidence or combined."""
-        if len(self.truth) == 0:
-            return float("nan")
-        if which == "expert":
-            got = self.expert
+    def combined(self, rule: CombineRule, a: Source, p: Source) -> np.ndarray:
+        """Combined offsets under ``rule`` (``a`` and ``p`` prepared with its biases)."""
+        ua = a.usable(rule.min_confidence) & (rule.weight > 0)
+        up = p.usable(rule.min_confidence) & (rule.phone_weight > 0)
+        if rule.absolute:
+            sc = self.neg_cd + rule.weight * a.c * ua[:, None] + rule.phone_weight * p.c * up[:, None]
         else:
-            ev, comb = self.offsets(rule or DEFAULT_RULE)
-            got = ev if which == "evidence" else comb
-        return float(np.mean(np.abs(got - self.truth) <= 1))
+            sc = self.neg_zd + rule.weight * a.z * ua[:, None] + rule.phone_weight * p.z * up[:, None]
+        return np.where(ua | up, VSHIFT - np.argmax(sc, axis=1), self.expert)
 
-    def per_identity(self, rule: CombineRule) -> float:
+    def hits(self, got: np.ndarray) -> np.ndarray:
+        return np.abs(got - self.truth) <= 1
+
+    def per_identity(self, ok: np.ndarray) -> float:
         """Mean over identities of the fraction within ±1 frame (long clips do not outvote short ones)."""
-        return float(np.mean([self.rows(self.identity == i).within(rule) for i in sorted(set(self.identity))]))
+        return float(np.mean([ok[self.identity == i].mean() for i in sorted(set(self.identity))]))
 
 
-def check(trials: list[Trial], table: Table, rule: CombineRule, n: int = 200) -> None:
+@dataclass(frozen=True)
+class Source:
+    """One evidence's curves over trials, its bias removed."""
+
+    z: np.ndarray  # (T, 31) standardised
+    c: np.ndarray  # (T, 31) centred
+    confidence: np.ndarray  # (T,)
+    finite: np.ndarray  # (T,) entries that are finite
+    offset: np.ndarray  # (T,) its own offset; 999 where it has none
+
+    @staticmethod
+    def of(c: np.ndarray) -> Source:
+        fin = np.isfinite(c)
+        conf = np.array([confidence(r) for r in c]) if len(c) else np.zeros(0)
+        off = np.where(fin.any(axis=1), VSHIFT - np.argmax(np.where(fin, c, -np.inf), axis=1), 999)
+        return Source(_zrows(c), _crows(c), conf, fin.sum(axis=1), off)
+
+    def usable(self, min_confidence: float) -> np.ndarray:
+        return (self.finite >= 3) & (np.nan_to_num(self.confidence, nan=-1.0) >= min_confidence)
+
+
+def check(trials: list[Trial], table: Table, rule: CombineRule, n: int = 300) -> None:
     """The fast path gives the offsets of rtdub.measure.phonesync.combine (first n trials)."""
-    ev, comb = table.offsets(rule)
+    a, p = table.source("a2l", rule.bias), table.source("phones", rule.phone_bias)
+    comb = table.combined(rule, a, p)
     for k, t in enumerate(trials[:n]):
-        c = combine(t.distances, t.curve, rule)
-        assert c.expert == table.expert[k] and c.combined == comb[k], (k, c, comb[k])
-        assert (c.evidence if c.evidence is not None else 999) == ev[k] or not np.isfinite(t.curve).any()
+        ph = table.phones[k] if np.isfinite(table.phones[k]).any() else None
+        c = combine(t.distances, t.curve, rule, ph)
+        assert c.expert == table.expert[k] and c.combined == comb[k], (k, c.expert, c.combined, comb[k])
 
 
-def pick_bias(table: Table) -> int:
-    """The evidence's lag on training identities: the median of its per-identity median errors."""
-    err = table.evidence_error()
-    meds = [np.nanmedian(err[table.identity == i]) for i in sorted(set(table.identity))]
-    return int(np.round(np.nanmedian(meds)))
+def pick_bias(table: Table, which: str) -> int:
+    """An evidence's lag on the training identities: the median of its per-identity median errors."""
+    src = table.source(which, 0)
+    err = np.where(src.offset == 999, np.nan, src.offset - table.truth).astype(np.float64)
+    meds = [np.nanmedian(err[table.identity == i]) for i in sorted(set(table.identity))
+            if np.isfinite(err[table.identity == i]).any()]  # fmt: skip
+    return int(np.round(np.median(meds))) if meds else 0
 
 
-def rules(bias: int) -> list[CombineRule]:
-    return [CombineRule(w, m, bias) for w in WEIGHTS for m in MIN_CONFIDENCE if not (w == 0 and m > 0)]
-
-
-def pick(table: Table) -> tuple[CombineRule, float]:
-    """The evidence's bias, then the rule with the most trials within ±1 frame (mean over
-    identities); ties go to the larger weight, then the smaller min_confidence (the expert is at
-    its best on its own training faces, so a tie says the evidence costs nothing there)."""
-    bias = pick_bias(table)
-    best: tuple[float, float, float] | None = None
-    chosen = DEFAULT_RULE
-    for r in rules(bias):
-        key = (round(table.per_identity(r), 6), r.weight, -r.min_confidence)
-        if best is None or key > best:
-            best, chosen = key, r
+def pick(table: Table, sources: tuple[str, ...]) -> tuple[CombineRule, float]:
+    """Each evidence's bias, then the weights with the most trials within ±1 frame (mean over
+    identities); ties go to the larger weights, then the smaller min_confidence (the expert is
+    at its best on its own training faces, so a tie says the evidence costs nothing there)."""
+    bias = pick_bias(table, "a2l") if "a2l" in sources else 0
+    pbias = pick_bias(table, "phones") if "phones" in sources else 0
+    a, p = table.source("a2l", bias), table.source("phones", pbias)
+    best: tuple[float, float, float, float, float] | None = None
+    chosen = CombineRule(0.0, 0.0, bias, 0.0, pbias)
+    for absolute, grid in ((False, WEIGHTS), (True, ABS_WEIGHTS)):
+        for w in grid if "a2l" in sources else (0.0,):
+            for pw in grid if "phones" in sources else (0.0,):
+                for m in MIN_CONFIDENCE:
+                    r = CombineRule(w, m, bias, pw, pbias, absolute)
+                    acc = round(table.per_identity(table.hits(table.combined(r, a, p))), 6)
+                    key = (acc, float(w + pw > 0), float(absolute), w + pw, -m)
+                    if best is None or key > best:
+                        best, chosen = key, r
     assert best is not None
     return chosen, best[0]
 
 
-def loio(table: Table) -> tuple[float, list[dict[str, object]]]:
-    """Leave one identity out: the rule picked on the others, scored on it."""
+Refit = Callable[[str | None], Table]  # the training table with the class table fitted without an identity
+
+
+def loio(refit: Refit, identities: list[str], sources: tuple[str, ...]) -> tuple[float, list[dict[str, object]]]:
+    """Leave one identity out: the class table and the rule fitted on the others, scored on it."""
     rows: list[dict[str, object]] = []
-    for i in sorted(set(table.identity)):
-        r, _ = pick(table.rows(table.identity != i))
+    for i in identities:
+        table = refit(i)
+        r, _ = pick(table.rows(table.identity != i), sources)
         held = table.rows(table.identity == i)
-        rows.append({"identity": i, "bias": r.bias, "weight": r.weight, "min_confidence": r.min_confidence,
-                     "trials": len(held.truth), "expert": held.within(None, "expert"),
-                     "combined": held.within(r)})  # fmt: skip
+        a, p = held.source("a2l", r.bias), held.source("phones", r.phone_bias)
+        rows.append({"identity": i, "rule": asdict(r), "trials": len(held.truth),
+                     "expert": float(held.hits(held.expert).mean()),
+                     "combined": float(held.hits(held.combined(r, a, p)).mean())})  # fmt: skip
     return float(np.mean([float(r["combined"]) for r in rows])), rows  # type: ignore[arg-type]
 
 
 def summary(table: Table, rule: CombineRule) -> dict[str, object]:
-    per = {}
+    a, p = table.source("a2l", rule.bias), table.source("phones", rule.phone_bias)
+    comb = table.combined(rule, a, p)
+    cols = {"expert": table.expert, "a2l evidence": a.offset, "phone evidence": p.offset, "combined": comb}
+    per: dict[str, dict[str, object]] = {}
     for i in sorted(set(table.identity)):
-        s = table.rows(table.identity == i)
-        err = s.evidence_error()
-        per[str(i)] = {
-            "trials": len(s.truth),
-            "expert": s.within(None, "expert"),
-            "evidence": s.within(rule, "evidence"),
-            "combined": s.within(rule),
-            "evidence_median_error": float(np.nanmedian(err)) if np.isfinite(err).any() else None,
-        }
+        m = table.identity == i
+        per[str(i)] = {"trials": int(m.sum()), **{k: float(table.hits(v)[m].mean()) for k, v in cols.items()}}
     return {
         "trials": len(table.truth),
-        "expert": table.within(None, "expert"),
-        "evidence": table.within(rule, "evidence"),
-        "combined": table.within(rule),
+        **{k: float(table.hits(v).mean()) for k, v in cols.items()},
         "per_identity": per,
     }
 
@@ -314,10 +418,13 @@ def fmt(x: object) -> str:
 
 
 def report_md(res: dict[str, object], command: str) -> str:
-    rule = res["rule"]
-    assert isinstance(rule, dict)
+    variants = res["variants"]
+    assert isinstance(variants, dict)
+    cols = ("expert", "a2l evidence", "phone evidence", "combined")
+    first = next(iter(variants.values()), None)
+    groups = list(first["groups"]) if first else []
     lines = [
-        "# AV offset on shifted audio: expert, mouth-opening evidence, combined",
+        "# AV offset on shifted audio: the lip-sync expert, mouth-opening evidence, combined",
         "",
         f"`{command}`",
         "",
@@ -326,43 +433,37 @@ def report_md(res: dict[str, object], command: str) -> str:
         f"Protocol: segments of {res['segment_s']} s, audio delays −{res['max_delay']}…+{res['max_delay']} frames, "
         "search ±15 frames; a trial passes when the offset is within ±1 frame of −(clip lag + delay) "
         "(syncnet_python's sign). Clip lags (training.offset_check --asr, decided and ≥ 2 frames): "
-        f"{res['lags']}.",
+        f"{res['lags']}. Class gap table (fitted on the real training identities {', '.join(REAL_TRAINING)}): "
+        f"{res['class_gap']}.",
         "",
-        f"Combination rule (chosen on the training identities only): evidence bias {rule['bias']} frames, "
-        f"weight {rule['weight']}, "
-        f"min_confidence {rule['min_confidence']}. Leave-one-identity-out on the training identities: "
-        f"{fmt(res['loio'])}.",
+        "Each evidence set's rule is chosen on the training identities only; the set eval uses is the one with "
+        "the best leave-one-identity-out (LOIO) score on them (class table and rule refitted without the "
+        f"identity), if it beats the expert alone (LOIO {fmt(res['expert_loio'])}). Chosen: "
+        f"**{res['chosen'] or 'the expert alone'}**.",
         "",
-        "| identities | trials | expert only | evidence only | combined |",
-        "|---|---|---|---|---|",
+        "| evidence | rule | LOIO (training) | " + " | ".join(f"{g}: expert / combined" for g in groups) + " |",
+        "|---|---|---|" + "---|" * len(groups),
     ]
-    groups = res["groups"]
-    assert isinstance(groups, dict)
-    for g, s in groups.items():
-        lines.append(f"| {g} | {s['trials']} | {fmt(s['expert'])} | {fmt(s['evidence'])} | {fmt(s['combined'])} |")
-    lines += ["", "Per identity:", "", "| group | identity | trials | expert | evidence | combined |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for g, s in groups.items():
-        for i, p in s["per_identity"].items():
-            lines.append(
-                f"| {g} | {i} | {p['trials']} | {fmt(p['expert'])} | {fmt(p['evidence'])} | {fmt(p['combined'])} |"
-            )
-    lines += ["", "Leave one training identity out (rule picked on the others):", "",
-              "| identity | bias | weight | min_confidence | trials | expert | combined |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    rows = res["loio_rows"]
-    assert isinstance(rows, list)
-    for r in rows:
+    for name, v in variants.items():
+        gs = v["groups"]
         lines.append(
-            f"| {r['identity']} | {r['bias']} | {r['weight']} | {r['min_confidence']} | {r['trials']} | "
-            f"{fmt(r['expert'])} | {fmt(r['combined'])} |"
+            f"| {name} | {v['rule']} | {fmt(v['loio'])} | "
+            + " | ".join(f"{fmt(gs[g]['expert'])} / {fmt(gs[g]['combined'])}" for g in groups)
+            + " |"
         )
-    sweep = res["sweep"]
-    assert isinstance(sweep, list)
-    lines += ["", "Weight sweep (min_confidence 0; every group, for the record: the rule was not chosen here):", "",
-              "| weight | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]  # fmt: skip
-    for row in sweep:
-        lines.append(f"| {row['weight']} | " + " | ".join(fmt(row[g]) for g in groups) + " |")
+    for name, v in variants.items():
+        lines += ["", f"## {name}: per identity", "", "| group | identity | trials | " + " | ".join(cols) + " |",
+                  "|---|---|---|" + "---|" * len(cols)]  # fmt: skip
+        for g, gs in v["groups"].items():
+            lines.append(f"| {g} | all | {gs['trials']} | " + " | ".join(fmt(gs[c]) for c in cols) + " |")
+            for i, pi in gs["per_identity"].items():
+                lines.append(f"| {g} | {i} | {pi['trials']} | " + " | ".join(fmt(pi[c]) for c in cols) + " |")
+        lines += ["", "Leave one training identity out:", "", "| identity | rule | trials | expert | combined |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in v["loio_rows"]:
+            lines.append(
+                f"| {r['identity']} | {r['rule']} | {r['trials']} | {fmt(r['expert'])} | {fmt(r['combined'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -370,54 +471,102 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=Path("data/train"))
     p.add_argument("--offsets", type=Path, default=Path("runs/offsets_train.json"))
+    p.add_argument("--videos", type=Path, default=None, help="folder of the left-out identities' videos (*.mp4)")
     p.add_argument("--dev", type=Path, default=None, help="dev clips folder (*.mp4 with audio): score them once")
     p.add_argument("--model", default=None, help="bundle whose audio-to-lip model gives the evidence")
     p.add_argument("--segment", type=float, default=5.0, help="seconds per trial")
     p.add_argument("--max-delay", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--cache", type=Path, default=None, help="save/load the trials' curves here (npz)")
+    p.add_argument("--phones-cache", type=Path, default=None, help="recognised phones per clip (JSON) kept here")
+    p.add_argument("--sources", choices=[*SOURCES, "all"], default="all", help="evidence sets to try")
+    p.add_argument("--keep", type=Path, default=None, help="also pickle the trials here (for analysis)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     load_before = host_load()
     t0 = time.time()
     lags = read_lags(args.offsets)
     trials: list[Trial] = []
-    if args.cache is not None and args.cache.is_file():
-        trials = load_trials(args.cache)
-    else:
-        expert = SyncNetExpert(threads=args.threads)
-        gp = GapPredictor(args.model, threads=args.threads)
-        for path in sorted(args.data.glob("*.npz")):
-            for group, pats in (("training", TRAINING), ("left out", LEFT_OUT), ("unreliable", UNRELIABLE)):
-                ident = identity_of(path.stem, pats)
-                if ident is None:
-                    continue
-                tr = shard_tracks(path, expert, lags.get(path.stem, 0))
-                trials += clip_trials(tr, group, ident, expert, gp, args.segment, args.max_delay)
-                logger.info("%s (%s, %s): lag %d, %d trials so far", path.stem, group, ident, tr.lag, len(trials))
-        if args.dev is not None:
-            for path in sorted(args.dev.glob("*.mp4")):
-                if media.probe_video(path).fps and _has_audio(path):
-                    tr = video_tracks(path, expert)
-                    trials += clip_trials(tr, "dev", path.stem, expert, gp, args.segment, args.max_delay)
-                    logger.info("%s (dev): %d trials so far", path.stem, len(trials))
-        if args.cache is not None:
-            save_trials(args.cache, trials)
-    table = Table.of(trials)
+    tracks: list[tuple[Tracks, str]] = []
+    expert = SyncNetExpert(threads=args.threads)
+    gp = GapPredictor(args.model, threads=args.threads)
+    rec = PhoneRecogniser() if args.sources != "a2l" else None
+    phones: dict[str, ClipPhones] = {}
+    pad = args.max_delay
+    for path in sorted(args.data.glob("*.npz")):
+        for group, pats in (("training", TRAINING), ("left out", LEFT_OUT), ("unreliable", UNRELIABLE)):
+            ident = identity_of(path.stem, pats)
+            if ident is None:
+                continue
+            tr = shard_tracks(path, expert, lags.get(path.stem, 0))
+            trials += clip_trials(tr, group, ident, expert, gp, args.segment, args.max_delay)
+            tracks.append((tr, ident))
+            logger.info("%s (%s, %s): lag %d, %d trials so far", path.stem, group, ident, tr.lag, len(trials))
+    if args.videos is not None:
+        # the left-out identities again, tracked from their videos as rtdub eval tracks them
+        for path in sorted(args.videos.glob("*.mp4")):
+            ident = identity_of(path.stem, LEFT_OUT)
+            if ident is not None:
+                tr = video_tracks(path, expert, lags.get(path.stem, 0))
+                tr = Tracks(tr.name + ".mp4", tr.fps, tr.video, tr.gap, tr.mel, tr.wav, tr.lag)
+                trials += clip_trials(tr, "left out (videos)", ident, expert, gp, args.segment, args.max_delay)
+                tracks.append((tr, ident))
+                logger.info("%s (left out, video): lag %d, %d trials so far", path.stem, tr.lag, len(trials))
+    if args.dev is not None:
+        for path in sorted(args.dev.glob("*.mp4")):
+            if _has_audio(path):
+                tr = video_tracks(path, expert, 0)
+                tr = Tracks("dev_" + tr.name, tr.fps, tr.video, tr.gap, tr.mel, tr.wav, tr.lag)
+                trials += clip_trials(tr, "dev", path.stem, expert, gp, args.segment, args.max_delay)
+                tracks.append((tr, path.stem))
+                logger.info("%s (dev): %d trials so far", path.stem, len(trials))
+    if rec is not None:
+        for tr, ident in tracks:
+            phones[tr.name] = clip_phones(tr, ident, pad, args.phones_cache, rec)
+            logger.info("%s: phones recognised", tr.name)
+    if args.keep is not None:
+        import pickle
+
+        args.keep.parent.mkdir(parents=True, exist_ok=True)
+        args.keep.write_bytes(pickle.dumps((trials, phones)))
     groups_of = np.asarray([t.group for t in trials])
-    train = table.rows(groups_of == "training")
-    rule, acc = pick(train)
-    check(trials, table, rule)
-    logger.info("rule on the training identities: bias %d, weight %.2f, min_confidence %.2f (%.3f)", rule.bias,
-                rule.weight, rule.min_confidence, acc)  # fmt: skip
-    loio_acc, loio_rows = loio(train)
-    names = [g for g in ("training", "left out", "unreliable", "dev") if (groups_of == g).any()]
-    groups = {g: summary(table.rows(groups_of == g), rule) for g in names}
-    sweep = [
-        {"weight": w, **{g: table.rows(groups_of == g).within(CombineRule(w, 0.0, rule.bias)) for g in names}}
-        for w in WEIGHTS
-    ]
+    is_train = groups_of == "training"
+    fit_clips = [c for c in phones.values() if c.identity in REAL_TRAINING]
+    fit_clips = [c for c in fit_clips if any(t.clip == c.name and t.group == "training" for t in trials)]
+    train_trials = [t for t, m in zip(trials, is_train, strict=True) if m]
+
+    def refit(without: str | None) -> Table:
+        table = fit_class_gap([c for c in fit_clips if c.identity != without]) if phones else (0.0,) * N_CLASSES
+        return Table.of(train_trials, phone_curves(train_trials, phones, table))
+
+    class_gap = fit_class_gap(fit_clips) if phones else (0.0,) * N_CLASSES
+    table = Table.of(trials, phone_curves(trials, phones, class_gap))
+    train = table.rows(is_train)
+    ids = sorted({t.identity for t in train_trials})
+    order = ("training", "left out", "left out (videos)", "unreliable", "dev")
+    names = [g for g in order if (groups_of == g).any()]
+    # the expert alone, then each evidence set: its rule and its leave-one-identity-out score
+    expert_loio = float(np.mean([train.hits(train.expert)[train.identity == i].mean() for i in ids]))
+    variants: dict[str, dict[str, object]] = {}
+    for name in [k for k in SOURCES if args.sources in ("all", k)]:
+        if "phones" in SOURCES[name] and not phones:
+            continue
+        rule, acc = pick(train, SOURCES[name])
+        check(trials, table, rule)
+        loio_acc, loio_rows = loio(refit, ids, SOURCES[name])
+        logger.info("%s: rule %s (training %.3f, LOIO %.3f)", name, rule, acc, loio_acc)
+        variants[name] = {
+            "sources": list(SOURCES[name]),
+            "rule": asdict(rule),
+            "training_accuracy": acc,
+            "loio": loio_acc,
+            "loio_rows": loio_rows,
+            "groups": {g: summary(table.rows(groups_of == g), rule) for g in names},
+        }
+    # which evidence eval uses: the best LOIO, the expert alone unless an evidence beats it
+    chosen = max(variants, key=lambda k: (float(variants[k]["loio"]), -len(SOURCES[k])), default=None)  # type: ignore[arg-type]
+    if chosen is not None and float(variants[chosen]["loio"]) <= expert_loio:  # type: ignore[arg-type]
+        chosen = None
     res: dict[str, object] = {
         "host": f"{platform.node() or 'host'}, {platform.machine()}, Python {platform.python_version()}",
         "load_before": load_before,
@@ -426,19 +575,20 @@ def main(argv: list[str] | None = None) -> int:
         "segment_s": args.segment,
         "max_delay": args.max_delay,
         "lags": lags,
-        "rule": {"bias": rule.bias, "weight": rule.weight, "min_confidence": rule.min_confidence},
-        "training_accuracy": acc,
-        "loio": loio_acc,
-        "loio_rows": loio_rows,
-        "groups": groups,
-        "sweep": sweep,
+        "class_gap": [round(x, 4) for x in class_gap],
+        "expert_loio": expert_loio,
+        "chosen": chosen,
+        "variants": variants,
     }
     command = "python -m benchmarks.av_offset " + " ".join(argv if argv is not None else sys.argv[1:])
     write_json(args.out / "av_offset.json", res)
     (args.out / "av_offset.md").write_text(report_md(res, command.strip()))
-    for g, s in groups.items():
-        logger.info("%s: %d trials, expert %.3f, evidence %.3f, combined %.3f", g, s["trials"], s["expert"],
-                    s["evidence"], s["combined"])  # fmt: skip
+    for name, v in variants.items():
+        for g, gs in v["groups"].items():  # type: ignore[attr-defined]
+            logger.info(
+                "%s / %s: %d trials, expert %.3f, a2l %.3f, phones %.3f, combined %.3f",
+                name, g, gs["trials"], gs["expert"], gs["a2l evidence"], gs["phone evidence"], gs["combined"],
+            )  # fmt: skip
     return 0
 
 
@@ -447,26 +597,6 @@ def _has_audio(path: Path) -> bool:
         return media.load_audio(path).size > 0
     except Exception:  # noqa: BLE001 - a clip without audio is skipped
         return False
-
-
-def save_trials(path: Path, trials: list[Trial]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = [[t.group, t.identity, t.clip, t.start, t.delay, t.truth] for t in trials]
-    np.savez(
-        path,
-        meta=np.asarray(json.dumps(meta)),
-        distances=np.stack([t.distances for t in trials]),
-        curves=np.stack([t.curve for t in trials]),
-    )
-
-
-def load_trials(path: Path) -> list[Trial]:
-    z = np.load(path)
-    meta = json.loads(str(z["meta"]))
-    return [
-        Trial(str(g), str(i), str(c), int(s), int(d), int(tr), z["distances"][k], z["curves"][k])
-        for k, (g, i, c, s, d, tr) in enumerate(meta)
-    ]
 
 
 if __name__ == "__main__":

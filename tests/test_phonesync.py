@@ -133,12 +133,39 @@ def test_combination_rule() -> None:
         combine(d, c[:-1])
 
 
+def test_phone_curve_joins_the_combination() -> None:
+    d = expert_curve(3, 0.10, second=-2, second_depth=0.09)
+    flat = np.full(2 * VSHIFT + 1, np.nan)
+    phones = evidence_peak(0)  # read 2 frames late: its offset is -2 once the bias is removed
+    rule = CombineRule(weight=0.0, phone_weight=1.0, phone_bias=2)
+    got = combine(d, flat, rule, phones)
+    assert (got.phones, got.evidence, got.combined, got.used) == (-2, None, -2, "combined")
+    assert combine(d, flat, CombineRule(weight=0.0, phone_weight=0.0), phones).used == "expert"
+    assert combine(d, flat, rule, None).combined == 3
+
+
+def test_phone_spans_to_a_gap_track() -> None:
+    from rtdub.drive.phones import BILABIAL, OPEN, PAUSE
+    from rtdub.measure.phonesync import PhoneSpan, phone_gap, span_classes
+
+    spans = [PhoneSpan(BILABIAL, 0.1, 0.2), PhoneSpan(OPEN, 0.2, 0.35)]
+    t = np.array([0.0, 0.15, 0.2, 0.3, 0.4])
+    assert span_classes(spans, t).tolist() == [PAUSE, BILABIAL, OPEN, OPEN, PAUSE]
+    table = tuple(float(i) for i in range(13))
+    assert phone_gap(spans, t, table).tolist() == [PAUSE, BILABIAL, OPEN, OPEN, PAUSE]
+
+
 def test_default_rule_is_the_benchmarked_one() -> None:
-    """benchmarks/results/av_offset.md chose it on the training identities."""
-    assert DEFAULT_RULE == CombineRule(weight=0.75, min_confidence=0.0, bias=3)
+    """benchmarks/results/av_offset.md chose it (and the class table) on the training identities."""
+    from rtdub.measure.phonesync import CLASS_GAP
+
+    assert DEFAULT_RULE.weight == 0.0 and DEFAULT_RULE.phone_weight == 0.2 and DEFAULT_RULE.absolute
     res = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "av_offset.json"
     if res.is_file():
-        assert json.loads(res.read_text())["rule"] == {"bias": 3, "weight": 0.75, "min_confidence": 0.0}
+        r = json.loads(res.read_text())
+        rule = r["variants"][r["chosen"]]["rule"]
+        assert (rule["phone_weight"], rule["phone_bias"], rule["absolute"]) == (0.2, 0, True)
+        assert r["class_gap"] == pytest.approx(CLASS_GAP, abs=1e-4)
 
 
 def test_gap_predictor_hears_speech_and_silence() -> None:

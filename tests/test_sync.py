@@ -220,7 +220,7 @@ def test_eval_json_schema(media_dir: Path, clip: Path, random_expert: Path) -> N
         "video", "audio", "reference", "frames", "faces", "fps", "lse_d", "lse_c", "av_offset",
         "avs_u", "psnr", "ssim", "lmd", "moc", "avs_v", "avs_m", "audio_seconds", "video_seconds",
         "paired_frames", "unpaired_video_frames", "unpaired_reference_frames",
-        "av_offset_expert", "av_offset_evidence", "av_offset_from", "evidence_confidence",
+        "av_offset_expert", "av_offset_evidence", "av_offset_from", "evidence_confidence", "av_offset_phones",
     }  # fmt: skip
     assert rep["frames"] == 40 and rep["faces"] >= 35 and rep["fps"] == pytest.approx(25)
     assert rep["paired_frames"] == 40 and rep["unpaired_video_frames"] == rep["unpaired_reference_frames"] == 0

@@ -47,7 +47,7 @@ from ..face.lipunits import inner_gap, lip_points, to_canonical
 from ..render.blend import face_mask
 from . import metrics
 from .avsync import AVExpert, SyncNetExpert, avs_m, avs_u, avs_v, lse
-from .phonesync import DEFAULT_RULE, CombineRule, GapPredictor, combine, evidence_curve
+from .phonesync import DEFAULT_RULE, CombineRule, GapPredictor, PhoneRecogniser, combine, evidence_curve, phone_gap
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class EvalReport:
     av_offset_evidence: int | None = None
     av_offset_from: str | None = None  # "combined" or "expert"
     evidence_confidence: float | None = None  # peak − median of the evidence's correlation curve
+    av_offset_phones: int | None = None  # the recognised phones alone (None: pocketsphinx not installed)
     psnr: float | None = None
     ssim: float | None = None
     lmd: float | None = None
@@ -163,6 +164,7 @@ class EvidenceOffset:
     evidence: int | None
     used: str  # "combined" or "expert"
     confidence: float
+    phones: int | None = None
 
 
 def evidence_offset(
@@ -172,17 +174,29 @@ def evidence_offset(
     times: np.ndarray,
     predictor: GapPredictor,
     rule: CombineRule = DEFAULT_RULE,
+    wav: np.ndarray | None = None,
+    recogniser: PhoneRecogniser | None = None,
 ) -> EvidenceOffset:
     """Combine the expert's distance curve with the correlation between the tracked inner-lip
-    ``gap`` per frame (nan: no face) and the gap the audio-to-lip model hears at ``times``."""
+    ``gap`` per frame (nan: no face) and the gap the audio-to-lip model hears at ``times``, and
+    with the gap the recognised phones of ``wav`` (16 kHz) predict when a recogniser is given."""
     assert sync.distances is not None
-    pred = predictor.predict(mel, np.asarray(times, np.float64))
-    c = combine(sync.distances, evidence_curve(np.asarray(gap, np.float64), pred), rule)
+    t = np.asarray(times, np.float64)
+    g = np.asarray(gap, np.float64)
+    pred = predictor.predict(mel, t)
+    phones = None
+    if recogniser is not None and wav is not None and rule.phone_weight > 0:
+        phones = evidence_curve(g, phone_gap(recogniser.spans(wav), t))
+    c = combine(sync.distances, evidence_curve(g, pred), rule, phones)
     logger.info(
-        "AV offset: expert %+d, evidence %s, combined %+d (%s; evidence confidence %.3f)",
-        c.expert, "none" if c.evidence is None else f"{c.evidence:+d}", c.combined, c.used, c.evidence_confidence,
+        "AV offset: expert %+d, evidence %s, phones %s, combined %+d (%s; evidence confidence %.3f)",
+        c.expert, _signed(c.evidence), _signed(c.phones), c.combined, c.used, c.evidence_confidence,
     )  # fmt: skip
-    return EvidenceOffset(c.combined, c.expert, c.evidence, c.used, c.evidence_confidence)
+    return EvidenceOffset(c.combined, c.expert, c.evidence, c.used, c.evidence_confidence, c.phones)
+
+
+def _signed(v: int | None) -> str:
+    return "none" if v is None else f"{v:+d}"
 
 
 def _fill(crops: Sequence[np.ndarray | None], size: int) -> np.ndarray:
@@ -271,10 +285,12 @@ def evaluate_files(
     expert: AVExpert | None = None,
     evidence: GapPredictor | None = None,
     use_evidence: bool = True,
+    recogniser: PhoneRecogniser | None = None,
 ) -> EvalReport:
     """Score ``video`` against ``audio_path`` (and ``reference``); InputError on bad input.
     The AV offset combines the expert with the mouth-opening evidence of ``evidence`` (the
-    default bundle's audio-to-lip model when None) unless ``use_evidence`` is False."""
+    default bundle's audio-to-lip model when None) and of the phones ``recogniser`` finds
+    (pocketsphinx, when it is installed) unless ``use_evidence`` is False."""
     wav = media.load_audio(audio_path)
     info = media.probe_video(video)
     if reference is not None:
@@ -340,7 +356,8 @@ def evaluate_files(
     if use_evidence:
         predictor = evidence if evidence is not None else _default_predictor()
         if predictor is not None:
-            ev = evidence_offset(s, out_tr.gap, mel, t, predictor)
+            rec = recogniser if recogniser is not None else _default_recogniser()
+            ev = evidence_offset(s, out_tr.gap, mel, t, predictor, DEFAULT_RULE, wav, rec)
     report: dict[str, object] = {
         "video": str(video),
         "audio": str(audio_path),
@@ -357,6 +374,7 @@ def evaluate_files(
         "av_offset_evidence": ev.evidence if ev is not None else None,
         "av_offset_from": ev.used if ev is not None else "expert",
         "evidence_confidence": ev.confidence if ev is not None else None,
+        "av_offset_phones": ev.phones if ev is not None else None,
         "avs_u": s.avs_u,
     }
     if ref is not None and ref_tr is not None and ref_tr.faces > 0:
@@ -410,6 +428,19 @@ def _default_predictor() -> GapPredictor | None:
         return None
 
 
+def _default_recogniser() -> PhoneRecogniser | None:
+    """pocketsphinx's phones when the rule uses them and it is installed, else None."""
+    from ..exceptions import ModelError
+
+    if DEFAULT_RULE.phone_weight <= 0:
+        return None
+    try:
+        return PhoneRecogniser()
+    except ModelError as exc:
+        logger.info("AV offset without recognised phones: %s", exc)
+        return None
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -420,7 +451,8 @@ def _offset_source(r: EvalReport) -> str:
         return f"the lip-sync expert alone: {exp}"
     evd = "n/a" if r.av_offset_evidence is None else f"{r.av_offset_evidence:+d}"
     conf = _fmt(r.evidence_confidence, ".2f")
-    return f"combined: lip-sync expert {exp}, mouth-opening evidence {evd}, confidence {conf}"
+    phones = "" if r.av_offset_phones is None else f", recognised phones {r.av_offset_phones:+d}"
+    return f"combined: lip-sync expert {exp}, mouth-opening evidence {evd} (confidence {conf}){phones}"
 
 
 def format_report(r: EvalReport) -> list[str]:
