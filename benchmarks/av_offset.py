@@ -480,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--phones-cache", type=Path, default=None, help="recognised phones per clip (JSON) kept here")
     p.add_argument("--sources", choices=[*SOURCES, "all"], default="all", help="evidence sets to try")
+    p.add_argument("--phone-mode", choices=("aligned", "loop"), default="aligned", help="PhoneRecogniser's mode")
     p.add_argument("--keep", type=Path, default=None, help="also pickle the trials here (for analysis)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     tracks: list[tuple[Tracks, str]] = []
     expert = SyncNetExpert(threads=args.threads)
     gp = GapPredictor(args.model, threads=args.threads)
-    rec = PhoneRecogniser() if args.sources != "a2l" else None
+    rec = PhoneRecogniser(args.phone_mode) if args.sources != "a2l" else None
     phones: dict[str, ClipPhones] = {}
     pad = args.max_delay
     for path in sorted(args.data.glob("*.npz")):

@@ -155,6 +155,22 @@ def test_phone_spans_to_a_gap_track() -> None:
     assert phone_gap(spans, t, table).tolist() == [PAUSE, BILABIAL, OPEN, OPEN, PAUSE]
 
 
+def test_phone_recogniser_spans() -> None:
+    pytest.importorskip("pocketsphinx")
+    from rtdub.drive.phones import N_CLASSES
+    from rtdub.measure.phonesync import PhoneRecogniser
+
+    with pytest.raises(ValueError):
+        PhoneRecogniser("words")
+    wav = speechlike(2.0, seed=4)
+    for mode in ("aligned", "loop"):
+        spans = PhoneRecogniser(mode).spans(wav)
+        assert spans, mode
+        assert all(0 <= p.cls < N_CLASSES and p.end > p.start for p in spans)
+        assert all(a.end <= b.start + 1e-6 for a, b in zip(spans, spans[1:], strict=False))
+        assert spans[-1].end <= 2.0 + 0.05
+
+
 def test_default_rule_is_the_benchmarked_one() -> None:
     """benchmarks/results/av_offset.md chose it (and the class table) on the training identities."""
     from rtdub.measure.phonesync import CLASS_GAP

@@ -271,9 +271,12 @@ class PhoneRecogniser:
     cannot be aligned. Each phone becomes its visual class (rtdub.drive.phones.arpabet_class).
     ModelError when pocketsphinx is not installed (it is in rtdub's ``train`` extra)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "aligned") -> None:
         import os
 
+        if mode not in ("aligned", "loop"):
+            raise ValueError(f"mode must be 'aligned' or 'loop', not {mode!r}")
+        self.mode = mode  # "loop": the phone loop alone, no words
         try:
             from pocketsphinx import Decoder, get_model_path
         except ImportError as exc:
@@ -312,9 +315,11 @@ class PhoneRecogniser:
 
         pcm = (np.clip(np.asarray(wav, np.float32), -1.0, 1.0) * 32767).astype("<i2").tobytes()
         d = self._words
-        self._decode(d, pcm)
-        hyp = d.hyp()
-        text = hyp.hypstr.strip() if hyp is not None else ""
+        text = ""
+        if self.mode == "aligned":
+            self._decode(d, pcm)
+            hyp = d.hyp()
+            text = hyp.hypstr.strip() if hyp is not None else ""
         if text:
             try:
                 d.set_align_text(text)
