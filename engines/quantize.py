@@ -231,6 +231,8 @@ def write_bundle(bundle: ModelBundle, out: Path, generator: Path, record: dict[s
         a2l_name = manifest["a2l"]["file"]
         gen_name = manifest["generator"]["file"]
         shutil.copyfile(bundle.a2l_path, tmp / a2l_name)
+        if bundle.a2l_baseline_path is not None:  # a fused audio drive keeps its base model
+            shutil.copyfile(bundle.a2l_baseline_path, tmp / manifest["a2l"]["baseline"])
         shutil.copyfile(generator, tmp / gen_name)
         if bundle.phonetic_path is not None:  # the phonetic drive's model goes with the units
             shutil.copyfile(bundle.phonetic_path, tmp / manifest["phonetic"]["file"])

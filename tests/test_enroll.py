@@ -252,7 +252,8 @@ def test_the_bundle_holds_no_frames_beyond_its_reference_crops(runs: Runs) -> No
     m = json.loads((runs.out / "manifest.json").read_text())
     listed = {r["file"] for r in m["references"]} | {r["hires"] for r in m["references"]}
     files = {str(p.relative_to(runs.out)) for p in runs.out.rglob("*") if p.is_file()}
-    assert files == {"manifest.json", "generator.onnx", "a2l.onnx", "phonetic.json"} | listed
+    audio = {m["a2l"]["file"]} | ({m["a2l"]["baseline"]} if m["a2l"].get("baseline") else set())  # a fused drive
+    assert files == {"manifest.json", "generator.onnx", "phonetic.json"} | audio | listed
     assert len(listed) == 6 and "no frames of the footage beyond the reference crops" in m["enrolment"]["privacy"]
     for name in listed:  # face crops, not frames
         img = cv2.imread(str(runs.out / name))

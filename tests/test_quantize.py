@@ -57,7 +57,10 @@ def fp32_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     gen = random_generator(0.5)
     export_onnx(gen, root / "generator.onnx", None)
     export_onnx(AudioToLip(A2LConfig(width=16)).eval(), root / "a2l.onnx", None)
-    shutil.copyfile(DEFAULT_MODEL_DIR / "manifest.json", root / "manifest.json")  # the shipped geometry/units
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())  # the shipped geometry/units
+    manifest["a2l"] = {k: v for k, v in manifest["a2l"].items() if k not in ("baseline", "fused")}
+    manifest["a2l"]["file"] = "a2l.onnx"  # this bundle's own audio stage, not the shipped fused one
+    (root / "manifest.json").write_text(json.dumps(manifest))
     shutil.copyfile(DEFAULT_MODEL_DIR / "phonetic.json", root / "phonetic.json")  # which the manifest names
     return root
 

@@ -460,7 +460,9 @@ def write_bundle(
     par = parity_outputs(model, dst / "generator.onnx", 3)
     if max(par.values()) > PARITY_LIMIT:
         raise RuntimeError(f"exported generator differs from torch by {par}")
-    shutil.copy2(base / base_m["a2l"]["file"], dst / base_m["a2l"]["file"])
+    for key in ("file", "baseline"):  # the audio drive (and, for a fused one, its base model)
+        if base_m["a2l"].get(key):
+            shutil.copy2(base / base_m["a2l"][key], dst / base_m["a2l"][key])
     if isinstance(base_m.get("phonetic"), dict):
         shutil.copy2(base / base_m["phonetic"]["file"], dst / base_m["phonetic"]["file"])
     (dst / "references").mkdir()

@@ -166,7 +166,7 @@ def export_fused(
     import onnxruntime as ort
 
     m = VisemeMap(rec, *fitted).eval()
-    bundle = load_bundle(basis)
+    bundle = load_bundle(basis).audio_model("base")  # a fused basis: mix into its base model
     part = out.with_name(out.stem + ".rec.onnx")
     x = (torch.randn(2, bundle.mel_window, audio.N_MELS), torch.full((2, 1), 0.04))
     with torch.no_grad():
@@ -200,9 +200,9 @@ def write_bundle(basis: Path, fused: Path, out: Path, info: dict[str, object]) -
     tmp.replace(out)
 
 
-def runtime_units(bundle_dir: Path, s: Sample, lookahead_ms: float) -> np.ndarray:
-    """The bundle's audio drive on the sample's frames, as the runtime computes it."""
-    bundle = load_bundle(bundle_dir)
+def runtime_units(bundle_dir: Path, s: Sample, lookahead_ms: float, audio_model: str = "fused") -> np.ndarray:
+    """The bundle's audio drive (``audio_model``) on the sample's frames, as the runtime computes it."""
+    bundle = load_bundle(bundle_dir).audio_model(audio_model)
     stage = AudioStage(bundle, get_backend("onnx", bundle), AudioDriveConfig(lookahead_ms=lookahead_ms))
     mel = StaticMel(s.clip.mel)
     c = s.clip
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args.out.mkdir(parents=True, exist_ok=True)
-    base_units = {s.clip.name: runtime_units(args.basis, s, args.lookahead_ms) for s in samples}
+    base_units = {s.clip.name: runtime_units(args.basis, s, args.lookahead_ms, "base") for s in samples}
     per: dict[str, dict[str, object]] = {}
     folds = args.out / "folds"
     for ident in idents:

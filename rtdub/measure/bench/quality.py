@@ -205,6 +205,16 @@ def lookahead(ctx: Context) -> dict[str, Any]:
             ctx.progress("lookahead: lip closure, lips from the phoneme events")
             la0 = cfg.quality_lookahead_ms
             events = lip_closure(talking_head_frames(w, h, n), speech, FPS, bundle, backend, la0, drive="events")
+        audio_base = None
+        if bundle.fused:  # the audio-to-lip model alone, the baseline of the fused audio drive
+            ctx.progress("lookahead: lip closure, the audio-to-lip model without the viseme recogniser")
+            base = bundle.audio_model("base")
+            base_backend = get_backend(backend_name, base, BackendConfig(threads=cfg.threads))
+            try:
+                la0 = cfg.quality_lookahead_ms
+                audio_base = lip_closure(talking_head_frames(w, h, n), speech, FPS, base, base_backend, la0)
+            finally:
+                base_backend.close()
         for la in cfg.lookaheads_ms:
             ctx.progress(f"lookahead: lip closure at {la:g} ms")
             closure[f"{la:g}"] = lip_closure(talking_head_frames(w, h, n), speech, FPS, bundle, backend, la)
@@ -246,6 +256,7 @@ def lookahead(ctx: Context) -> dict[str, Any]:
         "baselines": {
             "lip_closure_auc_frozen": _finite(frozen.auc),
             "lip_closure_auc_events": None if events is None else _finite(events.auc),
+            "lip_closure_auc_audio_base": None if audio_base is None else _finite(audio_base.auc),
             "MOC_frozen": frozen_moc,
             "MOC_true_units": true_moc,
             "sync_ground_truth": _lse(ctx, clips.get("truth", {})),

@@ -107,7 +107,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"- baselines: frozen mouth MOC {_f(b['MOC_frozen'], 3)}, true units MOC {_f(b['MOC_true_units'], 3)}, "
             f"frozen-mouth lip-closure AUC {_f(b['lip_closure_auc_frozen'], 3)}; lips from the TTS's phoneme "
-            f"events (the phonetic drive) {_f(b.get('lip_closure_auc_events'), 3)}.",
+            f"events (the phonetic drive) {_f(b.get('lip_closure_auc_events'), 3)}; the audio-to-lip model "
+            f"without the viseme recogniser {_f(b.get('lip_closure_auc_audio_base'), 3)} (at the quality lookahead).",
             "- latency columns are derived (audio wait + measured compute p50), not glass-to-glass",
             f"- source: {la['source']}",
         ]
