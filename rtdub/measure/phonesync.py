@@ -281,23 +281,26 @@ class PhoneRecogniser:
             from pocketsphinx import Decoder, get_model_path
         except ImportError as exc:
             raise ModelError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
-        root = os.path.join(get_model_path(), "en-us")
-        self._words = Decoder(
-            hmm=os.path.join(root, "en-us"),
-            lm=os.path.join(root, "en-us.lm.bin"),
-            dict=os.path.join(root, "cmudict-en-us.dict"),
-            samprate=audio.SAMPLE_RATE,
-            loglevel="ERROR",
-        )
-        self._loop = Decoder(
-            hmm=os.path.join(root, "en-us"),
-            allphone=os.path.join(root, "en-us-phone.lm.bin"),
-            lw=2.0,
-            beam=1e-20,
-            pbeam=1e-20,
-            samprate=audio.SAMPLE_RATE,
-            loglevel="ERROR",
-        )
+        try:
+            root = os.path.join(get_model_path(), "en-us")
+            self._words = Decoder(
+                hmm=os.path.join(root, "en-us"),
+                lm=os.path.join(root, "en-us.lm.bin"),
+                dict=os.path.join(root, "cmudict-en-us.dict"),
+                samprate=audio.SAMPLE_RATE,
+                loglevel="ERROR",
+            )
+            self._loop = Decoder(
+                hmm=os.path.join(root, "en-us"),
+                allphone=os.path.join(root, "en-us-phone.lm.bin"),
+                lw=2.0,
+                beam=1e-20,
+                pbeam=1e-20,
+                samprate=audio.SAMPLE_RATE,
+                loglevel="ERROR",
+            )
+        except (RuntimeError, OSError, ValueError) as exc:  # a broken or partial install
+            raise ModelError(f"pocketsphinx cannot load its en-us model ({exc})") from exc
 
     @staticmethod
     def _decode(decoder: object, pcm: bytes) -> None:

@@ -186,7 +186,10 @@ def evidence_offset(
     pred = predictor.predict(mel, t)
     phones = None
     if recogniser is not None and wav is not None and rule.phone_weight > 0:
-        phones = evidence_curve(g, phone_gap(recogniser.spans(wav), t))
+        try:
+            phones = evidence_curve(g, phone_gap(recogniser.spans(wav), t))
+        except RuntimeError as exc:  # pocketsphinx gave up on this audio: the other evidence still counts
+            logger.warning("no recognised phones for the AV offset: %s", exc)
     c = combine(sync.distances, evidence_curve(g, pred), rule, phones)
     logger.info(
         "AV offset: expert %+d, evidence %s, phones %s, combined %+d (%s; evidence confidence %.3f)",
