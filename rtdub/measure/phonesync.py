@@ -99,7 +99,9 @@ class GapPredictor:
         from ..backends.onnx import make_session
         from ..model import load_bundle
 
-        bundle = load_bundle(model)
+        # the audio-to-lip model alone (benchmarked here), not a bundle's fused audio drive: the
+        # fused drive's recogniser map was fitted on identities this evidence is scored on
+        bundle = load_bundle(model).audio_model("base")
         path = bundle.a2l_path
         if not path.is_file():
             raise ModelError(f"{bundle.root}: no audio-to-lip model ({path.name})")
