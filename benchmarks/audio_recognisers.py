@@ -20,7 +20,8 @@ over an identity's frames). Candidates:
                    phones a recogniser with a language model finds; NOT causal either
     recogniser     the viseme recogniser (training.pretrain_a2l --task phones: espeak voices and
                    other generators' audio only) at the frame, lookahead 40 ms: causal; one row per
-                   --recogniser run (seeds)
+                   --recogniser run (seeds), and with several, their mapped units averaged
+                   (recogniser-mean)
     X + default    X's units and the default's, mixed half and half (the fused drive's rule)
 
 Every ridge map is fitted on the other identities (alpha 100, the value training.train_visemes
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in clips:
         assert c.units is not None
         t = c.times[c.valid]
-        samples.append(Sample(c, identity(c.name), t, c.units[c.valid], np.zeros((len(t), 0), np.float32)))
+        samples.append(Sample(c, identity(c.name), t, c.units[c.valid], []))
     louds = [loudness_db(s.clip.wav, 16000, s.times + s.clip.audio_lag) for s in samples]
     audio_s = sum(len(s.clip.wav) / 16000 for s in samples)
     preds: dict[str, list[np.ndarray]] = {}
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         frames += sum(len(x) for x in logp)
         cost[f"recogniser-{k}"] = (time.perf_counter() - t1) * 1000 / frames
         preds[f"recogniser-{k}"] = loo_predictions(samples, [design(x) for x in logp])
+    recs = [n for n in preds if n.startswith("recogniser-")]
+    if len(recs) > 1:  # the seeds' mapped units averaged: an ensemble
+        preds["recogniser-mean"] = [np.mean([preds[n][i] for n in recs], axis=0) for i in range(len(samples))]
     for name in [n for n in preds if n != "default"]:
         preds[f"{name} + default"] = zmix(preds[name], base)
     table = {name: scores(samples, pr) for name, pr in preds.items()}

@@ -53,7 +53,7 @@ def test_the_fused_graph_mixes_both_models_by_the_weight(tmp_path: Path) -> None
     bundle = load_bundle(basis)
     rec, fitted = _recogniser(), _fitted(bundle.n_units)
     out = tmp_path / "a2l_fused.onnx"
-    err = export_fused(rec, fitted, basis, 0.3, out)
+    err = export_fused([rec], [fitted], basis, 0.3, out)
     assert err < 1e-4
     # against an independent computation: the base graph and the torch map, mixed by hand
     x = np.random.default_rng(5).normal(0, 1, (3, bundle.mel_window, 80)).astype(np.float32)
@@ -72,7 +72,7 @@ def test_a_fused_bundle_keeps_its_base_model_and_the_engine_chooses(tmp_path: Pa
 
     basis = _copy_default(tmp_path)
     fused = tmp_path / "a2l_fused.onnx"
-    export_fused(_recogniser(), _fitted(load_bundle(basis).n_units), basis, 0.5, fused)
+    export_fused([_recogniser()], [_fitted(load_bundle(basis).n_units)], basis, 0.5, fused)
     out = tmp_path / "fused_bundle"
     write_bundle(basis, fused, out, {"weight": 0.5})
     bundle = load_bundle(out)
@@ -97,7 +97,7 @@ def test_a_fused_bundle_without_its_base_file_is_refused(tmp_path: Path) -> None
 
     basis = _copy_default(tmp_path)
     fused = tmp_path / "a2l_fused.onnx"
-    export_fused(_recogniser(), _fitted(load_bundle(basis).n_units), basis, 0.5, fused)
+    export_fused([_recogniser()], [_fitted(load_bundle(basis).n_units)], basis, 0.5, fused)
     out = tmp_path / "fused_bundle"
     write_bundle(basis, fused, out, {"weight": 0.5})
     (out / "a2l.onnx").unlink()

@@ -39,6 +39,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,10 @@ class Sample:
     ident: str
     times: np.ndarray  # valid frames' times (picture clock)
     units: np.ndarray  # (N, U) true z-units
-    logp: np.ndarray  # (N, C) the recogniser's class log-probabilities at those frames
+    logp: list[np.ndarray]  # per recogniser, (N, C) class log-probabilities at those frames
+
+
+Fitted = tuple[np.ndarray, np.ndarray, np.ndarray]  # a map's weights (C + 1, U), gain (U,), centre (U,)
 
 
 class VisemeMap(torch.nn.Module):
@@ -97,6 +101,17 @@ class VisemeMap(torch.nn.Module):
         return self.centre + self.gain * (y - self.centre)
 
 
+class VisemeEnsemble(torch.nn.Module):
+    """The mean of several recognisers' mapped units (seeds: less variance than any one)."""
+
+    def __init__(self, recognisers: Sequence[torch.nn.Module], fits: Sequence[Fitted]) -> None:
+        super().__init__()
+        self.maps = torch.nn.ModuleList(VisemeMap(r, *f) for r, f in zip(recognisers, fits, strict=True))
+
+    def forward(self, mel: torch.Tensor, lookahead: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(mel, lookahead) for m in self.maps]).mean(0)
+
+
 def class_logp(rec: torch.nn.Module, clip: Clip, times: np.ndarray, lookahead: float, window: int) -> np.ndarray:
     """(N, C) log-probabilities of the visual classes for frames shown at ``times``."""
     ts = times + clip.audio_lag
@@ -116,12 +131,22 @@ def articulation(pred: np.ndarray, truth: np.ndarray, max_gain: float) -> tuple[
     return gain.astype(np.float32), centre.astype(np.float32)
 
 
-def fit_map(samples: list[Sample], alpha: float, max_gain: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = np.concatenate([design(s.logp) for s in samples])
+def fit_map(samples: list[Sample], alpha: float, max_gain: float, k: int = 0) -> Fitted:
+    """The ridge map of recogniser ``k``'s log-probabilities to the units, with its gain."""
+    x = np.concatenate([design(s.logp[k]) for s in samples])
     y = np.concatenate([s.units for s in samples])
     w = fit_ridge(x, y, alpha)
     gain, centre = articulation(x @ w, y, max_gain)
     return w, gain, centre
+
+
+def fit_maps(samples: list[Sample], alpha: float, max_gain: float) -> list[Fitted]:
+    return [fit_map(samples, alpha, max_gain, k) for k in range(len(samples[0].logp))]
+
+
+def mapped(s: Sample, fits: list[Fitted]) -> np.ndarray:
+    """The sample's units from the recognisers' maps, averaged (unsmoothed)."""
+    return np.mean([c + g * (design(lp) @ w - c) for lp, (w, g, c) in zip(s.logp, fits, strict=True)], axis=0)
 
 
 def fused_onnx(base: Path, part: Path, weight: float, out: Path) -> None:
@@ -159,13 +184,13 @@ def fused_onnx(base: Path, part: Path, weight: float, out: Path) -> None:
 
 
 def export_fused(
-    rec: torch.nn.Module, fitted: tuple[np.ndarray, np.ndarray, np.ndarray], basis: Path, weight: float, out: Path
+    recs: Sequence[torch.nn.Module], fits: Sequence[Fitted], basis: Path, weight: float, out: Path
 ) -> float:
     """Write ``out`` (the fused graph) and return its max abs difference from torch + the
     base graph on random inputs."""
     import onnxruntime as ort
 
-    m = VisemeMap(rec, *fitted).eval()
+    m = VisemeEnsemble(recs, fits).eval()
     bundle = load_bundle(basis).audio_model("base")  # a fused basis: mix into its base model
     part = out.with_name(out.stem + ".rec.onnx")
     x = (torch.randn(2, bundle.mel_window, audio.N_MELS), torch.full((2, 1), 0.04))
@@ -218,7 +243,13 @@ def moc(pred: list[np.ndarray], truth: list[np.ndarray]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="fit the viseme recogniser's map and export the fused audio drive")
-    p.add_argument("--recogniser", type=Path, required=True, help="a training.pretrain_a2l --task phones run")
+    p.add_argument(
+        "--recogniser",
+        type=Path,
+        action="append",
+        required=True,
+        help="a training.pretrain_a2l --task phones run (repeat: an ensemble of their mapped units)",
+    )
     p.add_argument("--data", type=Path, required=True, help="prepared real clips (training.prepare)")
     p.add_argument("--basis", type=Path, required=True, help="the bundle whose audio drive is fused")
     p.add_argument("--offsets", type=Path, default=None, help="training.offset_check --json readings")
@@ -237,11 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.time()
     torch.set_num_threads(1)
-    rec = load_a2l(args.recogniser)
-    meta = json.loads((args.recogniser / "meta.json").read_text())
-    if meta.get("task") != "phones" or meta.get("classes") is None:
-        print(f"train_visemes: error: {args.recogniser}: not a phones run of training.pretrain_a2l", file=sys.stderr)
-        return 2
+    metas = []
+    for run in args.recogniser:
+        meta = json.loads((run / "meta.json").read_text())
+        if meta.get("task") != "phones" or meta.get("classes") is None:
+            print(f"train_visemes: error: {run}: not a phones run of training.pretrain_a2l", file=sys.stderr)
+            return 2
+        metas.append(meta)
+    recs = [load_a2l(run) for run in args.recogniser]
     excl = list(EXCLUDE) + args.exclude
     clips = [
         c for c in load_dir(args.data) if c.real and c.has_audio and not any(fnmatch.fnmatch(c.name, g) for g in excl)
@@ -255,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in clips:
         assert c.units is not None
         t = c.times[c.valid]
-        samples.append(Sample(c, identity(c.name), t, c.units[c.valid], class_logp(rec, c, t, la, rec.cfg.window)))
+        logp = [class_logp(r, c, t, la, r.cfg.window) for r in recs]
+        samples.append(Sample(c, identity(c.name), t, c.units[c.valid], logp))
     idents = sorted({s.ident for s in samples})
     logger.info("%d clips, %d identities, lags %s", len(samples), len(idents), lags)
 
@@ -263,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     def loo(alpha: float) -> dict[str, float]:
         out = {}
         for ident in idents:
-            fit = fit_map([s for s in samples if s.ident != ident], alpha, args.max_gain)
+            fits = fit_maps([s for s in samples if s.ident != ident], alpha, args.max_gain)
             test = [s for s in samples if s.ident == ident]
-            out[ident] = moc([design(s.logp) @ fit[0] for s in test], [s.units for s in test])
+            out[ident] = moc([mapped(s, fits) for s in test], [s.units for s in test])
         return out
 
     grid = {a: loo(a) for a in ALPHAS}
@@ -283,10 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     for ident in idents:
         train = [s for s in samples if s.ident != ident]
         test = [s for s in samples if s.ident == ident]
-        fitted = fit_map(train, alpha, args.max_gain)
-        rec_only = [
-            fitted[2] + fitted[1] * (design(s.logp) @ fitted[0] - fitted[2]) for s in test
-        ]  # the map's units, unsmoothed
+        fits = fit_maps(train, alpha, args.max_gain)
+        rec_only = [mapped(s, fits) for s in test]  # the maps' units, unsmoothed
         row: dict[str, object] = {
             "frames": int(sum(len(s.times) for s in test)),
             "default": moc([base_units[s.clip.name] for s in test], [s.units for s in test]),
@@ -301,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         fused = folds / f"{ident}.onnx"
         folds.mkdir(exist_ok=True)
-        err = export_fused(rec, fitted, args.basis, args.weight, fused)
+        err = export_fused(recs, fits, args.basis, args.weight, fused)
         info = {"weight": args.weight, "alpha": alpha, "left_out": ident, "parity_max_abs": err}
         if args.loo_bundles is not None:
             write_bundle(args.basis, fused, args.loo_bundles / ident, info)
@@ -312,14 +345,14 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %s", ident, row)
     shutil.rmtree(folds, ignore_errors=True)
 
-    fitted = fit_map(samples, alpha, args.max_gain)
-    err = export_fused(rec, fitted, args.basis, args.weight, args.out / "a2l_fused.onnx")
+    fits = fit_maps(samples, alpha, args.max_gain)
+    err = export_fused(recs, fits, args.basis, args.weight, args.out / "a2l_fused.onnx")
     info = {
         "weight": args.weight,
         "alpha": alpha,
-        "recogniser": str(args.recogniser),
-        "recogniser_step": meta.get("step"),
-        "recogniser_held_out_tts": meta.get("eval"),
+        "recognisers": [str(r) for r in args.recogniser],
+        "recogniser_steps": [m.get("step") for m in metas],
+        "recogniser_held_out_tts": [m.get("eval") for m in metas],
         "map_trained_on": sorted(s.clip.name for s in samples),
         "audio_lags_s": lags,
         "parity_max_abs": err,
