@@ -3,7 +3,7 @@
     python -m training.train_visemes ... --loo-bundles runs/visemes/loo     (one bundle per identity)
     python -m benchmarks.audio_drive --loo runs/visemes/loo --offsets runs/offsets_train.json \
         [--media $RTDUB_MEDIA/train] [--identities feifeili social_d10 social_d11 social_d20] \
-        [--out benchmarks/results]
+        [--out runs/audio_drive]
 
 For each identity, its real clips (``MEDIA/real_<identity>*.mp4``) are re-rendered with their own
 audio (rtdub.measure.evaluation.reconstruct) four ways:
@@ -19,7 +19,8 @@ and interior contrast, per clip and frame-weighted per identity. The clip's meas
 (training.offset_check, ``--offsets``) is taken out of its audio first, as training did, so a
 clip whose sound is late does not count against every drive alike. The default identities are
 those no audio model of the default bundle trained on. A picture of mouth crops per identity
-(original | base | fused, a few frames from the open half) goes to OUT/audio_drive_<identity>.png.
+(original | base | fused, a few frames from the open half) goes to OUT/audio_drive_<identity>.png:
+pictures of real people, so OUT is a run folder (never commit them); copy the .md and .json.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--offsets", type=Path, default=None, help="training.offset_check --json readings")
     p.add_argument("--identities", nargs="+", default=list(IDENTITIES))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--out", type=Path, default=Path("runs/audio_drive"), help="a run folder: it gets pictures")
     args = p.parse_args(argv)
     media_dir = args.media or media_path("train")
     if media_dir is None or not media_dir.is_dir():
