@@ -43,7 +43,7 @@ from rtdub.defaults import DEFAULT_LOOKAHEAD_MS, MEDIA_ENV, media_path
 from rtdub.dub import DubOptions, LoopedFrames, dub_file
 from rtdub.engine import EngineConfig
 from rtdub.measure.evaluation import MODES, lip_closure, load_clip, reconstruct, tts_speech
-from rtdub.model import ModelBundle, load_bundle
+from rtdub.model import AUDIO_MODELS, ModelBundle, load_bundle
 from rtdub.render.hires import KERNELS, RenderSizeConfig, detail_problem
 from rtdub.render.reference import ReferenceConfig
 
@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/eval"))
     p.add_argument("--lookahead-ms", type=float, default=DEFAULT_LOOKAHEAD_MS)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--audio-model",
+        choices=AUDIO_MODELS,
+        default="fused",
+        help="the bundle's audio drive (rtdub.model.AUDIO_MODELS)",
+    )
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--render-size", type=int, default=None, help="hi-res render size (0: from the face size; 96: off)")
     p.add_argument(
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: error: {args.clips}: no speaker_*.mp4 clips")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    bundle = load_bundle(args.model)
+    bundle = load_bundle(args.model).audio_model(args.audio_model)
     backend = get_backend("onnx", bundle, BackendConfig(threads=args.threads))
     if (problem := detail_problem(args.detail)) is not None:
         print(f"evaluate: error: --detail {problem}")
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {
         "model": str(bundle.root),
         "lookahead_ms": args.lookahead_ms,
+        "audio_model": args.audio_model,
         "render_size": args.render_size,
         "open_quantile": args.open_quantile,
         "kernel": args.kernel,
