@@ -24,14 +24,13 @@ right by construction: its row tests what the model and the renderer make of eac
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from rtdub import atomic, audio, tts
+from rtdub import audio, tts
 from rtdub.backends import get_backend
 from rtdub.defaults import MEDIA_ENV, media_path
 from rtdub.drive.events import from_speech
@@ -51,6 +50,7 @@ from rtdub.face.tracker import FaceTracker
 from rtdub.measure import metrics, samples
 from rtdub.model import ModelBundle, load_bundle
 
+from .common import write_results
 from .drive_closure import face_images
 
 FPS = 25.0
@@ -163,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "wall_s": time.time() - t0,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out / "articulation.json", json.dumps(doc, indent=1) + "\n")
     lines = [
         "# Does each visual class show? (AUC, 0.5 = no)",
         "",
@@ -175,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         *[f"| {d} | {s['closure']:.3f} | {s['labiodental']:.3f} | {s['rounding']:.3f} |" for d, s in summary.items()],
     ]
-    atomic.write_text(args.out / "articulation.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "articulation", doc, lines)
     return 0
 
 

@@ -25,7 +25,6 @@ English only (Flite's voices are English). Writes OUT/flite_closure.json and .md
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -35,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdub import atomic, media, tts
+from rtdub import media, tts
 from rtdub.backends import get_backend
 from rtdub.defaults import MEDIA_ENV, media_path
 from rtdub.measure import samples
 from rtdub.measure.evaluation import lip_closure
 from rtdub.model import load_bundle
 
+from .common import write_results
 from .drive_closure import face_images
 
 FPS = 25.0
@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model": str(bundle.root), "fused": bundle.fused, "lookahead_ms": args.lookahead_ms,
               "faces": list(faces), "voices": args.voices.split(","), "rows": rows, "summary": summary,
               "wall_s": time.time() - t0}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out / "flite_closure.json", json.dumps(result, indent=1) + "\n")
     lines = [
         "# Lip closure of TTS dubbing with Flite voices (not espeak-ng) per drive",
         "",
@@ -140,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         *[f"| {d} | {s['mean']:.3f} | {s['min']:.3f} | {s['n']} |" for d, s in summary.items()],
     ]
-    atomic.write_text(args.out / "flite_closure.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "flite_closure", result, lines)
     return 0
 
 

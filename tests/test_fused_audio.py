@@ -67,14 +67,20 @@ def test_the_fused_graph_mixes_both_models_by_the_weight(tmp_path: Path) -> None
     assert not np.allclose(got, base, atol=1e-3)  # the recogniser does change the units
 
 
-def test_a_fused_bundle_keeps_its_base_model_and_the_engine_chooses(tmp_path: Path) -> None:
+def _fused_bundle(tmp: Path) -> tuple[Path, Path]:
+    """(the plain basis bundle, a fused bundle made from it with a random recogniser)."""
     from training.train_visemes import export_fused, write_bundle
 
-    basis = _copy_default(tmp_path)
-    fused = tmp_path / "a2l_fused.onnx"
+    basis = _copy_default(tmp)
+    fused = tmp / "a2l_fused.onnx"
     export_fused([_recogniser()], [_fitted(load_bundle(basis).n_units)], basis, 0.5, fused)
-    out = tmp_path / "fused_bundle"
+    out = tmp / "fused_bundle"
     write_bundle(basis, fused, out, {"weight": 0.5})
+    return basis, out
+
+
+def test_a_fused_bundle_keeps_its_base_model_and_the_engine_chooses(tmp_path: Path) -> None:
+    basis, out = _fused_bundle(tmp_path)
     bundle = load_bundle(out)
     assert bundle.fused and bundle.a2l_path.name == "a2l_fused.onnx"
     base = bundle.audio_model("base")
@@ -93,13 +99,8 @@ def test_a_fused_bundle_keeps_its_base_model_and_the_engine_chooses(tmp_path: Pa
 
 def test_a_fused_bundle_without_its_base_file_is_refused(tmp_path: Path) -> None:
     from rtdub.exceptions import ModelError
-    from training.train_visemes import export_fused, write_bundle
 
-    basis = _copy_default(tmp_path)
-    fused = tmp_path / "a2l_fused.onnx"
-    export_fused([_recogniser()], [_fitted(load_bundle(basis).n_units)], basis, 0.5, fused)
-    out = tmp_path / "fused_bundle"
-    write_bundle(basis, fused, out, {"weight": 0.5})
+    _, out = _fused_bundle(tmp_path)
     (out / "a2l.onnx").unlink()
     with pytest.raises(ModelError, match="a2l.onnx"):
         load_bundle(out)
