@@ -43,14 +43,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engines.onnx_export import load_a2l
 from rtdub import atomic
 from rtdub.drive.events import timeline
 from rtdub.drive.phones import espeak_class
 from rtdub.drive.phonetic import PhoneticConfig, features, fit_ridge, loudness_db
-from training.data import apply_audio_offsets, attach_units, load_basis, load_dir, offset_records
-from training.phones import load_shards
-from training.train_phonetic import asr_timeline, corr, identity
-from training.train_visemes import EXCLUDE, Sample, class_logp, design, load_a2l, runtime_units
+from training.common import corr
+from training.data import apply_audio_offsets, attach_units, identity, load_basis, load_dir, offset_records
+from training.phones import asr_timeline, load_shards
+from training.visemes import EXCLUDE, Sample, class_logp, design, runtime_units
 
 GAP = -1
 ALPHA = 100.0

@@ -47,7 +47,7 @@ def _copy_default(tmp: Path) -> Path:
 
 
 def test_the_fused_graph_mixes_both_models_by_the_weight(tmp_path: Path) -> None:
-    from training.train_visemes import VisemeMap, export_fused
+    from training.visemes import VisemeMap, export_fused
 
     basis = _copy_default(tmp_path)
     bundle = load_bundle(basis)
@@ -69,7 +69,7 @@ def test_the_fused_graph_mixes_both_models_by_the_weight(tmp_path: Path) -> None
 
 def _fused_bundle(tmp: Path) -> tuple[Path, Path]:
     """(the plain basis bundle, a fused bundle made from it with a random recogniser)."""
-    from training.train_visemes import export_fused, write_bundle
+    from training.visemes import export_fused, write_bundle
 
     basis = _copy_default(tmp)
     fused = tmp / "a2l_fused.onnx"

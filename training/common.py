@@ -92,3 +92,20 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, np.float64) - np.mean(b)
     d = np.sqrt((a**2).sum() * (b**2).sum())
     return float((a * b).sum() / d) if d > 0 else 0.0
+
+
+def corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation, NaN where it is undefined (fewer than 3 values or no spread)."""
+    if len(a) < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def articulation(pred: np.ndarray, truth: np.ndarray, max_gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the gain that gives the fitted map's output the spread of the real units
+    (std ratio, between 1 and ``max_gain``) and the centre it scales about (the output mean):
+    least squares on noisy labels shrinks the map toward the mean, and lips that barely move
+    read as mumbling."""
+    centre = pred.mean(0)
+    gain = np.clip(truth.std(0) / np.maximum(pred.std(0), 1e-6), 1.0, max_gain)
+    return gain.astype(np.float32), centre.astype(np.float32)

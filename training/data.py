@@ -42,6 +42,14 @@ class Clip:
         return self.wav.size > 0
 
 
+def identity(name: str) -> str:
+    """real_Obama_clip2 -> Obama, real_andrew_clip_1 -> andrew, real_social_d10 -> social_d10."""
+    stem = name.removeprefix("real_")
+    for sep in ("_clip", "_short"):
+        stem = stem.split(sep)[0]
+    return stem
+
+
 def synth_name(face: str, source: str) -> str:
     """Name of the synthetic clip (training/synth_talk.py) of portrait ``face`` driven by ``source``."""
     return f"synth_{face}__{source}"

@@ -23,6 +23,7 @@ import numpy as np
 
 from rtdub import audio
 from rtdub.drive import phones
+from rtdub.drive.events import PhoneTimeline, timeline
 
 PAUSE = "_"  # espeak's pause mnemonic: index 0 of every shard's symbols, visual class 0
 
@@ -104,3 +105,16 @@ def load_shards(path: Path) -> list[TtsShard]:
     if not out:
         raise FileNotFoundError(f"{path}: no TTS shards (run python -m training.tts_data)")
     return out
+
+
+def asr_timeline(phone: np.ndarray, symbols: list[str], lag: float) -> PhoneTimeline:
+    """Runs of the per-10 ms phone labels as events on the picture's clock (minus the lag)."""
+    cls = np.array([phones.espeak_class(s) for s in symbols], np.int64)[phone]
+    ev: list[tuple[float, float, int]] = []
+    start = 0
+    for i in range(1, len(cls) + 1):
+        if i == len(cls) or cls[i] != cls[start]:
+            ev.append((start / 80.0 - lag, i / 80.0 - lag, int(cls[start])))
+            start = i
+    ev = [(max(a, 0.0), b, c) for a, b, c in ev if b > 0]
+    return timeline(ev, "asr")

@@ -31,37 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdub.drive.events import PhoneTimeline, timeline
-from rtdub.drive.phones import BILABIAL, OPEN, espeak_class
+from rtdub.drive.events import PhoneTimeline
+from rtdub.drive.phones import BILABIAL, OPEN
 from rtdub.drive.phonetic import PhoneticConfig, PhoneticModel, features, fit_ridge, loudness_db
 from rtdub.model import load_bundle
 
-from .data import Clip, apply_audio_offsets, attach_units, load_basis, load_dir, offset_records
-from .phones import load_shards
+from .common import articulation, corr
+from .data import Clip, apply_audio_offsets, attach_units, identity, load_basis, load_dir, offset_records
+from .phones import asr_timeline, load_shards
 
 logger = logging.getLogger("training.train_phonetic")
 GAP = -1  # the inner-gap unit is the last one
-
-
-def identity(name: str) -> str:
-    """real_Obama_clip2 -> Obama, real_andrew_clip_1 -> andrew, real_social_d10 -> social_d10."""
-    stem = name.removeprefix("real_")
-    for sep in ("_clip", "_short"):
-        stem = stem.split(sep)[0]
-    return stem
-
-
-def asr_timeline(phone: np.ndarray, symbols: list[str], lag: float) -> PhoneTimeline:
-    """Runs of the per-10 ms phone labels as events on the picture's clock (minus the lag)."""
-    cls = np.array([espeak_class(s) for s in symbols], np.int64)[phone]
-    ev: list[tuple[float, float, int]] = []
-    start = 0
-    for i in range(1, len(cls) + 1):
-        if i == len(cls) or cls[i] != cls[start]:
-            ev.append((start / 80.0 - lag, i / 80.0 - lag, int(cls[start])))
-            start = i
-    ev = [(max(a, 0.0), b, c) for a, b, c in ev if b > 0]
-    return timeline(ev, "asr")
 
 
 @dataclass
@@ -87,12 +67,6 @@ def build_samples(clips: list[Clip], shards: dict[str, tuple[np.ndarray, list[st
         loud = loudness_db(c.wav, 16000, t + c.audio_lag)
         out.append(Sample(c.name, identity(c.name), c.real, tl, t, c.units[c.valid], loud))
     return out
-
-
-def corr(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def auc(neg: np.ndarray, pos: np.ndarray) -> float:
@@ -127,23 +101,11 @@ class Trial:
         return {"config": asdict(self.config), "alpha": self.alpha, "moc": self.moc}
 
 
-def articulation(pred: np.ndarray, truth: np.ndarray, max_gain: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit, the gain that gives the fitted map's output the spread of the real units
-    (std ratio, between 1 and ``max_gain``) and the centre it scales about (the output mean):
-    least squares on noisy labels shrinks the map toward the mean, and lips that barely move
-    read as mumbling."""
-    centre = pred.mean(0)
-    gain = np.clip(truth.std(0) / np.maximum(pred.std(0), 1e-6), 1.0, max_gain)
-    return gain.astype(np.float32), centre.astype(np.float32)
-
-
 def design(samples: list[Sample], cfg: PhoneticConfig) -> list[np.ndarray]:
     return [features(s.timeline, s.times, cfg, s.loud) for s in samples]
 
 
-def leave_one_out(
-    samples: list[Sample], feats: list[np.ndarray], alpha: float
-) -> dict[str, dict[str, float]]:
+def leave_one_out(samples: list[Sample], feats: list[np.ndarray], alpha: float) -> dict[str, dict[str, float]]:
     idents = sorted({s.ident for s in samples if s.real})
     out: dict[str, dict[str, float]] = {}
     for ident in idents:
@@ -280,5 +242,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
