@@ -19,9 +19,11 @@ held-back frames (rtdub.measure.evaluation.reconstruct), driven by the frames' o
     generic-bank     the base generator with the enrolled reference bank
 
 Writes OUT/enroll_eval.json, OUT/enroll_eval.md and, per person, OUT/<person>/mouths.png:
-mouth crops of held-back frames, generic | enrolled | original, rows by mouth opening.
+mouth crops of held-back frames, generic | enrolled | original, rows by mouth opening, and
+OUT/<person>/mouths_all.png with the ablations (enrolled-fast, enrolled-causal, generic-bank).
 Resumable: a person whose bundle exists is not enrolled again, and variants already in
-OUT/enroll_eval.json are not scored again.
+OUT/enroll_eval.json are not scored again. An existing enrolled bundle gets the base bundle's
+current audio stage before scoring (enrolment copies it; the base's may have changed since).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -86,6 +89,27 @@ def variants(base: ModelBundle, enrolled: ModelBundle) -> dict[str, tuple[ModelB
     }
 
 
+def sync_audio_stage(base: ModelBundle, bundle_path: Path) -> bool:
+    """Give an enrolled bundle the base bundle's current audio stage (enrolment copies it
+    unchanged: a bundle enrolled before the base's audio drive changed would otherwise be
+    compared, driven by the audio, with another model). True when it was replaced."""
+    base_m = json.loads((base.root / "manifest.json").read_text())
+    mf = bundle_path / "manifest.json"
+    m = json.loads(mf.read_text())
+    files = [base_m["a2l"][k] for k in ("file", "baseline") if base_m["a2l"].get(k)]
+    same = m["a2l"] == base_m["a2l"] and all(
+        (bundle_path / f).is_file() and (bundle_path / f).read_bytes() == (base.root / f).read_bytes() for f in files
+    )
+    if same:
+        return False
+    for f in files:
+        shutil.copy2(base.root / f, bundle_path / f)
+    m["a2l"] = base_m["a2l"]
+    atomic.write_text(mf, json.dumps(m, indent=1))
+    logger.warning("%s: the base bundle's audio stage changed since enrolment: copied its current one", bundle_path)
+    return True
+
+
 def mouth_box(lm: np.ndarray, aspect: float = 0.75) -> tuple[int, int, int, int]:
     """A box around the lips (margin 40 %) with height/width ``aspect``."""
     pts = lm[LIP_IDX]
@@ -95,13 +119,18 @@ def mouth_box(lm: np.ndarray, aspect: float = 0.75) -> tuple[int, int, int, int]
     return int(cx - w / 2), int(cy - h / 2), int(cx + w / 2), int(cy + h / 2)
 
 
-def render_frames(clip: ClipData, bundle: ModelBundle, picks: list[int], lookahead_ms: float) -> dict[int, np.ndarray]:
+def render_frames(
+    clip: ClipData, bundle: ModelBundle, picks: list[int], lookahead_ms: float, reference: ReferenceConfig | None = None
+) -> dict[int, np.ndarray]:
     """The frames ``picks`` of ``clip`` rendered from its true units (the pipeline runs over
     every frame before them, so its state is what a real run has)."""
     backend = get_backend("onnx", bundle, BackendConfig(threads=2))
     out = {}
+    pcfg = PipelineConfig(lookahead_ms=lookahead_ms)
+    if reference is not None:
+        pcfg = dataclasses.replace(pcfg, reference=reference)
     with FaceTracker() as tr:
-        pipe = DubPipeline(bundle, backend, tr, PipelineConfig(lookahead_ms=lookahead_ms))
+        pipe = DubPipeline(bundle, backend, tr, pcfg)
         for i in range(max(picks) + 1):
             img = clip.frames[i].copy()
             pipe.process(img, float(clip.times[i]), clip.mel, units=clip.true_units[i])
@@ -111,22 +140,27 @@ def render_frames(clip: ClipData, bundle: ModelBundle, picks: list[int], lookahe
     return out
 
 
-def mouths_picture(clip: ClipData, rendered: dict[str, dict[int, np.ndarray]], picks: list[int], path: Path) -> None:
+def mouths_picture(
+    clip: ClipData, columns: list[tuple[str, dict[int, np.ndarray]]], picks: list[int], path: Path
+) -> None:
+    """Mouth crops of the frames ``picks``: one column per (label, rendered frames), then the
+    original's; one row per frame."""
     cw, ch = 192, 144
+    labels = [label for label, _ in columns] + ["original"]
     rows = []
     for i in picks:
         lm = clip.truth.landmarks[i]
         assert lm is not None
         x0, y0, x1, y1 = mouth_box(lm)
         cells = []
-        for img in (rendered["generic"][i], rendered["enrolled"][i], clip.frames[i]):
+        for img in [frames[i] for _, frames in columns] + [clip.frames[i]]:
             pad = np.pad(img, ((ch, ch), (cw, cw), (0, 0)), mode="edge")
             cut = pad[y0 + ch : y1 + ch, x0 + cw : x1 + cw]
             cells.append(cv2.resize(cut, (cw, ch), interpolation=cv2.INTER_CUBIC))
         rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cells], axis=1))
     pic = np.concatenate(rows, axis=0)
     head = np.full((24, pic.shape[1], 3), 255, np.uint8)
-    for k, label in enumerate(("generic", "enrolled", "original")):
+    for k, label in enumerate(labels):
         cv2.putText(head, label, (k * (cw + 4) + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), np.concatenate([head, pic], axis=0)[:, :, ::-1])
 
@@ -164,6 +198,7 @@ def evaluate_person(
     if not (bundle_path / "manifest.json").is_file():
         enroll(srcs, bundle_path, base.root, cfg)
     enroll_s = time.monotonic() - t0
+    audio_synced = sync_audio_stage(base, bundle_path)
     enrolled = load_bundle(bundle_path)
     # the held-back frames, prepared apart from the enrolment's work (which it deletes)
     clips = []
@@ -181,6 +216,7 @@ def evaluate_person(
         "train_until": [s.train_until for s in srcs],
         "enrolment": enrolled.info["enrolment"],
         "enroll_seconds": previous.get("enroll_seconds", enroll_s),
+        "audio_stage_synced": previous.get("audio_stage_synced", audio_synced),
         "held_back_seconds": sum(float(d.times[-1]) for d, _ in tails),
         "scores": dict(previous.get("scores", {})),  # variants scored before are kept
     }
@@ -191,10 +227,16 @@ def evaluate_person(
         logger.info("%s %s %s", person, name, res["scores"][name])
     clip = tails[0][0]
     picks = picture_frames(clip)
-    pair = (("generic", base), ("enrolled", enrolled))
-    rendered = {name: render_frames(clip, b, picks, cfg.lookahead_ms) for name, b in pair}
-    mouths_picture(clip, rendered, picks, pdir / "mouths.png")
+    # the picture of the issue (generic | enrolled | original), and one with the ablations
+    shown = ("generic", "enrolled", "enrolled-fast", "enrolled-causal", "generic-bank")
+    rendered = {}
+    for name, (b, ref) in variants(base, enrolled).items():
+        if name in shown:
+            rendered[name] = render_frames(clip, b, picks, cfg.lookahead_ms, ref)
+    mouths_picture(clip, [(n, rendered[n]) for n in shown[:2]], picks, pdir / "mouths.png")
+    mouths_picture(clip, [(n, rendered[n]) for n in shown], picks, pdir / "mouths_all.png")
     res["picture"] = str(pdir / "mouths.png")
+    res["picture_ablations"] = str(pdir / "mouths_all.png")
     return res
 
 
