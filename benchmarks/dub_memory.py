@@ -1,12 +1,14 @@
 """Peak memory and temporary disk of ``rtdub dub`` on generated 1080p and 4K clips.
 
     python -m benchmarks.dub_memory [--sizes 1080p,4k] [--video-seconds 4] [--audio-seconds 10]
+                                    [--audio-rate 16000] [--audio-channels 1]
                                     [--fps 30] [--keyint 250] [--out benchmarks/results]
 
 For each size it generates a talking clip (the portrait under gentle head motion, scaled to
 the frame height and centred) of ``--video-seconds`` and speech-like audio of
 ``--audio-seconds`` (longer than the video, so the output ping-pongs over it: the case in
-which the frame spool is used), then runs the real command, ``python -m rtdub dub``, as a
+which the frame spool is used; a WAV of ``--audio-rate`` Hz and ``--audio-channels``, which
+the output muxes as they are), then runs the real command, ``python -m rtdub dub``, as a
 child process with ``TMPDIR`` set to a fresh folder. While it runs the folder's disk usage
 (allocated blocks, so sparse files count what they hold) is sampled every 50 ms; at the end
 the child's peak resident set comes from ``os.wait4`` (its own rusage, ``ru_maxrss``).
@@ -29,13 +31,14 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from rtdub import atomic, media
 from rtdub.measure import samples
 
-SIZES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
+SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 TARGET_MB = 1024.0
 
 
@@ -54,6 +57,8 @@ class Run:
     tmp_left_mb: float  # what the run left in its TMPDIR (should be 0)
     frame_mb: float  # one decoded RGB frame
     output_frames: int
+    audio_rate: int = 16000  # the dubbed audio's
+    audio_channels: int = 1
 
 
 def speechlike(seconds: float, sr: int = 16000) -> np.ndarray:
@@ -62,6 +67,30 @@ def speechlike(seconds: float, sr: int = 16000) -> np.ndarray:
     phase = 2 * np.pi * np.cumsum(140 + 20 * np.sin(2 * np.pi * 0.7 * t)) / sr
     env = np.clip(np.sin(2 * np.pi * 4.0 * t), 0, None) ** 2 * (np.sin(2 * np.pi * 0.5 * t) > -0.6)
     return (0.1 * env * sum(np.sin(k * phase) / k for k in range(1, 8))).astype(np.float32)
+
+
+def write_speech(path: Path, seconds: float, rate: int, channels: int, block_s: float = 10.0) -> Path:
+    """Speech-like audio as a 16-bit WAV of ``rate`` Hz and ``channels``, made ``block_s`` at a
+    time (the phase in closed form), so that long high-rate audio is never held whole here."""
+    layout = "mono" if channels == 1 else "stereo"
+    n = int(seconds * rate)
+    with av.open(str(path), "w", format="wav") as c:
+        s: av.AudioStream = c.add_stream("pcm_s16le", rate=rate)
+        s.layout = layout
+        step = int(block_s * rate)
+        for k0 in range(0, n, step):
+            t = (k0 + np.arange(min(step, n - k0))) / rate
+            phase = 2 * np.pi * (140 * t - 20 / (2 * np.pi * 0.7) * np.cos(2 * np.pi * 0.7 * t))
+            env = np.clip(np.sin(2 * np.pi * 4.0 * t), 0, None) ** 2 * (np.sin(2 * np.pi * 0.5 * t) > -0.6)
+            x = 0.1 * env * sum(np.sin(k * phase) / k for k in range(1, 8))
+            pcm = np.repeat((np.clip(x, -1, 1) * 32767).astype(np.int16)[None], channels, axis=0)
+            f = av.AudioFrame.from_ndarray(pcm.reshape(1, -1, order="F"), format="s16", layout=layout)
+            f.sample_rate, f.pts, f.time_base = rate, k0, Fraction(1, rate)
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    return path
 
 
 def make_clip(path: Path, width: int, height: int, seconds: float, fps: float, keyint: int) -> Path:
@@ -142,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1080p,4k", help=f"comma list of {','.join(SIZES)}")
     p.add_argument("--video-seconds", type=float, default=4.0)
     p.add_argument("--audio-seconds", type=float, default=10.0)
+    p.add_argument("--audio-rate", type=int, default=16000, help="the dubbed audio's sample rate (Hz)")
+    p.add_argument("--audio-channels", type=int, choices=(1, 2), default=1)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--keyint", type=int, default=250, help="GOP length of the generated clips (x264's default)")
     p.add_argument(
@@ -162,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     try:
-        audio = media.write_wav(work / "speech.wav", speechlike(args.audio_seconds), 16000)
+        if args.audio_rate == 16000 and args.audio_channels == 1:
+            audio = media.write_wav(work / "speech.wav", speechlike(args.audio_seconds), 16000)
+        else:
+            audio = write_speech(
+                work / f"speech_{args.audio_rate}_{args.audio_channels}.wav",
+                args.audio_seconds, args.audio_rate, args.audio_channels,
+            )  # fmt: skip
         for name in sizes:
             w, h = SIZES[name]
             t0 = time.perf_counter()
@@ -177,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink(missing_ok=True)
             runs.append(
                 Run(name, w, h, args.video_seconds, args.audio_seconds, args.fps, code, round(wall, 1),
-                    round(rss, 1), round(tmp_peak, 1), round(left, 1), round(w * h * 3 / 2**20, 1), n_out)
+                    round(rss, 1), round(tmp_peak, 1), round(left, 1), round(w * h * 3 / 2**20, 1), n_out,
+                    args.audio_rate, args.audio_channels)
             )  # fmt: skip
             print(f"[{name}] {json.dumps(asdict(runs[-1]))}", flush=True)
     finally:
@@ -192,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     atomic.write_text(args.out / "dub_memory.json", json.dumps(report, indent=1) + "\n")
     rows = [
-        f"| {r.size} | {r.video_seconds:g} | {r.audio_seconds:g} | {r.frame_mb} | {r.peak_rss_mb} | "
+        f"| {r.size} | {r.video_seconds:g} | {r.audio_seconds:g} | {r.audio_rate / 1000:g} kHz × {r.audio_channels} "
+        f"| {r.frame_mb} | {r.peak_rss_mb} | "
         f"{r.peak_tmp_mb} | {r.tmp_left_mb} | {r.wall_s} | {r.exit_code} |"
         for r in runs
     ]
@@ -203,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             f"- command: `{report['command']}`; {report['created']}; load average {report['load_average_start']}",
             f"- target: peak RSS and peak temporary disk at most {TARGET_MB:g} MB each, at any length, up to 4K",
             "",
-            "| size | video s | audio s | frame MB | peak RSS MB | peak TMPDIR MB | TMPDIR left MB | wall s | exit |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| size | video s | audio s | audio | frame MB | peak RSS MB | peak TMPDIR MB | TMPDIR left MB "
+            "| wall s | exit |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

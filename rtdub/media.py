@@ -191,8 +191,11 @@ class FrameReader:
     without a timestamp is placed 1/25 s after the one before. After a seek the times are the
     container's clock on that timeline, not repaired: identify frames by ``pts`` there."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int = 0) -> None:
         self.path = Path(path)
+        # decoding threads: 0 is FFmpeg's own count (one per core and one more, up to 16);
+        # frame threading holds about a frame per thread
+        self.threads = threads
         self._c = self._open()
         self._t0: float | None = None
         self._pass = 0  # a new pass makes the iterators of the earlier ones stop
@@ -204,6 +207,8 @@ class FrameReader:
             c.close()
             raise InputError(str(self.path), "no video stream")
         c.streams.video[0].thread_type = "AUTO"
+        if self.threads > 0:
+            c.streams.video[0].codec_context.thread_count = self.threads
         return c
 
     def close(self) -> None:
@@ -277,6 +282,7 @@ class VideoWriter:
         preset: str = "veryfast",
         keyint: int | None = None,
         lookahead: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)
         # 0666 less the umask, as any new file; an existing output's mode is kept (atomic.replace)
@@ -290,7 +296,7 @@ class VideoWriter:
         self._tmp = Path(tmp)
         self._closed = True  # until the container is open: abort() then only removes the file
         try:
-            self._start(fps, width, height, audio, audio_rate, crf, preset, keyint, lookahead)
+            self._start(fps, width, height, audio, audio_rate, crf, preset, keyint, lookahead, threads)
         except BaseException as exc:
             if hasattr(self, "_c"):
                 with contextlib.suppress(Exception):
@@ -311,6 +317,7 @@ class VideoWriter:
         preset: str,
         keyint: int | None,
         lookahead: int | None,
+        threads: int | None = None,
     ) -> None:
         self.width = width - width % 2
         self.height = height - height % 2
@@ -326,6 +333,8 @@ class VideoWriter:
                 options["g"] = str(keyint)  # the GOP length (x264's default is 250)
             if lookahead is not None:
                 options["rc-lookahead"] = str(lookahead)  # frames x264 holds to plan its rate
+            if threads is not None:
+                options["threads"] = str(threads)  # x264's own count is 1.5 per core; each holds frames
             self._v.options = options
         self._n = 0
         self._pieces: Iterator[np.ndarray] | None = None  # the audio not yet taken
