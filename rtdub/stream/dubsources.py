@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import itertools
 import logging
 import math
@@ -37,6 +36,7 @@ from ..audio import SAMPLE_RATE
 from ..drive.events import PhoneTimeline, from_speech
 from ..exceptions import InputError, RtdubError
 from ..tts import Speech
+from .localsocket import bound_address, check_loopback, listen
 from .rings import PtsClock, pts_seconds
 
 logger = logging.getLogger(__name__)
@@ -275,8 +275,7 @@ class PcmSocketSource(DubAudioSource):
     def __init__(
         self, address: tuple[str, int] | str, resync: float = 0.1, max_lead: float = 2.0, name: str = "socket"
     ) -> None:
-        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
-            raise InputError(address[0], "PCM sockets listen on loopback addresses only")
+        check_loopback(address, "PCM sockets")
         self.address = address
         self.resync = resync
         self.max_lead = max_lead
@@ -290,10 +289,7 @@ class PcmSocketSource(DubAudioSource):
     @property
     def bound(self) -> tuple[str, int] | str:
         """The listening address (with the real port when 0 was asked for)."""
-        if self._server is not None and isinstance(self.address, tuple):
-            host, port = self._server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
-            return str(host), int(port)
-        return self.address
+        return bound_address(self._server, self.address)
 
     async def start(self, sink: Sink, clock: Clock) -> None:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -312,10 +308,7 @@ class PcmSocketSource(DubAudioSource):
                 writer.close()
                 self._clients.discard(task)
 
-        if isinstance(self.address, tuple):
-            self._server = await asyncio.start_server(client, self.address[0], self.address[1])
-        else:
-            self._server = await asyncio.start_unix_server(client, self.address)
+        self._server = await listen(client, self.address)
 
     async def _serve(self, reader: asyncio.StreamReader, sink: Sink, clock: Clock) -> None:
         anchor: float | None = None

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 
-from ..exceptions import InputError
 from .eventfeed import EventFeed
+from .localsocket import bound_address, check_loopback, listen
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +29,7 @@ class EventSocket:
     """Serves one :class:`EventFeed`. Lifecycle: ``await start()``, ``await aclose()``."""
 
     def __init__(self, address: tuple[str, int] | str, feed: EventFeed) -> None:
-        if isinstance(address, tuple) and not ipaddress.ip_address(address[0]).is_loopback:
-            raise InputError(address[0], "event sockets listen on loopback addresses only")
+        check_loopback(address, "event sockets")
         self.address = address
         self.feed = feed
         self.clients = 0  # served
@@ -43,16 +41,10 @@ class EventSocket:
     @property
     def bound(self) -> tuple[str, int] | str:
         """The listening address (with the real port when 0 was asked for)."""
-        if self._server is not None and isinstance(self.address, tuple):
-            host, port = self._server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
-            return str(host), int(port)
-        return self.address
+        return bound_address(self._server, self.address)
 
     async def start(self) -> None:
-        if isinstance(self.address, tuple):
-            self._server = await asyncio.start_server(self._client, self.address[0], self.address[1])
-        else:
-            self._server = await asyncio.start_unix_server(self._client, self.address)
+        self._server = await listen(self._client, self.address)
         logger.info("events socket on %s", self.bound, extra={"address": str(self.bound)})
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
