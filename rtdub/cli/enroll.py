@@ -39,7 +39,13 @@ def add_enroll_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("--video", required=True, type=Path, action="append", help="a recording of the person (repeat)")
     p.add_argument("-o", "--output", required=True, type=Path, help="the bundle folder to write")
-    p.add_argument("--minutes", type=float, default=5.0, help="fine-tuning time: more gives a better model (default 5)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=5.0,
+        help="fine-tuning time in minutes (default 5); longer fits the person's pixels more closely but, as "
+        "measured so far, can also damp the mouth's motion (benchmarks/results/enroll_eval.md)",
+    )
     p.add_argument("--base", default="default", help="the generic bundle to start from (a folder or a shipped name)")
     p.add_argument(
         "--eval-seconds", type=float, default=12.0, help="held-back seconds scored before and after (0: none)"
