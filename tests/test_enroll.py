@@ -359,3 +359,21 @@ def test_enroll_refuses_to_overwrite_a_folder_that_is_not_its_bundle(
     assert cli_main(["enroll", "--video", str(talking), "-o", str(out), "-q"]) == 2
     assert "is not an enrolled bundle" in capsys.readouterr().err
     assert (out / "holiday.jpg").read_bytes() == b"x"
+
+
+def test_the_rtdub_command_finds_the_checkouts_training_packages(tmp_path: Path) -> None:
+    """An editable install maps only rtdub: run from elsewhere, the installed ``rtdub`` command
+    must still reach training/ and engines/ (here it gets as far as the missing video)."""
+    import os
+
+    exe = Path(sys.executable).parent / "rtdub"
+    if not exe.is_file():
+        pytest.skip("no rtdub console script beside this interpreter")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(
+        [str(exe), "enroll", "--video", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "me")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "missing.mp4" in r.stderr and "source tree" not in r.stderr, r.stderr
+    assert not (tmp_path / "me").exists()

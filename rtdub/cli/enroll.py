@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 from ..exceptions import InputError
+from ..model import SOURCE_ROOT
 
 EXAMPLES = """\
 examples:
@@ -55,8 +56,19 @@ def add_enroll_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_enroll)
 
 
+def _source_tree_on_path() -> None:
+    """An editable install (``make venv``, ``pip install -e``) maps only the rtdub package, so
+    the ``rtdub`` command cannot import the checkout's training/ and engines/: put the
+    checkout's root on sys.path when it has them (an installed wheel has no such root)."""
+    root = SOURCE_ROOT
+    if (root / "training" / "__init__.py").is_file() and (root / "engines" / "__init__.py").is_file():
+        if str(root) not in sys.path:
+            sys.path.append(str(root))
+
+
 def _missing_training() -> str | None:
     """Why enrolment cannot run here (None: it can)."""
+    _source_tree_on_path()
     if importlib.util.find_spec("torch") is None:
         return f"rtdub enroll needs the training extra (torch): {TRAIN_EXTRA}"
     if importlib.util.find_spec("training") is None or importlib.util.find_spec("engines") is None:
