@@ -51,6 +51,7 @@ from rtdub.drive.phonetic import PhoneticConfig, features, fit_ridge, loudness_d
 from training.common import corr
 from training.data import apply_audio_offsets, attach_units, identity, load_basis, load_dir, offset_records
 from training.phones import asr_timeline, load_shards
+from training.recogniser import Recogniser
 from training.visemes import EXCLUDE, Sample, class_logp, design, runtime_units
 
 GAP = -1
@@ -69,17 +70,11 @@ def mel_features(s: Sample, past: float = 0.12, future: float = 0.04, bands: int
     return np.concatenate([*cols, np.ones((len(idx), 1))], 1)
 
 
-def phone_loop(wav: np.ndarray) -> tuple[list[tuple[str, float, float]], float]:
+def phone_loop(rec: Recogniser, wav: np.ndarray) -> tuple[list[tuple[str, float, float]], float]:
     """pocketsphinx allphone segments (espeak mnemonic, start s, end s) and the decode seconds."""
-    from training.recogniser import Recogniser, espeak_symbol
-
-    rec = phone_loop.rec if hasattr(phone_loop, "rec") else Recogniser()
-    phone_loop.rec = rec  # type: ignore[attr-defined]
-    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes()
     t0 = time.perf_counter()
-    rec._decode(rec._phones, pcm)
-    segs = [(espeak_symbol(x.word), x.start_frame * 0.01, (x.end_frame + 1) * 0.01) for x in rec._phones.seg()]
-    return segs, time.perf_counter() - t0
+    segs = rec.phone_loop(wav)
+    return [(p.phone, p.start, p.end) for p in segs], time.perf_counter() - t0
 
 
 def class_features(segs: list[tuple[str, float, float]], s: Sample, loud: np.ndarray) -> np.ndarray:
@@ -151,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     preds["default"] = base
     preds["mel-ridge"] = loo_predictions(samples, [mel_features(s) for s in samples])
     loop, decode_s = [], 0.0
+    recogniser = Recogniser()
     for s, loud in zip(samples, louds, strict=True):
-        segs, dt = phone_loop(s.clip.wav)
+        segs, dt = phone_loop(recogniser, s.clip.wav)
         decode_s += dt
         loop.append(class_features(segs, s, loud))
     cost["phone-loop"] = decode_s / audio_s * 1000 / FPS

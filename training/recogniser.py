@@ -99,9 +99,15 @@ class Recogniser:
                 logger.info("alignment failed (%s); phone loop instead", e)
             finally:
                 d.activate_search()
+        return self._loop(pcm), "allphone"
+
+    def phone_loop(self, wav: np.ndarray) -> list[PhoneSegment]:
+        """Phone segments of 16 kHz float ``wav`` by phone-loop recognition alone (no words)."""
+        return self._loop((np.clip(np.asarray(wav, np.float32), -1.0, 1.0) * 32767).astype("<i2").tobytes())
+
+    def _loop(self, pcm: bytes) -> list[PhoneSegment]:
         self._decode(self._phones, pcm)
-        segs = [
+        return [
             PhoneSegment(espeak_symbol(s.word), s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S)
             for s in self._phones.seg()
         ]
-        return segs, "allphone"

@@ -36,7 +36,7 @@ from ..audio import SAMPLE_RATE
 from ..drive.events import PhoneTimeline, from_speech
 from ..exceptions import InputError, RtdubError
 from ..tts import Speech
-from .localsocket import bound_address, check_loopback, listen
+from .localsocket import bound_address, check_loopback, close, listen
 from .rings import PtsClock, pts_seconds
 
 logger = logging.getLogger(__name__)
@@ -344,14 +344,5 @@ class PcmSocketSource(DubAudioSource):
 
     async def aclose(self) -> None:
         if self._server is not None:
-            self._server.close()
-            for t in list(self._clients):
-                t.cancel()
-            for t in list(self._clients):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await self._server.wait_closed()
-            self._server = None
-            if isinstance(self.address, str):
-                with contextlib.suppress(OSError):
-                    os.unlink(self.address)
+            server, self._server = self._server, None
+            await close(server, self._clients, self.address)

@@ -13,12 +13,10 @@ than the message limit is skipped up to its newline and counted once as oversize
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 
 from .eventfeed import EventFeed
-from .localsocket import bound_address, check_loopback, listen
+from .localsocket import bound_address, check_loopback, close, listen
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +109,8 @@ class EventSocket:
     async def aclose(self) -> None:
         if self._server is None:
             return
-        self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await self._server.wait_closed()
-        self._server = None
-        if isinstance(self.address, str):
-            with contextlib.suppress(OSError):
-                os.unlink(self.address)
+        server, self._server = self._server, None
+        await close(server, self._tasks, self.address)
 
 
 __all__ = ["EventSocket"]

@@ -4,8 +4,10 @@ loopback TCP address or a unix socket path, never a public interface."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterable
 
 from ..exceptions import InputError
 
@@ -32,3 +34,18 @@ def bound_address(server: asyncio.AbstractServer | None, address: Address) -> Ad
         host, port = server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
         return str(host), int(port)
     return address
+
+
+async def close(server: asyncio.AbstractServer, clients: Iterable[asyncio.Task[None]], address: Address) -> None:
+    """Stop listening, cancel the client tasks and wait for them, and remove a unix socket's file."""
+    server.close()
+    tasks = list(clients)
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    await server.wait_closed()
+    if isinstance(address, str):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
